@@ -1,0 +1,33 @@
+# The README's two commands: `make book` and `make test`. Both create .venv on first use and reuse it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PROFILE ?= quick
+JOBS   ?= 1
+STAMP  := $(VENV)/.blvnb-installed
+
+.PHONY: book test venv clean-book clean
+
+venv: $(STAMP)
+
+# Reinstall when the dependency list changes. torch/torchvision are pinned in pyproject.toml; pip finds
+# them in the configured index (on GPU servers pre-install the CUDA build of the same version first).
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing blvnb[book,dev] (first run: a few minutes)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[book,dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+book: $(STAMP)
+	$(PY) -m blvnb reproduce --profile $(PROFILE) --jobs $(JOBS)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean-book:
+	rm -rf _build book/generated
+
+clean: clean-book
+	rm -rf $(VENV) results
