@@ -1,0 +1,469 @@
+"""Evaluation: confusion matrix, IoU, whole-image / sliding-window inference, flip.
+
+Conventions used throughout this module (said once, here):
+
+* Labels are train ids ``0 .. C-1``; ``ignore_index`` (255) marks pixels that are not evaluated.
+* The confusion matrix has **rows = ground truth, columns = prediction**, int64.
+* Metrics are **fractions in [0, 1]**; the book multiplies by 100 when it prints percentages.
+* Logits are resized with ``F.interpolate(..., mode="bilinear", align_corners=False)`` everywhere.
+* Overlapping sliding windows and the horizontal-flip pass are combined by **averaging logits**
+  (not softmax probabilities). The arg-max is what evaluation uses; averaging probabilities instead
+  (as DARS's released ``semseg`` code does) changes it only where two classes are nearly tied.
+
+**Predictions outside [0, C)** (e.g. 255 left in a pseudo-label map) are *misses*: a false negative of
+the pixel's ground-truth class and a false positive of no class. This is what cityscapesScripts does
+with a prediction of an ignored label id, and what mmsegmentation's ``intersect_and_union`` does. A
+C×C matrix cannot hold such a pixel (every cell is some class's false positive), so misses live in an
+optional extra column: :func:`confusion_matrix` returns ``C×C`` by default and logs a warning with the
+number of misses it had to leave out, or ``C×(C+1)`` with ``misses=True``; :class:`Confusion` always
+keeps the extra column. :func:`per_class_iou` and :func:`summarize` accept either shape.
+
+Per-class IoU is ``TP / (TP + FP + FN)``. A class with ``TP + FP + FN = 0`` (absent from both ground
+truth and prediction) gets NaN and is left out of every mean, as in cityscapesScripts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from blvnb.classes import BLV_TAIL, CLASSES, DARS_TAIL, HEAD_BLV, IGNORE, NUM_CLASSES, SYNTHIA_13, SYNTHIA_16
+from blvnb.errors import BlvnbError, ConfigError
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("cityscapes", "synthia", "generic")
+
+
+# --- confusion matrix ------------------------------------------------------------------------------
+
+def _as_label_tensor(x, name: str, device: torch.device | None = None) -> torch.Tensor:
+    """numpy / torch integer labels -> int64 tensor (on ``device`` when given)."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if x.is_floating_point() or x.is_complex():
+        raise BlvnbError(
+            f"{name} must hold integer class indices, got dtype {x.dtype}; "
+            "pass logits.argmax(1) rather than the logits or probabilities"
+        )
+    if device is not None and x.device != device:
+        x = x.to(device)
+    return x.long()
+
+
+def _confusion_full(pred, target, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """C×(C+1) counts; column C counts predictions outside [0, C) (misses)."""
+    if isinstance(target, torch.Tensor):
+        device = target.device
+    elif isinstance(pred, torch.Tensor):
+        device = pred.device
+    else:
+        device = None
+    t = _as_label_tensor(target, "target", device)
+    p = _as_label_tensor(pred, "pred", t.device)
+    if p.shape != t.shape:
+        raise BlvnbError(
+            f"pred and target must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}; "
+            "upsample the prediction to the label's resolution before computing the confusion matrix"
+        )
+    c = int(num_classes)
+    if c < 1:
+        raise BlvnbError(f"num_classes must be >= 1, got {num_classes}")
+    t = t.reshape(-1)
+    p = p.reshape(-1)
+    # pixels whose ground truth is ignore_index (or any value outside [0, C)) are not evaluated
+    keep = (t >= 0) & (t < c) & (t != ignore_index)
+    t = t[keep]
+    p = p[keep]
+    # a prediction outside [0, C) goes to the extra column C
+    p = torch.where((p >= 0) & (p < c), p, torch.full_like(p, c))
+    counts = torch.bincount(t * (c + 1) + p, minlength=c * (c + 1))
+    return counts.reshape(c, c + 1)
+
+
+def confusion_matrix(pred, target, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE, *,
+                     misses: bool = False) -> torch.Tensor:
+    """Confusion matrix of integer predictions against integer ground truth.
+
+    Args:
+        pred, target: integer tensors (or numpy arrays) of the same, arbitrary shape. The counting
+            happens on ``target``'s device (numpy inputs follow the other argument, else CPU) with
+            ``torch.bincount(C * t + p, minlength=C * C)``.
+        num_classes: C.
+        ignore_index: ground-truth value that is not evaluated. Ground truth outside [0, C) is dropped too.
+        misses: if True, return ``C×(C+1)`` whose last column counts predictions outside [0, C) per
+            ground-truth class (false negatives of that class, false positives of none).
+
+    Returns:
+        int64 ``C×C`` (rows = ground truth, columns = prediction), or ``C×(C+1)`` with ``misses=True``.
+        Without ``misses`` a prediction outside [0, C) cannot be represented; such pixels are left
+        out of the C×C matrix and a warning says how many (use ``misses=True`` or :class:`Confusion`).
+
+    Raises:
+        BlvnbError: shapes differ, or the inputs are not integers.
+    """
+    full = _confusion_full(pred, target, num_classes, ignore_index)
+    if misses:
+        return full
+    n_miss = int(full[:, -1].sum())
+    if n_miss:
+        log.warning(
+            "%d predicted pixels are outside [0, %d) and cannot be stored in a C×C confusion matrix; "
+            "they are left out of it. Pass misses=True (or use Confusion) to count them as false negatives",
+            n_miss, num_classes,
+        )
+    return full[:, :-1].contiguous()
+
+
+class Confusion:
+    """Streaming confusion matrix: ``update`` per batch, read ``matrix`` / ``summary()`` at the end.
+
+    Keeps the ``C×(C+1)`` form (see the module docstring): ``matrix`` is the C×C part, ``misses`` the
+    per-class count of predictions outside [0, C), ``full`` both. The counts live on the device of
+    ``device`` if given, else of the first batch.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE,
+                 device: torch.device | str | None = None):
+        self.num_classes = int(num_classes)
+        self.ignore_index = int(ignore_index)
+        self._device = torch.device(device) if device is not None else None
+        self._full: torch.Tensor | None = None
+
+    def _empty(self, device) -> torch.Tensor:
+        return torch.zeros(self.num_classes, self.num_classes + 1, dtype=torch.int64, device=device)
+
+    def update(self, pred, target) -> "Confusion":
+        """Add one batch of integer predictions and ground truth (same shape)."""
+        counts = _confusion_full(pred, target, self.num_classes, self.ignore_index)
+        if self._full is None:
+            self._full = self._empty(self._device if self._device is not None else counts.device)
+        self._full += counts.to(self._full.device)
+        return self
+
+    def reset(self) -> "Confusion":
+        self._full = None
+        return self
+
+    @property
+    def full(self) -> torch.Tensor:
+        """int64 ``C×(C+1)``; the last column counts predictions outside [0, C)."""
+        if self._full is None:
+            self._full = self._empty(self._device)
+        return self._full
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """int64 ``C×C``, rows = ground truth, columns = prediction."""
+        return self.full[:, :-1]
+
+    @property
+    def misses(self) -> torch.Tensor:
+        """int64 ``C``: per ground-truth class, pixels predicted outside [0, C)."""
+        return self.full[:, -1]
+
+    def all_reduce(self) -> "Confusion":
+        """Sum the counts over ``torch.distributed`` ranks (no-op unless a process group is initialised).
+
+        Every rank must call it. With NCCL the counts must be on the rank's GPU.
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(self.full, op=torch.distributed.ReduceOp.SUM)
+        return self
+
+    def iou(self) -> torch.Tensor:
+        return per_class_iou(self.full)
+
+    def summary(self, dataset: str = "cityscapes", class_names: Sequence[str] | None = None) -> dict:
+        return summarize(self.full, dataset=dataset, class_names=class_names)
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+
+def _split(confusion) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C×C float64 matrix, per-class misses float64[C]) from a C×C or C×(C+1) confusion."""
+    m = confusion if isinstance(confusion, torch.Tensor) else torch.as_tensor(np.asarray(confusion))
+    m = m.detach().to("cpu", torch.float64)
+    if m.ndim != 2 or m.shape[1] not in (m.shape[0], m.shape[0] + 1):
+        raise BlvnbError(f"a confusion matrix must be C×C or C×(C+1), got shape {tuple(m.shape)}")
+    c = m.shape[0]
+    miss = m[:, c] if m.shape[1] == c + 1 else torch.zeros(c, dtype=torch.float64)
+    return m[:, :c], miss
+
+
+def per_class_iou(confusion) -> torch.Tensor:
+    """float64[C]: ``IoU_k = TP_k / (TP_k + FP_k + FN_k)``; NaN where the denominator is 0.
+
+    ``TP_k = M[k, k]``, ``FN_k = Σ_j M[k, j] − TP_k`` (+ misses of class k), ``FP_k = Σ_i M[i, k] − TP_k``.
+    """
+    m, miss = _split(confusion)
+    tp = torch.diagonal(m)
+    # FN_k: ground truth k, predicted anything else (misses included)
+    fn = m.sum(1) + miss - tp
+    # FP_k: predicted k, ground truth anything else
+    fp = m.sum(0) - tp
+    denom = tp + fp + fn
+    return torch.where(denom > 0, tp / denom.clamp_min(1), torch.full_like(tp, math.nan))
+
+
+def per_class_accuracy(confusion) -> torch.Tensor:
+    """float64[C]: ``TP_k / (pixels whose ground truth is k)``; NaN for a class absent from the ground truth."""
+    m, miss = _split(confusion)
+    tp = torch.diagonal(m)
+    gt = m.sum(1) + miss
+    return torch.where(gt > 0, tp / gt.clamp_min(1), torch.full_like(tp, math.nan))
+
+
+def pixel_accuracy(confusion) -> float:
+    """Correct pixels / evaluated pixels (NaN if none was evaluated)."""
+    m, miss = _split(confusion)
+    total = float(m.sum() + miss.sum())
+    return float(torch.diagonal(m).sum()) / total if total > 0 else math.nan
+
+
+def mean_iou(iou, classes: Sequence[int] | None = None) -> float:
+    """NaN-mean of ``iou`` over the class indices ``classes`` (all classes when None).
+
+    Classes whose IoU is NaN (absent from ground truth and prediction) are left out; NaN if all are.
+    """
+    v = iou.detach().to("cpu", torch.float64) if isinstance(iou, torch.Tensor) else torch.as_tensor(
+        np.asarray(iou, dtype=np.float64))
+    if classes is not None:
+        idx = list(classes)
+        if any(not 0 <= i < v.numel() for i in idx):
+            raise BlvnbError(f"class indices must lie in [0, {v.numel()}), got {idx}")
+        v = v[idx]
+    v = v[~torch.isnan(v)]
+    return float(v.mean()) if v.numel() else math.nan
+
+
+def summarize(confusion, dataset: str = "cityscapes", class_names: Sequence[str] | None = None) -> dict:
+    """The metrics the book reports, as plain Python floats in [0, 1] (NaN where undefined).
+
+    Keys, for ``dataset="cityscapes"`` (the 19 Cityscapes train classes):
+        ``per_class_iou`` {class name: IoU}, ``iou`` [IoU in class order], ``mIoU``,
+        ``mIoU_tail_blv`` (BLV's 9 tail classes), ``mIoU_head_blv`` (the other 10),
+        ``mIoU_tail_dars`` (DARS's 13 tail classes), ``pixel_acc``, ``mAcc`` (mean class accuracy).
+    ``dataset="synthia"`` adds ``mIoU16`` (SYNTHIA's 16 classes) and ``mIoU13`` (its 13-class subset);
+        ``mIoU`` is then ``mIoU16``, and the tail/head means are over their intersection with the 16.
+    ``dataset="generic"``: any C; only ``per_class_iou``, ``iou``, ``mIoU``, ``pixel_acc``, ``mAcc``.
+
+    ``confusion``: C×C or C×(C+1) (see the module docstring), tensor, numpy array or nested list.
+    """
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r} for evaluation; expected one of {DATASETS}")
+    iou = per_class_iou(confusion)
+    c = iou.numel()
+    if dataset != "generic" and c != NUM_CLASSES:
+        raise BlvnbError(
+            f"dataset={dataset!r} expects the {NUM_CLASSES} Cityscapes train classes, got a {c}-class confusion "
+            "matrix; use dataset='generic' for other label sets"
+        )
+    if class_names is None:
+        class_names = CLASSES if c == NUM_CLASSES else tuple(f"class_{i}" for i in range(c))
+    if len(class_names) != c:
+        raise BlvnbError(f"class_names has {len(class_names)} names for {c} classes")
+    out: dict = {
+        "per_class_iou": {name: float(v) for name, v in zip(class_names, iou.tolist())},
+        "iou": [float(v) for v in iou.tolist()],
+        "pixel_acc": pixel_accuracy(confusion),
+        "mAcc": mean_iou(per_class_accuracy(confusion)),
+    }
+    if dataset == "generic":
+        out["mIoU"] = mean_iou(iou)
+        return out
+    evaluated = SYNTHIA_16 if dataset == "synthia" else tuple(range(NUM_CLASSES))
+
+    def over(subset):
+        return mean_iou(iou, [k for k in subset if k in evaluated])
+
+    out["mIoU"] = over(evaluated)
+    out["mIoU_tail_blv"] = over(BLV_TAIL)
+    out["mIoU_head_blv"] = over(HEAD_BLV)
+    out["mIoU_tail_dars"] = over(DARS_TAIL)
+    if dataset == "synthia":
+        out["mIoU16"] = over(SYNTHIA_16)
+        out["mIoU13"] = over(SYNTHIA_13)
+    return out
+
+
+# --- inference -------------------------------------------------------------------------------------
+
+def _forward(model, x: torch.Tensor, size: tuple[int, int], num_classes: int, amp_dtype) -> torch.Tensor:
+    """Model logits for ``x``, resized to ``size`` (bilinear, align_corners=False), float32."""
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        out = model(x)
+    if isinstance(out, dict):
+        if "out" not in out:
+            raise BlvnbError(f"the model returned a dict without an 'out' key (keys: {sorted(out)})")
+        out = out["out"]
+    if not isinstance(out, torch.Tensor) or out.ndim != 4:
+        raise BlvnbError("the model must return N×C×h×w logits, or a dict with them under 'out'")
+    if out.shape[1] != num_classes:
+        raise BlvnbError(f"the model returned {out.shape[1]} channels, expected num_classes={num_classes}")
+    out = out.float()
+    if tuple(out.shape[-2:]) != tuple(size):
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    return out
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    """Window start offsets covering [0, length); the last window ends at the border."""
+    if length <= window:
+        return [0]
+    n = math.ceil((length - window) / stride) + 1
+    return sorted({min(i * stride, length - window) for i in range(n)})
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        v = (v, v)
+    try:
+        h, w = (int(a) for a in v)
+    except (TypeError, ValueError):
+        raise BlvnbError(f"{name} must be an int or a pair (h, w), got {v!r}") from None
+    if h < 1 or w < 1:
+        raise BlvnbError(f"{name} must be positive, got {v!r}")
+    return h, w
+
+
+def _slide(model, images, crop, stride, num_classes, amp_dtype, window_batch) -> torch.Tensor:
+    n, _, h, w = images.shape
+    ch, cw = crop
+    sh, sw = stride
+    # an image smaller than the crop is padded bottom/right with 0 (the input as given, i.e. after
+    # normalisation), and the logits are cropped back at the end
+    ph, pw = max(h, ch), max(w, cw)
+    if (ph, pw) != (h, w):
+        images = F.pad(images, (0, pw - w, 0, ph - h), value=0.0)
+    wins = [(y, x) for y in _starts(ph, ch, sh) for x in _starts(pw, cw, sw)]
+    logits = images.new_zeros((n, num_classes, ph, pw), dtype=torch.float32)
+    count = images.new_zeros((1, 1, ph, pw), dtype=torch.float32)
+    for i in range(0, len(wins), window_batch):
+        chunk = wins[i:i + window_batch]
+        # k windows of every image, stacked: (k·N)×3×ch×cw, window-major
+        crops = torch.cat([images[:, :, y:y + ch, x:x + cw] for y, x in chunk])
+        out = _forward(model, crops, (ch, cw), num_classes, amp_dtype)
+        for j, (y, x) in enumerate(chunk):
+            logits[:, :, y:y + ch, x:x + cw] += out[j * n:(j + 1) * n]
+            count[:, :, y:y + ch, x:x + cw] += 1
+    # average overlapping windows
+    logits /= count
+    return logits[:, :, :h, :w]
+
+
+@torch.no_grad()
+def predict_logits(model, images: torch.Tensor, *, mode: str = "whole", crop=None, stride=None,
+                   flip: bool = False, num_classes: int = NUM_CLASSES, amp_dtype: torch.dtype | None = None,
+                   window_batch: int = 8) -> torch.Tensor:
+    """Logits N×C×H×W at the resolution of ``images`` (N×3×H×W, already normalised).
+
+    ``model(x)`` may return logits at any resolution, or a dict holding them under ``"out"``; they are
+    upsampled bilinearly (align_corners=False) to the size of the input or window.
+
+    Args:
+        mode: ``"whole"`` — one forward pass on the full image; ``"slide"`` — ``crop``-sized windows
+            with step ``stride`` (default ⌈2/3 · crop⌉, as DARS's released evaluation), covering the image
+            with the last window snapped to the border; logits of overlapping windows are averaged. An
+            image smaller than the crop is zero-padded bottom/right, then the logits are cropped back.
+        crop, stride: int or (h, w); ``crop`` is required for ``"slide"``.
+        flip: also run the horizontally flipped input and average its logits, flipped back, with the
+            plain ones.
+        amp_dtype: None (float32) or torch.bfloat16 / torch.float16 — autocast on the input's device type
+            around the model's forward; logits are accumulated in float32.
+        window_batch: windows per forward pass in ``"slide"`` mode (each with all N images).
+
+    Runs under ``torch.no_grad()``; does not change the model's train/eval mode (call ``model.eval()``).
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise BlvnbError(f"images must be an N×3×H×W tensor, got {getattr(images, 'shape', type(images))}")
+    if not images.is_floating_point():
+        raise BlvnbError(f"images must be a float tensor (normalised), got dtype {images.dtype}")
+    h, w = images.shape[-2:]
+    if mode == "whole":
+        def run(x):
+            return _forward(model, x, (h, w), num_classes, amp_dtype)
+    elif mode == "slide":
+        if crop is None:
+            raise BlvnbError("mode='slide' needs crop=(h, w), e.g. crop=(769, 769) for Cityscapes")
+        crop_hw = _pair(crop, "crop")
+        stride_hw = _pair(stride, "stride") if stride is not None else tuple(math.ceil(c * 2 / 3) for c in crop_hw)
+
+        def run(x):
+            return _slide(model, x, crop_hw, stride_hw, num_classes, amp_dtype, max(1, int(window_batch)))
+    else:
+        raise ConfigError(f"unknown inference mode {mode!r}; expected 'whole' or 'slide'")
+    logits = run(images)
+    if flip:
+        # not in place: in "whole" mode ``logits`` may be the model's own output tensor
+        logits = (logits + run(images.flip(-1)).flip(-1)) / 2
+    return logits
+
+
+def _uses_channels_last(model) -> bool:
+    """True if some 4-D parameter is stored channels_last (and not also plain contiguous)."""
+    return any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in model.parameters())
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def evaluate(model, loader, *, device, mode: str = "whole", crop=None, stride=None, flip: bool = False,
+             num_classes: int = NUM_CLASSES, dataset: str = "cityscapes", progress: bool = True,
+             amp_dtype: torch.dtype | None = None, ignore_index: int = IGNORE, window_batch: int = 8) -> dict:
+    """Evaluate ``model`` on ``loader`` and return :func:`summarize`'s dict plus ``"confusion"``.
+
+    ``loader`` yields dicts ``{"image": float N×3×H×W (normalised), "label": int64 N×H×W}`` (or
+    ``(image, label)`` pairs). Predictions are the arg-max of :func:`predict_logits` (same ``mode``,
+    ``crop``, ``stride``, ``flip``, ``amp_dtype``) and must come out at the label's resolution. The
+    confusion matrix is accumulated on ``device`` and summed over ``torch.distributed`` ranks when a
+    process group is initialised (with a DistributedSampler, padded duplicates are counted twice).
+    ``"confusion"`` is the C×C matrix as a nested list. The model's device, mode (call ``model.eval()``)
+    and memory format are the caller's; a channels_last model gets channels_last inputs.
+    """
+    device = _resolve_device(device)
+    conf = Confusion(num_classes, ignore_index, device=device)
+    conf.full  # allocate the counts outside inference mode, so they stay ordinary tensors
+    channels_last = _uses_channels_last(model)
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+            if isinstance(batch, dict):
+                images, labels = batch["image"], batch["label"]
+            else:
+                images, labels = batch[0], batch[1]
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            logits = predict_logits(model, images, mode=mode, crop=crop, stride=stride, flip=flip,
+                                    num_classes=num_classes, amp_dtype=amp_dtype, window_batch=window_batch)
+            if labels.ndim == 4 and labels.shape[1] == 1:
+                labels = labels[:, 0]
+            if logits.shape[-2:] != labels.shape[-2:]:
+                raise BlvnbError(
+                    f"images are {tuple(logits.shape[-2:])} but labels are {tuple(labels.shape[-2:])}; "
+                    "evaluate at the label's resolution (the eval transform must resize both or neither)"
+                )
+            conf.update(logits.argmax(1), labels)
+        conf.all_reduce()
+    out = conf.summary(dataset)
+    out["confusion"] = conf.matrix.cpu().tolist()
+    return out
+
+
+__all__ = [
+    "Confusion", "confusion_matrix", "per_class_iou", "per_class_accuracy", "pixel_accuracy", "mean_iou",
+    "summarize", "predict_logits", "evaluate",
+]
