@@ -79,7 +79,6 @@ def execute(job: Job, root: Path, gpu: int | None, log_dir: Path) -> tuple[Job, 
     """Execute one notebook in a papermill subprocess (so notebooks on different GPUs do not share a process)."""
     env = dict(os.environ)
     env.setdefault("BLVNB_RESULTS", str(root / "results"))
-    env.setdefault("MPLBACKEND", "Agg")
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     args = [sys.executable, "-m", "papermill", str(job.source), str(job.output), "--cwd", str(root),
@@ -146,7 +145,8 @@ def run_notebooks(profile: str = "quick", data_root: str | None = None, only: li
 def build_book(root: Path | None = None, echo=print) -> Path:
     """``jupyter-book build`` with warnings as errors; returns the path of index.html."""
     root = root or repo_root()
-    args = [sys.executable, "-m", "jupyter_book.cli.main", "build", str(root), "-W", "--keep-going"]
+    args = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root), "-W",
+            "--keep-going"]
     echo("[book] jupyter-book build (warnings are errors)")
     proc = subprocess.run(args, cwd=root)
     index = root / "_build" / "html" / "index.html"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: the book shows no widgets
 
 from blvnb.classes import IGNORE, NUM_CLASSES
 from blvnb.errors import DatasetError

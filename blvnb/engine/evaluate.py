@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: the book shows no widgets
 
 from blvnb.classes import BLV_TAIL, CLASSES, DARS_TAIL, HEAD_BLV, IGNORE, NUM_CLASSES, SYNTHIA_13, SYNTHIA_16
 from blvnb.errors import BlvnbError, ConfigError

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: the book shows no widgets
 
 from blvnb.classes import IGNORE
 from blvnb.errors import ConfigError
