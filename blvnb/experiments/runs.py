@@ -95,6 +95,8 @@ class RunConfig:
             d.pop(k)
         if d["data_root"] is not None:  # the same real data set wherever it is mounted
             d["data_root"] = "real"
+        else:  # a new toycity generator makes new data
+            d["toycity_version"] = toycity.GENERATOR_VERSION
         return d
 
     def with_(self, **kw) -> "RunConfig":

@@ -30,6 +30,16 @@ def profile_note(profile: str, data_root: str | None) -> str:
     return f"**Profile `{p.name}`** — {p.description}. Data: {where}. {caveat}"
 
 
+def _subplots(nrows: int = 1, ncols: int = 1, **kw):
+    """``plt.subplots`` and close at once: the figure is shown once, when the notebook displays it
+    (pyplot would show it again at the end of the cell)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, **kw)
+    plt.close(fig)
+    return fig, axes
+
+
 def _class_colors() -> list:
     return [tuple(c / 255.0) for c in COLORS]
 
@@ -37,13 +47,11 @@ def _class_colors() -> list:
 def plot_class_shares(measured: Sequence[float], reference: Mapping[str, float] | None, *, title: str,
                       measured_label: str = "toycity", reference_label: str = "Cityscapes (reference)"):
     """Per-class pixel shares (percent of valid pixels), sorted as the reference, log scale (DARS Fig. 1)."""
-    import matplotlib.pyplot as plt
-
     measured = np.asarray(measured, dtype=float)
     ref = np.array([reference[c] for c in CLASSES], dtype=float) if reference else None
     order = np.argsort(-(ref if ref is not None else measured))
     x = np.arange(NUM_CLASSES)
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig, ax = _subplots(figsize=(10, 3.6))
     w = 0.4 if ref is not None else 0.8
     ax.bar(x - (w / 2 if ref is not None else 0), 100 * measured[order], w, label=measured_label,
            color=[_class_colors()[i] for i in order], edgecolor="k", linewidth=0.4)
@@ -62,10 +70,8 @@ def plot_class_shares(measured: Sequence[float], reference: Mapping[str, float] 
 def plot_groups(occurrence: Sequence[float], size_when_present: Sequence[float], *, title: str,
                 freq_thresh: float = 0.5, size_thresh: float = 0.1):
     """Each class at (fraction of images it appears in, share of the image it covers when present)."""
-    import matplotlib.pyplot as plt
-
     occ, size = np.asarray(occurrence), np.asarray(size_when_present)
-    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    fig, ax = _subplots(figsize=(6.5, 4.6))
     ax.scatter(occ, size, c=_class_colors(), s=70, edgecolors="k", linewidths=0.6, zorder=3)
     for i, name in enumerate(CLASSES):
         ax.annotate(name, (occ[i], size[i]), fontsize=8, xytext=(4, 3), textcoords="offset points")
@@ -86,10 +92,8 @@ def plot_groups(occurrence: Sequence[float], size_when_present: Sequence[float],
 
 def show_samples(datasets: Mapping[str, object], n: int = 3, *, title: str = ""):
     """A grid: for each data set, ``n`` images with their labels in the Cityscapes palette."""
-    import matplotlib.pyplot as plt
-
     rows = len(datasets)
-    fig, axes = plt.subplots(rows, 2 * n, figsize=(2.6 * 2 * n, 1.5 * rows + 0.4), squeeze=False)
+    fig, axes = _subplots(rows, 2 * n, figsize=(2.6 * 2 * n, 1.5 * rows + 0.4), squeeze=False)
     for r, (name, ds) in enumerate(datasets.items()):
         for k in range(n):
             item = ds[k]
@@ -127,10 +131,8 @@ def per_class_table(records: Sequence[dict], shares: Sequence[float] | None = No
 
 def plot_iou_vs_share(iou: Sequence[float], shares: Sequence[float], *, title: str, tail: Sequence[int] = BLV_TAIL):
     """IoU (%) against pixel share (log), tail classes highlighted (cf. BLV Fig. 3)."""
-    import matplotlib.pyplot as plt
-
     iou, shares = np.asarray(iou, dtype=float), np.asarray(shares, dtype=float)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = _subplots(figsize=(6.5, 4.2))
     is_tail = np.isin(np.arange(NUM_CLASSES), tail)
     ax.scatter(100 * shares[~is_tail], iou[~is_tail], c=HEAD_COLOR, label="head", s=50, edgecolors="k", zorder=3)
     ax.scatter(100 * shares[is_tail], iou[is_tail], c=TAIL_COLOR, label="tail (BLV's nine)", s=50, edgecolors="k",
