@@ -21,6 +21,11 @@ from blvnb.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
+#: DARS Sec. 4.4 calls a class "large" when it covers more than 10 % of a 713×713 training crop. Our
+#: sizes are fractions of the whole (1024×2048) image, of which such a crop is 24 %: the same cut-off
+#: in whole-image terms is 10 % × 713² / (1024 × 2048) ≈ 2.4 %.
+WHOLE_IMAGE_SIZE_THRESHOLD = 0.1 * 713**2 / (1024 * 2048)
+
 #: 8-connectivity for connected components.
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -90,8 +95,9 @@ class LabelStatistics:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.image_counts > 0, self.area_sum / np.maximum(self.image_counts, 1), np.nan)
 
-    def groups(self, freq_thresh: float = 0.5, size_thresh: float = 0.1) -> dict[int, list[int]]:
-        """DARS Sec. 4.4's four groups from these statistics (see :func:`occurrence_size_groups`)."""
+    def groups(self, freq_thresh: float = 0.5, size_thresh: float = WHOLE_IMAGE_SIZE_THRESHOLD) -> dict[int, list[int]]:
+        """DARS Sec. 4.4's four groups from these statistics (see :func:`occurrence_size_groups`); sizes
+        here are fractions of the whole image, hence the default :data:`WHOLE_IMAGE_SIZE_THRESHOLD`."""
         return occurrence_size_groups(self.occurrence, self.area_when_present, freq_thresh, size_thresh)
 
 
@@ -189,6 +195,7 @@ def occurrence_size_groups(
 
 __all__ = [
     "LabelStatistics",
+    "WHOLE_IMAGE_SIZE_THRESHOLD",
     "class_shares",
     "image_occurrence",
     "label_statistics",

@@ -1111,7 +1111,7 @@ def _cityscapes_names(n: int, cities: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def _progress(total: int, desc: str, enabled: bool):
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
