@@ -75,8 +75,12 @@ def gpu_count() -> int:
         return 0
 
 
-def execute(job: Job, root: Path, gpu: int | None, log_dir: Path) -> tuple[Job, bool, float]:
-    """Execute one notebook in a papermill subprocess (so notebooks on different GPUs do not share a process)."""
+def execute(job: Job, root: Path, gpu: int | None, log_dir: Path, stream: bool = False) -> tuple[Job, bool, float]:
+    """Execute one notebook in a papermill subprocess (so notebooks on different GPUs share no process).
+
+    Its output (papermill's cell progress and the notebook's own progress bars) goes to a log file, and
+    also to this console when ``stream`` is set (one notebook at a time).
+    """
     env = dict(os.environ)
     env.setdefault("BLVNB_RESULTS", str(root / "results"))
     if gpu is not None:
@@ -84,12 +88,17 @@ def execute(job: Job, root: Path, gpu: int | None, log_dir: Path) -> tuple[Job, 
     args = [sys.executable, "-m", "papermill", str(job.source), str(job.output), "--cwd", str(root),
             "--log-output", "--request-save-on-cell-execute", "--kernel", "python3"]
     for k, v in job.parameters.items():
-        args += ["-p", k, "None" if v is None else str(v)] if not isinstance(v, str) else ["-p", k, v]
+        args += ["-p", k, "None" if v is None else str(v)]
     job.output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    log_path = log_dir / f"{job.source.stem}.log"
-    with open(log_path, "w") as fh:
-        proc = subprocess.run(args, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    with open(log_dir / f"{job.source.stem}.log", "wb") as fh:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            fh.write(chunk)
+            if stream:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+        proc.wait()
     ok = proc.returncode == 0
     if ok:
         job.stamp.write_text(json.dumps({"digest": job.digest(), "parameters": job.parameters}, indent=1))
@@ -129,7 +138,7 @@ def run_notebooks(profile: str = "quick", data_root: str | None = None, only: li
         for k, job in enumerate(pending):
             gpu = (k % n_gpu) if (n_gpu > 1 and workers > 1) else None
             echo(f"[run] {job.source.name} (profile {profile}{'' if gpu is None else f', GPU {gpu}'}); log: {log_dir / (job.source.stem + '.log')}")
-            futures.append(pool.submit(execute, job, root, gpu, log_dir))
+            futures.append(pool.submit(execute, job, root, gpu, log_dir, workers == 1))
         for f in futures:
             job, ok, secs = f.result()
             echo(f"[{'done' if ok else 'FAILED'}] {job.source.name} in {secs:.0f} s")
