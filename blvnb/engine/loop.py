@@ -6,7 +6,8 @@ under ``torchrun``, checkpoint/resume, progress bars and the loss history. A ste
 ``(model, batch, it)`` and returns the loss tensor and a dict of floats to log.
 
 Checkpoints are written atomically and loaded with ``torch.load(..., weights_only=True)``; a run that
-is interrupted resumes from its last checkpoint at the same iteration.
+is interrupted resumes from its last checkpoint at the same iteration (weights, optimiser, scaler and
+RNG state restored; the data loader starts a new pass over the data).
 """
 
 from __future__ import annotations

@@ -139,13 +139,15 @@ def train_and_evaluate(cfg: RunConfig) -> dict:
     val_set = build_dataset("cityscapes", val_root, split="val", transform=eval_transform(cfg.base_size))
     model = build_model(cfg.model, num_classes=NUM_CLASSES)
     tcfg = loop.TrainConfig(iters=cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
-                            amp=cfg.amp and device.type == "cuda")
+                            amp=cfg.amp and device.type == "cuda", ckpt_every=max(50, cfg.iters // 10))
+    # next to the record: an interrupted run resumes from here, and later rounds can load the weights
+    ckpt = store.record_path(cfg.profile, cfg.table, cfg.key_dict()).with_suffix(".ckpt.pt")
     history = loop.train(model, _loader(train_set, cfg.batch_size, True, cfg.seed, cfg.num_workers, True), tcfg,
-                         device=device, progress=cfg.progress, desc=f"{cfg.table} seed {cfg.seed}")
+                         device=device, progress=cfg.progress, desc=f"{cfg.table} seed {cfg.seed}", checkpoint=ckpt)
     model.eval()
     metrics = evaluate(model, _loader(val_set, 1, False, 0, cfg.num_workers, False), device=device,
                        mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress)
-    return {"metrics": metrics, "train_seconds": history["seconds"], "loss": history["loss"][:: max(1, cfg.iters // 100)],
+    return {"metrics": metrics, "train_seconds": history["seconds"], "checkpoint": str(ckpt), "loss": history["loss"][:: max(1, cfg.iters // 100)],
             "seed": cfg.seed, "n_train_images": len(train_set), "n_val_images": len(val_set), "device": str(device)}
 
 
