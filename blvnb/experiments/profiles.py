@@ -65,7 +65,7 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile(
         name="gpu",
         description="toycity at 256x512 on one GPU, three seeds, the papers' architectures",
-        size=(256, 512), n_train=2000, n_val=300, model="r18-fpn", crop=(256, 512),
+        size=(256, 512), n_train=2000, n_val=300, model="r50-psp", crop=(256, 512),
         batch_size=16, iters=4000, amp=True, num_workers=8, seeds=(0, 1, 2),
     ),
     "paper": Profile(
