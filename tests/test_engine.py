@@ -75,3 +75,28 @@ def test_bad_settings_are_blvnb_errors():
         loop.resolve_device("gpu9")
     with pytest.raises(BlvnbError):
         loop.train(TinyNet(), _batches(), loop.TrainConfig(iters=1, optimizer="lion"), device="cpu", progress=False)
+
+
+def test_aux_heads_enter_the_loss_with_their_weights():
+    class WithAux(TinyNet):
+        aux_weights = (0.4,)
+
+        def forward(self, x, return_aux=False):
+            out = super().forward(x)
+            return {"out": out, "aux": [out[..., ::2, ::2] * 0.5]} if return_aux else out
+
+    model, batch = WithAux(), _batches(1)[0]
+    loss, stats = loop.supervised_step()(model, batch, 0)
+    assert stats["aux_loss"] > 0 and loss.item() == pytest.approx(stats["loss"] + stats["aux_loss"], rel=1e-5)
+    loss.backward()
+    assert model.conv.weight.grad is not None
+
+
+def test_paper_model_trains_with_its_aux_head():
+    from blvnb.models.registry import build_model
+
+    model = build_model("r50-psp@small")
+    assert model.aux_weights == (0.4,)
+    batch = {"image": torch.randn(2, 3, 64, 64), "label": torch.randint(0, 19, (2, 64, 64))}
+    hist = loop.train(model, [batch], loop.TrainConfig(iters=2, lr=0.01), device="cpu", progress=False)
+    assert len(hist["loss"]) == 2 and all(map(lambda v: v == v, hist["loss"]))

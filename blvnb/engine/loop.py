@@ -106,13 +106,23 @@ def forever(loader: Iterable, sampler=None) -> Iterator:
 # --- step functions ----------------------------------------------------------------------------------
 
 def supervised_step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> StepFn:
-    """Cross entropy (or ``loss_fn``) on logits upsampled to the label size; mean over valid pixels."""
+    """Cross entropy (or ``loss_fn``) on logits upsampled to the label size; mean over valid pixels.
+
+    Models with auxiliary heads (``model.aux_weights`` non-empty, e.g. PSPNet's FCN head at 0.4) add
+    ``Σ_j w_j · L(aux_j)``, each auxiliary output upsampled to the label size too.
+    """
     loss_fn = loss_fn or (lambda logits, y: F.cross_entropy(logits, y, ignore_index=IGNORE))
 
     def step(model: nn.Module, batch: dict, it: int):
-        logits = upsample_to(model(batch["image"]), batch["label"].shape[-2:])
-        loss = loss_fn(logits.float(), batch["label"])
-        return loss, {"loss": float(loss.detach())}
+        size = batch["label"].shape[-2:]
+        weights = getattr(getattr(model, "module", model), "aux_weights", ())
+        if not weights:
+            loss = loss_fn(upsample_to(model(batch["image"]), size).float(), batch["label"])
+            return loss, {"loss": float(loss.detach())}
+        out = model(batch["image"], return_aux=True)
+        main = loss_fn(upsample_to(out["out"], size).float(), batch["label"])
+        aux = sum(w * loss_fn(upsample_to(a, size).float(), batch["label"]) for w, a in zip(weights, out["aux"]))
+        return main + aux, {"loss": float(main.detach()), "aux_loss": float(aux.detach())}
 
     return step
 
