@@ -141,15 +141,17 @@ def counts_from_pseudo_labels(pseudo_labels: Iterable, num_classes: int = NUM_CL
     equal to ``ignore_index`` (a thresholded pseudo label) are not counted. Eq. (4)'s ``q_k`` is these
     counts divided by their sum; the losses accept either.
     """
-    counts = torch.zeros(num_classes, dtype=torch.int64)
+    from blvnb.pseudo.distribution import PriorEstimator  # the one Eq. (4) counter
+
+    est = PriorEstimator(num_classes)
     for lab in pseudo_labels:
         lab = torch.as_tensor(lab).reshape(-1)
         lab = lab[lab != ignore_index].long()
         if lab.numel() and (lab.min() < 0 or lab.max() >= num_classes):
             raise ConfigError(f"pseudo labels must be class ids 0..{num_classes - 1} or {ignore_index}; "
                               f"got values {int(lab.min())}..{int(lab.max())}")
-        counts += torch.bincount(lab, minlength=num_classes).cpu()
-    return counts.numpy()
+        est.update(lab)
+    return est.counts.numpy()
 
 
 @torch.no_grad()
