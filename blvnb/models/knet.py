@@ -17,17 +17,22 @@ from blvnb.models.heads import UperHead
 class KernelUpdate(nn.Module):
     """One iteration: group-feature assembling, adaptive kernel update, kernel interaction, new masks."""
 
-    def __init__(self, channels: int = 512, heads: int = 8, ffn: int = 2048):
+    def __init__(self, channels: int = 512, heads: int = 8, ffn: int = 2048, updator: int | None = None):
         super().__init__()
         c = channels
+        # mmsegmentation's K-Net configuration gives the kernel updator 256 of the kernels' 512 channels:
+        # it acts on each 256-channel slice of a kernel (and of its assembled features) with shared weights
+        u = self.updator = updator or c // 2
+        if c % u:
+            raise ValueError(f"the kernel updator's width {u} must divide the {c} channels")
         self.feat_proj = nn.Conv2d(c, c, 1)  # the features the kernels act on
         # adaptive kernel update (K-Net Eq. 3–5)
-        self.phi_f = nn.Linear(c, 2 * c)  # from assembled features: gate input, update value
-        self.phi_k = nn.Linear(c, 2 * c)  # from previous kernels: gate input, kept value
-        self.gate_f = nn.Sequential(nn.Linear(c, c), nn.LayerNorm(c))
-        self.gate_k = nn.Sequential(nn.Linear(c, c), nn.LayerNorm(c))
-        self.norm_f, self.norm_k = nn.LayerNorm(c), nn.LayerNorm(c)
-        self.update_out = nn.Sequential(nn.Linear(c, c), nn.LayerNorm(c), nn.ReLU(inplace=True))
+        self.phi_f = nn.Linear(u, 2 * u)  # from assembled features: gate input, update value
+        self.phi_k = nn.Linear(u, 2 * u)  # from previous kernels: gate input, kept value
+        self.gate_f = nn.Sequential(nn.Linear(u, u), nn.LayerNorm(u))
+        self.gate_k = nn.Sequential(nn.Linear(u, u), nn.LayerNorm(u))
+        self.norm_f, self.norm_k = nn.LayerNorm(u), nn.LayerNorm(u)
+        self.update_out = nn.Sequential(nn.Linear(u, u), nn.LayerNorm(u), nn.ReLU(inplace=True))
         # kernel interaction: self-attention among the class kernels, then an FFN
         self.attn = nn.MultiheadAttention(c, heads, batch_first=True)
         self.attn_norm = nn.LayerNorm(c)
@@ -41,14 +46,16 @@ class KernelUpdate(nn.Module):
         x = self.feat_proj(feats)
         # F^K = Σ_u σ(M_{i-1}(u)) · F(u)  (group-feature assembling)
         fk = torch.einsum("nkhw,nchw->nkc", masks.sigmoid(), x)
-        f_in, f_val = self.phi_f(fk).chunk(2, -1)
-        k_in, k_val = self.phi_k(kernels).chunk(2, -1)
+        n, nk, c = fk.shape
+        # the update works on slices of ``self.updator`` channels: N×K×C -> N×K×(C/u)×u
+        f_in, f_val = self.phi_f(fk.reshape(n, nk, -1, self.updator)).chunk(2, -1)
+        k_in, k_val = self.phi_k(kernels.reshape(n, nk, -1, self.updator)).chunk(2, -1)
         # G^F = φ1(F^K) ⊙ φ2(K_{i-1})
         g = f_in * k_in
         # G^K = σ(ψ1(G^F)), G^F = σ(ψ2(G^F))
         gate_k, gate_f = torch.sigmoid(self.gate_k(g)), torch.sigmoid(self.gate_f(g))
         # K̃ = G^F ⊙ ψ3(F^K) + G^K ⊙ ψ4(K_{i-1})
-        k = self.update_out(gate_f * self.norm_f(f_val) + gate_k * self.norm_k(k_val))
+        k = self.update_out(gate_f * self.norm_f(f_val) + gate_k * self.norm_k(k_val)).reshape(n, nk, c)
         k = self.attn_norm(k + self.attn(k, k, k, need_weights=False)[0])
         k = self.ffn_norm(k + self.ffn(k))
         # M_i = g(K_i) ∗ F  (the updated kernels, through an MLP, convolve the features)
