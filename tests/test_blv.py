@@ -121,7 +121,7 @@ def test_all_ignore_batch_gives_zero_loss_and_zero_gradient():
 def test_mean_offset_per_class_matches_its_expectation(distribution, clamp, sigma):
     """The offset added to class k's logit averages (c_k / max c) · E|δ|_clipped; a wrong clamp order halves
     or doubles the Gaussian's mean, a wrong scale moves the head classes' means."""
-    logits = torch.zeros(4, 4, 256, 256)  # 262 144 draws per class
+    logits = torch.zeros(4, 4, 256, 512)  # 524 288 draws per class, in two chunks drawn in parallel on a CPU
     offset = blv_logits(logits, COUNTS, sigma=sigma, clamp=clamp, distribution=distribution, generator=gen(1))
     mean, second = EXACT[(distribution, clamp, sigma)]
     per_class = offset.double().mean(dim=(0, 2, 3)).numpy()
@@ -177,7 +177,30 @@ def test_bf16_and_fp32_agree_and_keep_their_dtype():
     assert blv_logits(logits.half(), COUNTS, generator=gen(7)).dtype == torch.float16
 
 
-@pytest.mark.parametrize("shape", [(2, 4, 8, 8), (4, 19, 64, 128)])
+def test_parallel_cpu_draw_is_reproducible_independent_and_thread_count_free():
+    """Above CPU_CHUNK elements the noise is drawn in chunks by threads: the result depends on the
+    generator only (not on the number of threads), and the chunks are independent streams."""
+    from blvnb.losses.blv import CPU_CHUNK
+
+    shape = (3, CPU_CHUNK)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sample_variation(shape, distribution="uniform", generator=gen(3))
+        torch.set_num_threads(max(2, threads))
+        many = sample_variation(shape, distribution="uniform", generator=gen(3))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+    assert not torch.equal(many, sample_variation(shape, distribution="uniform", generator=gen(4)))
+    a, b, c = many.double()
+    for x, y in ((a, b), (b, c), (a, c)):  # uncorrelated, not one stream repeated or shifted by one
+        assert abs(np.corrcoef(x.numpy(), y.numpy())[0, 1]) < 0.01
+        assert abs(np.corrcoef(x[1:].numpy(), y[:-1].numpy())[0, 1]) < 0.01
+    assert abs(a.mean().item() - 0.5) < 2e-3 and abs(c.var().item() - 1 / 12) < 2e-3
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 8, 8), (4, 19, 64, 128), (2, 19, 128, 256)])
 def test_generator_makes_it_reproducible(shape):
     logits = torch.zeros(shape)
     a = blv_logits(logits, [1.0 + i for i in range(shape[1])], generator=gen(11))

@@ -38,15 +38,16 @@ their precision). With ``generator`` the draw is reproducible: same generator st
 (The released loss draws its noise on the CPU, through ``torch.distributions.Normal`` with Python
 scalars, and copies it to the GPU in every step.)
 
-**Cost.** One draw per logit at label resolution, one clamp, one multiply and one add, the last two in
-the noise's own buffer (no extra logits-sized tensor). On a GPU this is a few memory-bound kernels. On
-a CPU PyTorch's generator is sequential, about 2.7 ns per Gaussian: 13 ms for the quick profile's
-8×19×128×256 logits (see ``bench/blv_overhead.py``).
+**Cost.** One draw per logit at label resolution, one clamp and one fused multiply-add. On a GPU these
+are three memory-bound kernels. On a CPU PyTorch's generator is sequential (about 3.4 ns per Gaussian,
+17 ms for the quick profile's 8×19×128×256 logits), so large draws are split into chunks drawn in
+parallel threads (:func:`draw_in_parallel`); see ``bench/blv_overhead.py``.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -114,25 +115,52 @@ def sample_variation(shape, *, sigma: float = 6.0, clamp: str = "paper", distrib
 
     # draw where the generator lives (a CPU generator for CUDA logits draws on the CPU, then copies)
     where = generator.device if generator is not None else torch.device(device)
+
     delta = torch.empty(shape, dtype=torch.float32, device=where)
     if distribution == "gaussian":
         # $\delta \sim \mathcal N(0, \sigma)$
-        delta.normal_(0.0, sigma, generator=generator)
-    elif distribution == "uniform":
-        # $\delta \sim U[0, 1]$
-        delta.uniform_(0.0, 1.0, generator=generator)
-    elif distribution == "beta":
-        # $\delta \sim \mathrm{Beta}(1/2, 1/2)$, the arcsine law: $\sin^2(\pi u / 2)$, $u \sim U[0, 1]$
-        delta.uniform_(0.0, 1.0, generator=generator).mul_(math.pi / 2).sin_().square_()
+        draw_in_parallel(delta, lambda part, gen: part.normal_(0.0, sigma, generator=gen), generator)
     else:
-        # $\delta \sim \mathrm{Exp}(1)$ by inversion: $-\log(1 - u)$, $u \sim U[0, 1)$
-        delta.uniform_(0.0, 1.0, generator=generator).neg_().log1p_().neg_()
+        # $u \sim U[0, 1)$, then the distribution by inversion
+        draw_in_parallel(delta, lambda part, gen: part.uniform_(0.0, 1.0, generator=gen), generator)
+    if distribution == "beta":
+        # $\delta \sim \mathrm{Beta}(1/2, 1/2)$, the arcsine law: $\sin^2(\pi u / 2)$
+        delta.mul_(math.pi / 2).sin_().square_()
+    elif distribution == "exponential":
+        # $\delta \sim \mathrm{Exp}(1)$: $-\log(1 - u)$
+        delta.neg_().log1p_().neg_()
     # $\mathrm{clamp}(\delta, \text{low}, 1)$ ...
     delta.clamp_(low, 1.0)
     # ... then $|\cdot|$ (a no-op after Algorithm 1's clamp to [0, 1])
     if low < 0:
         delta.abs_()
     return delta.to(device)
+
+
+#: On a CPU, noise for more elements than this is drawn in chunks of this size, in parallel.
+CPU_CHUNK = 1 << 20
+
+
+def draw_in_parallel(out: torch.Tensor, draw, generator: torch.Generator | None = None) -> None:
+    """Fill ``out`` (contiguous) with ``draw(part, generator)``, a call of one of the generator's fills.
+
+    On a GPU, in one call: its generator is parallel. On a CPU PyTorch's generator is sequential (about
+    3 ns per Gaussian, which made the noise most of BLV's cost), so a tensor of more than
+    :data:`CPU_CHUNK` elements is cut into chunks of that size, drawn by ``torch.get_num_threads()``
+    threads, chunk *i* from its own generator seeded with *s + i*, where *s* is one draw from
+    ``generator`` (or the global generator). The result depends on the generator's state and the
+    tensor's size only, not on the number of threads. ``draw`` should only fill (``normal_``,
+    ``uniform_``: serial kernels): element-wise work belongs after it, on the whole tensor, where PyTorch's
+    own thread pool does it (inside these threads it would start a second pool on the same cores).
+    """
+    if out.device.type != "cpu" or out.numel() <= CPU_CHUNK:
+        draw(out, generator)
+        return
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    parts = out.view(-1).split(CPU_CHUNK)
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(parts))]
+    with ThreadPoolExecutor(max_workers=min(torch.get_num_threads(), len(parts))) as pool:
+        list(pool.map(draw, parts, gens))
 
 
 # --- Eq. (3) -----------------------------------------------------------------------------------------
@@ -159,8 +187,8 @@ def blv_logits(logits: torch.Tensor, class_counts: Counts, *, sigma: float = 6.0
     # $|\delta|$, one draw per element of the logits, clipped to [0, 1]
     delta = sample_variation(logits.shape, sigma=sigma, clamp=clamp, distribution=distribution,
                              generator=generator, device=logits.device).to(logits.dtype)
-    # $\hat z_k = z_k + \frac{c_k}{\max_i c_i} |\delta|$, written into the noise's own buffer
-    return delta.mul_(scale).add_(logits)
+    # $\hat z_k = z_k + \frac{c_k}{\max_i c_i} |\delta|$ (one fused multiply-add)
+    return torch.addcmul(logits, delta, scale)
 
 
 def to_label_size(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
