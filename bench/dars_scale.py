@@ -10,13 +10,16 @@ two-pass :class:`~blvnb.pseudo.labelers.StreamingLabeler` at N and 10 N images a
   method pays); goal ≤ 3×;
 * at N, the released code's way — every confidence appended to per-class Python lists, then a full sort
   — with its time, peak memory, bytes per pixel (→ what Cityscapes' 5.5 × 10⁹ pixels would need) and a
-  check that its thresholds equal ours.
+  check that its thresholds equal ours;
+* the fixed cost per image: time per image on many tiny images (``--overhead-size``, ``--overhead-n``),
+  where the pixels cost next to nothing, with the labeler's batches (``--batch``) and one image at a time.
 
 Time spent generating the probabilities is excluded everywhere (the labeler reports the time it waits
 for its source separately). Each measurement runs in its own process, so peak memories are its own.
 
     python bench/dars_scale.py                                   # CPU, 4 and 40 images of 512×1024
     python bench/dars_scale.py --device cuda --n 26 --size 1024 2048   # GPU, 1 % and 10 % of Cityscapes
+    python bench/dars_scale.py --size 64 128 --n 200                 # many small images: per-image costs
 
 Output: ``bench/out/dars_scale.json`` (``--out`` to change).
 """
@@ -90,7 +93,8 @@ def worker(args) -> dict:
     pixels = args.images * args.size[0] * args.size[1]
     out = {"mode": args.worker, "images": args.images, "pixels": pixels}
     if args.worker == "ours":
-        lab = L.StreamingLabeler(PRIOR, method="dars", alpha=args.alpha, device=device, progress=False)
+        lab = L.StreamingLabeler(PRIOR, method="dars", alpha=args.alpha, device=device, progress=False,
+                                 batch=args.batch)
         t0 = time.perf_counter()
         report = lab.run(src, None)
         wall = time.perf_counter() - t0
@@ -107,7 +111,7 @@ def worker(args) -> dict:
         out.update(seconds=ours, pass1=lab.seconds["pass1"], pass2=lab.seconds["pass2"], source=lab.seconds["source"],
                    wall=wall, floor=floor, keys=lab.thresholds.keys.tolist(), kept=report.kept.tolist(),
                    targets=lab.thresholds.targets.tolist(), kl=report.kl_from(PRIOR),
-                   values=lab.thresholds.values.tolist())
+                   values=lab.thresholds.values.tolist(), batch=lab.batch_size(args.size))
     else:
         # the released way: every confidence in per-class Python lists, then a full sort per class
         lists: list[list[float]] = [[] for _ in PRIOR]
@@ -136,10 +140,14 @@ def worker(args) -> dict:
     return out
 
 
-def run_worker(args, mode: str, images: int, *, memory: bool) -> dict:
-    cmd = [sys.executable, __file__, "--worker", mode, "--images", str(images), "--size", *map(str, args.size),
+def run_worker(args, mode: str, images: int, *, memory: bool, size=None, batch="same") -> dict:
+    size = args.size if size is None else size
+    batch = args.batch if batch == "same" else batch
+    cmd = [sys.executable, __file__, "--worker", mode, "--images", str(images), "--size", *map(str, size),
            "--device", args.device, "--dtype", args.dtype, "--alpha", str(args.alpha), "--seed", str(args.seed),
            "--threads", str(args.threads), "--cuda-replicas", str(args.cuda_replicas)]
+    if batch is not None:
+        cmd += ["--batch", str(batch)]
     env = dict(os.environ)
     if memory:
         # large buffers from mmap, returned at once: peak RSS then measures what is live, not what malloc
@@ -176,6 +184,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cuda-replicas", type=int, default=L.ThresholdSearch.cuda_replicas,
                     help="histogram copies on a GPU (ThresholdSearch.cuda_replicas)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="images per step of the labeler (StreamingLabeler's batch; default: automatic)")
+    ap.add_argument("--overhead-size", type=int, nargs=2, default=(16, 32), metavar=("H", "W"),
+                    help="tiny images for the fixed cost per image")
+    ap.add_argument("--overhead-n", type=int, default=500, help="images for the fixed cost per image (0: skip)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "dars_scale.json"))
     ap.add_argument("--worker", choices=("ours", "released"), help=argparse.SUPPRESS)
     ap.add_argument("--images", type=int, help=argparse.SUPPRESS)
@@ -193,6 +206,12 @@ def main(argv=None) -> dict:
     a = measure(args, "ours", small)
     b = measure(args, "ours", large)
     rel = measure(args, "released", args.released_n or small)
+    # fixed cost per image: many tiny images, with the labeler's batches and one image at a time
+    tiny = {}
+    if args.overhead_n > 0:
+        for batch in dict.fromkeys([args.batch, 1]):
+            tiny[batch] = run_worker(args, "ours", args.overhead_n, memory=False, size=args.overhead_size,
+                                     batch=batch)
     gpu = args.device.startswith("cuda")
     mem_key = "gpu_peak_mib" if gpu else "peak_mib"
     ratio = b[mem_key] / max(a[mem_key], 1e-9)
@@ -203,6 +222,7 @@ def main(argv=None) -> dict:
     dev = torch.cuda.get_device_name(0) if gpu else f"{platform.processor() or platform.machine()} CPU"
     print(f"DARS at scale — {args.dtype} teacher outputs, {len(PRIOR)} classes, {h}×{w}, alpha {args.alpha}, "
           f"{dev}, torch threads {torch.get_num_threads()}")
+    print(f"labeler batch: up to {a['batch']} images a step ({'automatic' if args.batch is None else '--batch'})")
     print(f"{'':>4} {'images':>7} {'pixels':>10} {'peak MiB':>9} {'ours s':>8} {'px/s':>10} {'argmax s':>9} "
           f"{'ours/argmax':>11} {'KL':>8}")
     big = f"{args.factor}N"
@@ -223,11 +243,23 @@ def main(argv=None) -> dict:
           f"→ Cityscapes "
           f"({CITYSCAPES_PIXELS:.2g} px): {bytes_per_px * CITYSCAPES_PIXELS / 1e9:.0f} GB; thresholds identical: "
           f"{same}")
+    overhead = {}
+    for batch, r in tiny.items():
+        us = 1e6 / r["images"]
+        overhead[str(r["batch"])] = {"us_per_image": r["seconds"] * us, "pass1_us": r["pass1"] * us,
+                                     "pass2_us": r["pass2"] * us, "argmax_us": r["floor"] * us,
+                                     "ours_over_argmax": r["seconds"] / r["floor"]}
+        oh, ow = args.overhead_size
+        print(f"fixed cost per image ({r['images']} images of {oh}×{ow}, batch {r['batch']}): ours "
+              f"{r['seconds'] * us:.0f} µs (pass 1 {r['pass1'] * us:.0f}, pass 2 {r['pass2'] * us:.0f}), one arg max "
+              f"{r['floor'] * us:.0f} µs, ours / argmax {r['seconds'] / r['floor']:.1f}")
     result = {"device": args.device, "device_name": dev, "dtype": args.dtype, "size": [h, w], "alpha": args.alpha,
               "threads": torch.get_num_threads(), "cuda_replicas": args.cuda_replicas, "factor": args.factor,
               "N": a, "10N": b, "released": rel, "memory_ratio": ratio,
               "ours_over_argmax_10N": b["seconds"] / b["floor"], "released_bytes_per_pixel": bytes_per_px,
-              "thresholds_identical": same, "torch": torch.__version__, "python": platform.python_version()}
+              "thresholds_identical": same, "batch": args.batch, "batch_at_N": a["batch"],
+              "overhead_size": list(args.overhead_size), "overhead": overhead,
+              "torch": torch.__version__, "python": platform.python_version()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

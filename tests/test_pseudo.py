@@ -129,14 +129,16 @@ def test_class_never_predicted_is_handled_and_reported(caplog):
     assert L.Thresholds.from_dict(json.loads(json.dumps(d))).keys.tolist() == th.keys.tolist()
 
 
+@pytest.mark.parametrize("strategy", [{}, {"replicas": 4, "compact": False}], ids=["cpu", "gpu-strategy"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-def test_search_over_many_chunks_equals_one_pass(dtype):
+def test_search_over_many_chunks_equals_one_pass(dtype, strategy):
+    """Also with the GPU's strategies (replicated counts, no compaction in the refining passes), on the CPU."""
     probs = heavy_ties(n=5, seed=4, dtype=dtype) if dtype != torch.bfloat16 else heavy_ties(n=5, seed=4).to(dtype)
     conf, pred = probs.max(1)
     n = L.target_counts(PRIOR, 0.25, pred.numel())
     one = L.class_thresholds(conf, pred, n, 8)
     chunks = torch.randperm(conf.numel(), generator=torch.Generator().manual_seed(0)).tensor_split(37)
-    s = L.ThresholdSearch(8, dtype)
+    s = L.ThresholdSearch(8, dtype, **strategy)
     while not s.done:
         for idx in chunks:
             s.update(conf.reshape(-1)[idx], pred.reshape(-1)[idx])
@@ -181,6 +183,104 @@ def test_pseudo_labels_are_reproducible_from_the_seed():
     assert L.kept_counts(a, 8).tolist() == L.kept_counts(c, 8).tolist()  # same counts, other pixels
 
 
+def quota_reference(n, tot, seen, counts):
+    """The sampling budget in Python integers: k_ij = ⌊n S_ij / ñ⌋ − ⌊n S_i−1,j / ñ⌋ (S capped at ñ), ≤ c_ij."""
+    keep, seen = [], list(seen)
+    for row in counts:
+        out = []
+        for j, c in enumerate(row):
+            s0, s1 = seen[j], seen[j] + c
+            if tot[j] <= 0 or n[j] >= tot[j]:
+                k = c
+            else:
+                k = n[j] * min(s1, tot[j]) // tot[j] - n[j] * min(s0, tot[j]) // tot[j]
+            out.append(min(k, c))
+            seen[j] = s1
+        keep.append(out)
+    return keep
+
+
+def test_quota_on_the_device_is_exact_integer_arithmetic():
+    g = np.random.default_rng(0)
+    big = 8 * 10**9  # n_j · S_j ≈ 2 · 10¹⁹, beyond int64: the (q, r) state must stay exact
+    n = [3, 0, 7, 50, big // 3, 10, 4]
+    tot = [10, 5, 7, 40, big, 0, 9]  # s_j < 1, n_j = 0, s_j = 1, n_j > ñ_j, huge, nothing passed, …
+    seen0 = [0, 0, 0, 0, big - 10**7, 0, 0]
+    counts = g.integers(0, 4, size=(12, 7)).tolist()
+    for row in counts:
+        row[4] = int(g.integers(0, 2 * 10**6))
+    counts[5][6] = 20  # more than passed in pass 1 (a source that is not deterministic)
+    expect = quota_reference(n, tot, seen0, counts)
+    for step in (1, 5, 12):  # batches of images: same budget
+        q = L._Quota(n, tot, seen0)
+        got = []
+        for a in range(0, 12, step):
+            got += q.take(torch.tensor(counts[a:a + step])).tolist()
+        assert got == expect
+    # resuming from the counts seen so far continues the same budget
+    seen = [s + sum(r[j] for r in counts[:7]) for j, s in enumerate(seen0)]
+    assert L._Quota(n, tot, seen).take(torch.tensor(counts[7:])).tolist() == expect[7:]
+
+
+def test_gpu_sampling_on_cpu_tensors_is_exact_and_independent_of_the_batch():
+    """The sort-based sampling used on a GPU (run here on CPU tensors)."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (5, 300), generator=g).to(torch.uint8)
+    labels[labels == 3] = 255  # ignored pixels stay ignored
+    groups, counts = L._group_counts(labels, 3)  # 3 classes and "not labelled"
+    keep = (counts * torch.tensor([0.5, 1.0, 0.1, 1.0])).long()  # class 1: nothing to drop
+    whole = labels.clone()
+    L._thin_torch(whole, groups, counts, keep, seed=9, first=10)
+    assert L._group_counts(whole, 3)[1][:, :3].tolist() == keep[:, :3].tolist()
+    assert bool(((whole == labels) | (whole == 255)).all())  # only drops, and class 1 untouched
+    assert torch.equal(whole == 1, labels == 1)
+    parts = labels.clone()
+    for a, b in ((0, 2), (2, 3), (3, 5)):  # the same images in other batches: the same pixels
+        L._thin_torch(parts[a:b], None, counts[a:b], keep[a:b], seed=9, first=10 + a)
+    assert torch.equal(parts, whole)
+    other = labels.clone()
+    L._thin_torch(other, groups, counts, keep, seed=8, first=10)
+    assert not torch.equal(other, whole)
+    # uniform: over many seeds, every candidate kept about k / c of the time
+    one = torch.zeros(1, 40, dtype=torch.uint8)
+    kept = torch.zeros(40)
+    for seed in range(2000):
+        x = one.clone()
+        L._thin_torch(x, None, torch.tensor([[40, 0]]), torch.tensor([[10, 0]]), seed=seed, first=0)
+        kept += (x[0] == 0).float()
+    assert (kept.sum() == 2000 * 10) and float((kept / 2000 - 0.25).abs().max()) < 0.06
+
+
+class ListSource:
+    """Images of different sizes, one C×H×W tensor each."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+@pytest.mark.parametrize("sampler", ["numpy", "torch"])  # torch: the GPU's sampling, on the CPU
+def test_streaming_labels_do_not_depend_on_the_batch(monkeypatch, sampler):
+    if sampler == "torch":
+        monkeypatch.setattr(L, "_thin", L._thin_torch)
+    a, b = heavy_ties(n=5, size=(24, 32), seed=1), heavy_ties(n=4, size=(16, 40), seed=2)
+    images = [a[0], a[1], b[0], a[2], a[3], a[4], b[1], b[2], b[3]]  # two sizes, interleaved
+    out = {}
+    for batch in (1, 2, 4, None):
+        lab = L.StreamingLabeler(PRIOR, seed=4, device="cpu", progress=False, batch=batch)
+        report = lab.run(ListSource(images), None)
+        assert report.kept.tolist() == torch.minimum(lab.thresholds.targets, lab.thresholds.predicted).tolist()
+        assert lab.calls == 2 * len(images)  # each image once per pass, whatever the batches
+        out[batch] = [x for _, x, _, _ in lab.labels(ListSource(images))]
+    for batch in (2, 4, None):
+        assert all(torch.equal(x, y) for x, y in zip(out[1], out[batch]))
+
+
 class Flaky(L.TensorSource):
     """A source that fails once when asked for image ``fail_at`` for the ``fail_on``-th time."""
 
@@ -196,11 +296,12 @@ class Flaky(L.TensorSource):
 
 
 @pytest.mark.parametrize("fail_on", [1, 2])  # interrupted in pass 1, or in pass 2
-def test_streaming_resumes_without_redoing_finished_images(tmp_path, fail_on):
+@pytest.mark.parametrize("batch", [1, 4])  # batches of 4: images 0-3 finished, the batch of 4-5 interrupted
+def test_streaming_resumes_without_redoing_finished_images(tmp_path, fail_on, batch):
     probs = heavy_ties(n=6)
     clean = L.StreamingLabeler(PRIOR, seed=3, device="cpu", progress=False).run(L.TensorSource(probs), tmp_path / "a")
     src = Flaky(probs, fail_at=4, fail_on=fail_on)
-    kw = dict(seed=3, device="cpu", progress=False, state_dir=tmp_path / "state")
+    kw = dict(seed=3, device="cpu", progress=False, state_dir=tmp_path / "state", batch=batch)
     with pytest.raises(KeyboardInterrupt):
         L.StreamingLabeler(PRIOR, **kw).run(src, tmp_path / "b")
     again = L.StreamingLabeler(PRIOR, **kw)
@@ -214,11 +315,15 @@ def test_streaming_resumes_without_redoing_finished_images(tmp_path, fail_on):
                            L.read_pseudo_label(tmp_path / "a" / f"{i:06d}.png"))
 
 
-def test_cache_serves_the_second_pass(tmp_path):
+@pytest.mark.parametrize("batch", [1, 3])  # 3: a full batch and a partial one
+def test_cache_serves_the_second_pass(tmp_path, batch):
     probs = heavy_ties(n=4, dtype=torch.float32)  # float32: two threshold passes + the labelling pass
-    lab = L.StreamingLabeler(PRIOR, device="cpu", progress=False, cache_dir=tmp_path / "cache")
-    lab.run(L.TensorSource(probs), None)
+    lab = L.StreamingLabeler(PRIOR, device="cpu", progress=False, cache_dir=tmp_path / "cache", batch=batch)
+    report = lab.run(L.TensorSource(probs), None)
     assert lab.calls == 4
+    plain = L.StreamingLabeler(PRIOR, device="cpu", progress=False).run(L.TensorSource(probs), None)
+    assert report.kept.tolist() == plain.kept.tolist()
+    assert report.thresholds.keys.tolist() == plain.thresholds.keys.tolist()
 
 
 def test_st_threshold_and_ratio():
@@ -262,11 +367,13 @@ def test_cuda_thresholds_counts_and_streaming(tmp_path, dtype):
     again = L.pseudo_label(gpu, PRIOR, generator=torch.Generator("cuda").manual_seed(5))
     assert torch.equal(labels, again)
     seed = L._seed_from(torch.Generator("cuda").manual_seed(5))
-    lab = L.StreamingLabeler(PRIOR, seed=seed, device="cuda", progress=False)
-    report = lab.run(L.TensorSource(gpu), tmp_path)
-    assert report.kept.tolist() == L.kept_counts(labels, 8).tolist()
-    for i in range(5):
-        assert torch.equal(L.read_pseudo_label(tmp_path / f"{i:06d}.png"), labels[i].cpu())
+    for batch in (1, 2, None):  # the labels do not depend on how many images go at once
+        lab = L.StreamingLabeler(PRIOR, seed=seed, device="cuda", progress=False, batch=batch)
+        report = lab.run(L.TensorSource(gpu), tmp_path / str(batch))
+        assert report.kept.tolist() == L.kept_counts(labels, 8).tolist()
+        assert lab.seconds["pass1"] > 0 and lab.seconds["pass2"] > 0
+        for i in range(5):
+            assert torch.equal(L.read_pseudo_label(tmp_path / str(batch) / f"{i:06d}.png"), labels[i].cpu())
 
 
 # --- priors and distributions --------------------------------------------------------------------------

@@ -34,9 +34,12 @@ Conventions, stated once
   of its :math:`c_{ij}` passing pixels of class :math:`j` (:math:`S_{ij} = c_{1j} + \dots + c_{ij}`),
   i.e. its share :math:`s_j c_{ij}` to within one pixel, and :math:`\sum_i k_{ij} = n_j` exactly. Which
   pixels are kept is a uniformly random subset drawn from a generator seeded by :func:`image_seed`
-  ``(seed, i)``: NumPy's on the CPU, a ``randperm`` on a GPU — the same seed gives the same labels on
-  the same kind of device. (The released code keeps :math:`c_{ij} - \lfloor c_{ij} (1 - s_j) \rfloor`
-  per image with an unseeded ``randperm``, which overshoots :math:`n_j` by up to one pixel per image.)
+  ``(seed, i)``: NumPy's ``choice`` on the CPU; on a GPU the :math:`k_{ij}` pixels with the smallest of a
+  40-bit random key per pixel (torch's generator; equal keys, which matter with probability about
+  :math:`c_{ij} / 2^{40}`, go to the first pixel) — the same seed gives the same labels on the same kind
+  of device, however many images are handled at once. (The released code keeps
+  :math:`c_{ij} - \lfloor c_{ij} (1 - s_j) \rfloor` per image with an unseeded ``randperm``, which
+  overshoots :math:`n_j` by up to one pixel per image.)
 
 Exact thresholds in memory independent of the data set's size
 -------------------------------------------------------------
@@ -53,6 +56,7 @@ one search; a test checks they agree.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -151,7 +155,45 @@ def _bincount(x: torch.Tensor, minlength: int) -> torch.Tensor:
         return torch.from_numpy(np.bincount(x.numpy(), minlength=minlength).astype(np.int64, copy=False))
     if minlength <= 64:
         return (x.view(1, -1) == torch.arange(minlength, device=x.device).view(-1, 1)).sum(1)
-    return torch.zeros(minlength, dtype=torch.int64, device=x.device).scatter_add_(0, x, torch.ones_like(x))
+    return _spread_count(x.reshape(-1), minlength, _CUDA_COUNT_REPLICAS)
+
+
+#: copies of a GPU count (:func:`_spread_count`) outside :class:`ThresholdSearch`
+_CUDA_COUNT_REPLICAS = 16
+
+
+@functools.lru_cache(maxsize=32)
+def _steps(n: int, step: int, device: torch.device) -> torch.Tensor:
+    """``[0, step, 2 step, …]`` (n values, int64) on ``device``, made once."""
+    return torch.arange(n, device=device) * step
+
+
+@functools.lru_cache(maxsize=8)
+def _one(device: torch.device) -> torch.Tensor:
+    """int64 1 on ``device`` (expanded, the weights of a count), made once."""
+    return torch.ones((), dtype=torch.int64, device=device)
+
+
+def _spread_lanes(idx: torch.Tensor, stride: int, replicas: int) -> torch.Tensor:
+    """``idx`` (flat int64) moved to copy ``p mod replicas`` of a ``replicas`` × ``stride`` array, ``p`` the
+    element's position — neighbours (one GPU warp) then add to different addresses."""
+    n = idx.numel()
+    lane = _steps(replicas, stride, idx.device)
+    if n % replicas == 0:
+        return (idx.view(-1, replicas) + lane).view(-1)
+    return idx + lane.repeat(-(-n // replicas))[:n]
+
+
+def _spread_count(idx: torch.Tensor, nbins: int, replicas: int,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
+    """GPU counts of 0 … ``nbins``−1 in flat int64 ``idx`` (``weights``: int64 to add instead of 1), without
+    host synchronisation; spread over ``replicas`` copies (:func:`_spread_lanes`) against atomic contention
+    on tied values, then summed."""
+    acc = torch.zeros(replicas * nbins, dtype=torch.int64, device=idx.device)
+    if weights is None:
+        weights = _one(idx.device).expand(idx.numel())
+    acc.scatter_add_(0, _spread_lanes(idx, nbins, replicas), weights)
+    return acc.view(replicas, nbins).sum(0)
 
 
 def _floor_count(x: torch.Tensor) -> torch.Tensor:
@@ -175,13 +217,18 @@ class ThresholdSearch:
 
     On a GPU the counts are accumulated in :attr:`cuda_replicas` copies, pixel ``p`` adding to copy
     ``p mod R``: tied confidences (a road region at exactly 1.0) would otherwise make every thread of a
-    warp add to one address. The copies are summed when a pass ends.
+    warp add to one address. The copies are summed when a pass ends. :meth:`update` never waits for the
+    device (no host synchronisation): a chunk may be a whole batch of images.
     """
 
     #: accumulator copies on a GPU (1: a single histogram)
     cuda_replicas = 16
 
-    def __init__(self, num_classes: int, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    def __init__(self, num_classes: int, dtype: torch.dtype, device: torch.device | str = "cpu", *,
+                 replicas: int | None = None, compact: bool | None = None):
+        """``replicas`` (default: :attr:`cuda_replicas` on a GPU, 1 elsewhere) and ``compact`` (select the
+        pixels inside the previous pass's bin, a host synchronisation; default: on the CPU only) choose the
+        GPU's strategies; they never change the result, and a test runs the GPU's on the CPU."""
         self.num_classes = int(num_classes)
         self.dtype = dtype
         self.bits = key_bits(dtype)
@@ -189,8 +236,9 @@ class ThresholdSearch:
         self.level = 0
         self.one = key_of_one(dtype)
         self.device = torch.device(device)
-        self.replicas = max(1, int(self.cuda_replicas)) if self.device.type == "cuda" else 1
-        self._lanes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        cuda = self.device.type == "cuda"
+        self.replicas = max(1, int(replicas if replicas is not None else self.cuda_replicas if cuda else 1))
+        self.compact = (not cuda) if compact is None else bool(compact)
         self._new_hist((self.one >> self._shift()) + 1)
         self.predicted: torch.Tensor | None = None
         self.targets: torch.Tensor | None = None
@@ -229,23 +277,28 @@ class ThresholdSearch:
         key = confidence_keys(conf).reshape(-1).to(self.device)
         rows = pred.reshape(-1).to(self.device, torch.int64)
         shift, width = self._shift(), self._width
+        weights = None  # None: every pixel adds 1
         if self.level == 0:
-            digit = key >> shift
+            digit = key >> shift if shift else key
         else:
             # only keys inside the bin found by the previous pass: their top bits equal the class's prefix
             inside = (key >> (shift + 16)) == self._prefix[rows]
-            rows, digit = rows[inside], (key[inside] >> shift) & 0xFFFF
+            digit = (key >> shift) & 0xFFFF
+            if self.compact:
+                rows, digit = rows[inside], digit[inside]
+            else:  # no compaction (a host synchronisation): the pixels outside add 0
+                weights = inside.to(torch.int64)
         # column of (class, digit) in the C × bins histogram
-        idx = rows * width + digit
+        idx = torch.add(digit, rows, alpha=width)
         if self.replicas == 1:
-            self._acc[0] += _bincount(idx, self.num_classes * width)
+            if weights is None:
+                self._acc[0] += _bincount(idx, self.num_classes * width)
+            else:
+                self._acc[0].scatter_add_(0, idx, weights)
             return
-        n = idx.numel()
-        if n not in self._lanes:
-            lane = (torch.arange(n, device=self.device) % self.replicas) * (self.num_classes * width)
-            self._lanes = {n: (lane, torch.ones(n, dtype=torch.int64, device=self.device))}
-        lane, ones = self._lanes[n]
-        self._acc.view(-1).scatter_add_(0, idx + lane, ones)
+        if weights is None:
+            weights = _one(self.device).expand(idx.numel())
+        self._acc.view(-1).scatter_add_(0, _spread_lanes(idx, self.num_classes * width, self.replicas), weights)
 
     def finish_pass(self, targets: torch.Tensor | Sequence[int] | Callable[[torch.Tensor], torch.Tensor]) -> None:
         """End a pass over the data. ``targets`` (:math:`n_j`) is read at the end of the first pass only."""
@@ -485,26 +538,43 @@ def apply_thresholds(conf: torch.Tensor, pred: torch.Tensor, thresholds: Thresho
 
 
 class _Quota:
-    """DARS's sampling, spread over images in order: exactly n_j kept per class (module docstring)."""
+    r"""DARS's sampling budget, spread over images in order: exactly :math:`n_j` kept per class (module
+    docstring), kept on the labels' device so that a batch of images needs no host synchronisation.
 
-    def __init__(self, targets: Sequence[int], passed: Sequence[int], seen: Sequence[int] | None = None):
-        self.n = [int(v) for v in targets]
-        self.total = [int(v) for v in passed]
-        self.seen = [0] * len(self.n) if seen is None else [int(v) for v in seen]
+    With :math:`S` the passing pixels of class :math:`j` seen so far, the state is
+    :math:`n_j S = q_j \tilde n_j + r_j` (:math:`0 \le r_j < \tilde n_j`), so that
+    :math:`\lfloor n_j S / \tilde n_j \rfloor = q_j` is exact in int64 however large :math:`n_j S`
+    grows; the cap :math:`\min(S, \tilde n_j)` of the formula (for a source that is not deterministic)
+    becomes :math:`\min(q_j, n_j)`."""
 
-    def take(self, counts: Sequence[int]) -> list[int]:
-        """Pixels to keep per class in the next image, given its passing counts ``c_ij``."""
-        keep = []
-        for j, c in enumerate(int(v) for v in counts):
-            n, tot, s0 = self.n[j], self.total[j], self.seen[j]
-            s1 = s0 + c
-            if tot <= 0 or n >= tot:
-                k = c  # s_j = 1: nothing to drop
-            else:
-                # k_ij = ⌊n_j S_ij / ñ_j⌋ − ⌊n_j S_{i−1,j} / ñ_j⌋ (exact integers)
-                k = n * min(s1, tot) // tot - n * min(s0, tot) // tot
-            keep.append(min(k, c))
-            self.seen[j] = s1
+    def __init__(self, targets: Sequence[int], passed: Sequence[int], seen: Sequence[int] | None = None,
+                 device: torch.device | str = "cpu"):
+        n = [int(v) for v in targets]
+        tot = [int(v) for v in passed]
+        seen = [0] * len(n) if seen is None else [int(v) for v in seen]
+        # (q, r) from Python integers (exact), then on the device
+        q = [nj * s // t if t > 0 else 0 for nj, s, t in zip(n, seen, tot)]
+        r = [nj * s % t if t > 0 else 0 for nj, s, t in zip(n, seen, tot)]
+
+        def dev(x):
+            return torch.tensor(x, dtype=torch.int64, device=device)
+
+        self.n, self.tot, self.q, self.r = dev(n), dev(tot).clamp(min=1), dev(q), dev(r)
+        # s_j = 1 (nothing passed, or at most n_j did): every passing pixel is kept
+        self.all = dev([t <= 0 or nj >= t for nj, t in zip(n, tot)]).bool()
+
+    def take(self, counts: torch.Tensor) -> torch.Tensor:
+        r"""Pixels to keep per class in the next images (int64 B×C), given their passing counts
+        :math:`c_{ij}` (B×C, images in order): :math:`k_{ij} = \lfloor n_j S_{ij} / \tilde n_j \rfloor -
+        \lfloor n_j S_{i-1,j} / \tilde n_j \rfloor`, at most :math:`c_{ij}`."""
+        # n_j S_ij = (q_j + ⌊t / ñ_j⌋) ñ_j + t mod ñ_j, with t = r_j + n_j (c_1j + … + c_ij) (fits int64:
+        # n_j times a batch's pixels)
+        t = self.r + self.n * counts.cumsum(0)
+        q = self.q + t // self.tot
+        done = torch.minimum(q, self.n)  # ⌊n_j min(S_ij, ñ_j) / ñ_j⌋
+        before = torch.cat([torch.minimum(self.q, self.n)[None], done[:-1]])
+        keep = torch.where(self.all, counts, torch.minimum(done - before, counts))
+        self.q, self.r = q[-1], t[-1] % self.tot
         return keep
 
 
@@ -514,59 +584,96 @@ def image_seed(seed: int, index: int) -> int:
     return int(ss.generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
-def _drop_at_random_numpy(labels: np.ndarray, counts: Sequence[int], keep: Sequence[int], seed: int) -> None:
-    """In place, flat uint8 labels: per class j ignore (255) a uniformly random ``counts[j] − keep[j]``
-    of its pixels (NumPy generator seeded with ``seed``)."""
-    rng = np.random.default_rng(seed)
-    for j, (c, k) in enumerate(zip(counts, keep)):
-        if k < c:
-            members = np.flatnonzero(labels == j)
-            labels[members[rng.choice(members.size, size=c - k, replace=False)]] = IGNORE
+def _group_counts(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """B×… labels (0 … C−1, 255 ignored) → (group of every pixel, int64 B×P: ``b (C+1) + class``, class C
+    for "not labelled"; pixels per group, int64 B×(C+1)), on the labels' device, no host synchronisation."""
+    b, c = labels.shape[0], num_classes
+    groups = labels.reshape(b, -1).clamp(max=c).to(torch.int64) + _steps(b, c + 1, labels.device).view(b, 1)
+    return groups, _bincount(groups.view(-1), b * (c + 1)).view(b, c + 1)
 
 
-def _drop_at_random_torch(labels: torch.Tensor, counts: Sequence[int], keep: Sequence[int], seed: int) -> None:
-    """As :func:`_drop_at_random_numpy`, vectorised for a GPU: the pixels of the classes to thin, in a
-    uniformly random order (``randperm``), are grouped by class with a stable sort; within a class the
-    first ``keep[j]`` stay."""
-    c = len(counts)
-    dev = labels.device
-    need = torch.tensor([k < n for n, k in zip(counts, keep)], device=dev)
-    keep_t = torch.tensor(list(keep), dtype=torch.int64, device=dev)
-    idx = torch.nonzero((labels < c) & need[labels.clamp(max=c - 1)]).squeeze(1)
-    g = torch.Generator(device=dev).manual_seed(seed)
-    # the candidates in a uniformly random order …
-    idx = idx[torch.randperm(idx.numel(), generator=g, device=dev)]
-    # … grouped by class (a stable sort keeps the random order inside each class)
-    sc, order = torch.sort(labels[idx].to(torch.uint8), stable=True)
-    sc = sc.long()
-    # rank of each candidate within its class; ranks ≥ keep[j] are ignored
-    rank = torch.arange(sc.numel(), device=dev) - torch.searchsorted(sc, torch.arange(c, device=dev))[sc]
-    labels[idx[order[rank >= keep_t[sc]]]] = IGNORE
+def _dars_quota(thresholds: Thresholds, seen: Sequence[int] | None, device: torch.device | str) -> _Quota:
+    """DARS's budget (:class:`_Quota`) for counts of :func:`_group_counts`: the C classes and a last column,
+    the pixels not labelled (:math:`\\tilde n = 0`: all "kept", never sampled)."""
+    return _Quota([*thresholds.targets.tolist(), 0], [*thresholds.passed.tolist(), 0],
+                  None if seen is None else [*seen, 0], device)
 
 
-def _drop_at_random(labels: torch.Tensor, counts: Sequence[int], keep: Sequence[int], seed: int) -> torch.Tensor:
-    """Thin one image's flat int64 labels (module docstring): NumPy on the CPU, a sort on a GPU."""
-    if all(k >= n for n, k in zip(counts, keep)):
-        return labels
+#: random bits per pixel of the GPU sampling (:func:`_thin_torch`); the rest of an int64 holds the group
+_RAND_BITS = 40
+
+
+def _thin_numpy(labels: torch.Tensor, groups: torch.Tensor | None, counts: torch.Tensor, keep: torch.Tensor,
+                seed: int, first: int) -> None:
+    """:func:`_thin` on the CPU: per image a NumPy generator seeded by :func:`image_seed` ``(seed, first + b)``
+    picks, class by class, which ``counts − keep`` of the class's pixels to ignore."""
+    arr = labels.numpy()
+    for b, (cs, ks) in enumerate(zip(counts.tolist(), keep.tolist())):
+        if all(k >= c for c, k in zip(cs, ks)):
+            continue
+        rng = np.random.default_rng(image_seed(seed, first + b))
+        row = arr[b]
+        for j, (c, k) in enumerate(zip(cs, ks)):
+            if k < c:
+                members = np.flatnonzero(row == j)
+                row[members[rng.choice(members.size, size=c - k, replace=False)]] = IGNORE
+
+
+def _thin_torch(labels: torch.Tensor, groups: torch.Tensor | None, counts: torch.Tensor, keep: torch.Tensor,
+                seed: int, first: int) -> None:
+    """:func:`_thin` with batched tensor operations (a GPU): every pixel of image ``b`` draws a
+    :data:`_RAND_BITS`-bit random key from torch's generator seeded by :func:`image_seed` ``(seed, first + b)``;
+    in each (image, class) to thin, the ``keep`` candidates with the smallest keys stay (equal keys:
+    the first in the image). One sort of all candidates of the batch, keyed by (image, class, random key);
+    one host synchronisation (the number of candidates)."""
+    bsz, dev = counts.shape[0], labels.device
+    if groups is None:
+        groups = _group_counts(labels, counts.shape[1] - 1)[0]
+    # random keys, image by image from its own seed (so the same whatever the batch)
+    rand = torch.empty(labels.shape, dtype=torch.int64, device=dev)
+    g = torch.Generator(device=dev)
+    for b in range(bsz):
+        rand[b].random_(0, 1 << _RAND_BITS, generator=g.manual_seed(image_seed(seed, first + b)))
+    need = keep < counts  # groups with pixels to drop
+    idx = torch.nonzero(need.view(-1)[groups.view(-1)]).squeeze(1)  # the candidates (host synchronisation)
+    if idx.numel() == 0:
+        return
+    # candidates sorted by group, then random key; the sort is stable: equal keys stay in pixel order
+    key, order = torch.sort((groups.view(-1)[idx] << _RAND_BITS) | rand.view(-1)[idx], stable=True)
+    group = key >> _RAND_BITS
+    # a group's candidates sit at [start, start + size): the first `keep` of them stay
+    size = (counts * need).view(-1)
+    stop = size.cumsum(0) - size + keep.view(-1)
+    drop = torch.arange(idx.numel(), device=dev) >= stop[group]
+    flat, pos = labels.view(-1), idx[order]
+    flat[pos] = torch.where(drop, IGNORE, flat[pos])
+
+
+def _thin(labels: torch.Tensor, groups: torch.Tensor | None, counts: torch.Tensor, keep: torch.Tensor,
+          seed: int, first: int) -> None:
+    """DARS's random drop, in place, on B×P labels (images ``first`` … ``first``+B−1, 255 = ignored): in
+    image ``b`` ignore a uniformly random ``counts[b, j] − keep[b, j]`` of the pixels labelled ``j``
+    (module docstring). ``groups``, ``counts``: from :func:`_group_counts` (``groups`` None: made here);
+    ``keep``: the same B×(C+1) shape. NumPy on the CPU, batched tensor operations on a GPU."""
     if labels.device.type == "cpu":
-        arr = labels.to(torch.uint8).numpy()
-        _drop_at_random_numpy(arr, counts, keep, seed)
-        return torch.from_numpy(arr).to(torch.int64)
-    _drop_at_random_torch(labels, counts, keep, seed)
-    return labels
+        _thin_numpy(labels, groups, counts, keep, seed, first)
+    else:
+        _thin_torch(labels, groups, counts, keep, seed, first)
 
 
 def random_sampling(labels: torch.Tensor, thresholds: Thresholds, seed: int) -> torch.Tensor:
     r"""DARS Algorithm 1 line 6 on N×H×W labels (after :func:`apply_thresholds`): keep :math:`s_j` of each
     class's pseudo-labelled pixels at random — :math:`n_j` in all, image by image (module docstring)."""
-    quota = _Quota(thresholds.targets, thresholds.passed)
     c = thresholds.num_classes
-    out = []
-    for i in range(labels.shape[0]):
-        flat = labels[i].reshape(-1).clone()
-        counts = _bincount(flat.clamp(max=c), c + 1)[:c].tolist()
-        out.append(_drop_at_random(flat, counts, quota.take(counts), image_seed(seed, i)).view(labels.shape[1:]))
-    return torch.stack(out).to(labels.device)
+    quota = _dars_quota(thresholds, None, labels.device)
+    out = labels.to(torch.uint8, copy=True)  # 0 … C−1 and 255
+    pixels = math.prod(labels.shape[1:])
+    step = max(1, _BATCH_PIXELS[labels.device.type == "cuda"] // max(1, pixels))  # images at once
+    for first in range(0, labels.shape[0], step):
+        part = out[first:first + step].view(-1, pixels)
+        groups, counts = _group_counts(part, c)
+        _thin(part, groups, counts, quota.take(counts), seed, first)
+    return out.to(torch.int64)
 
 
 def _seed_from(generator: torch.Generator | None) -> int:
@@ -859,6 +966,54 @@ class LabelingReport:
                 "seconds": self.seconds}
 
 
+#: pixels of one step when :class:`StreamingLabeler`'s ``batch`` is None: (CPU, GPU)
+_BATCH_PIXELS = (1 << 19, 1 << 23)
+
+
+def _threshold_values(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Threshold keys → values in the confidences' own dtype, so that ``conf >= value`` ⇔
+    ``confidence_keys(conf) >= key`` for confidences in [0, 1] (the "keep nothing" key, one above
+    :func:`key_of_one`, is the next number above 1.0). Saves making keys of every pixel in pass 2."""
+    return keys.clamp(0, key_of_one(dtype) + 1).to(_INT_VIEW[dtype]).view(dtype)
+
+
+class _Clock:
+    """Splits elapsed time into :attr:`StreamingLabeler.seconds` buckets without waiting for the device.
+
+    ``lap(name)``: the time since the previous lap went to ``name`` (None: to nothing). On the CPU a
+    ``perf_counter``; on a GPU a CUDA event recorded in the stream, so that a span is the device's timeline
+    between two laps — the kernels queued in between, and any time the device waited for the host — read
+    when the pass ends (:meth:`flush`, one synchronisation)."""
+
+    def __init__(self, seconds: dict[str, float], device: torch.device):
+        self.seconds, self.device = seconds, device
+        self.cuda = device.type == "cuda"
+        self._last: Any = None
+        self._pending: list[tuple[str, Any, Any]] = []
+
+    def lap(self, name: str | None) -> None:
+        if self.cuda:
+            now = torch.cuda.Event(enable_timing=True)
+            now.record(torch.cuda.current_stream(self.device))
+        else:
+            now = time.perf_counter()
+        if name is not None and self._last is not None:
+            if self.cuda:
+                self._pending.append((name, self._last, now))
+            else:
+                self.seconds[name] += now - self._last
+        self._last = now
+        if len(self._pending) >= 4096:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._pending[-1][2].synchronize()
+            for name, a, b in self._pending:
+                self.seconds[name] += a.elapsed_time(b) / 1e3
+            self._pending = []
+
+
 class StreamingLabeler:
     r"""ST / CBST / DA / DARS over a data set, in memory independent of its size; resumable.
 
@@ -873,17 +1028,25 @@ class StreamingLabeler:
       :meth:`labels` yields them instead.
 
     ``state_dir``: where progress is kept (histogram every ``checkpoint_every`` images, the thresholds,
-    and after every written PNG the sampling counters); rerunning with the same settings resumes without
-    redoing finished images, a change of settings starts over. ``cache_dir``: pass 1 stores each image's
-    confidence (its dtype) and prediction (uint8) — 3 bytes a pixel in float16 instead of 2·C — and later
-    passes read them instead of asking the source again. ``device``: where the histograms and thresholds
-    live ("auto": the GPU when there is one). :attr:`seconds` splits time into the source's and ours.
+    and after every written batch of PNGs the sampling counters); rerunning with the same settings resumes
+    without redoing finished images, a change of settings starts over. ``cache_dir``: pass 1 stores each
+    image's confidence (its dtype) and prediction (uint8) — 3 bytes a pixel in float16 instead of 2·C — and
+    later passes read them instead of asking the source again. ``device``: where the histograms and
+    thresholds live ("auto": the GPU when there is one). :attr:`seconds` splits time into the source's and
+    ours.
+
+    ``batch``: images handled per step (consecutive images of one size): the arg max of each goes into one
+    B×H×W tensor and every other step runs once per batch; None: as many as fill 2¹⁹ pixels on the CPU,
+    2²³ on a GPU (one image of 1024×2048 on the CPU, four on a GPU). Results do not depend on it. Progress
+    is saved at batch boundaries (an interrupted batch is redone). On a GPU nothing waits for the device
+    within a batch, except DARS's sampling once (the number of pixels to sample from); times are read from
+    CUDA events when a pass ends.
     """
 
     def __init__(self, prior=None, *, method: str = "dars", alpha: float = 0.2, threshold: float | None = None,
                  num_classes: int | None = None, seed: int = 0, device: str | torch.device = "auto",
                  state_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-                 checkpoint_every: int = 1, progress: bool = True):
+                 checkpoint_every: int = 1, progress: bool = True, batch: int | None = None):
         from blvnb.engine.loop import resolve_device
 
         self.method = _check_method(method)
@@ -894,6 +1057,8 @@ class StreamingLabeler:
             num_classes = prior.numel()
         elif prior is not None:
             prior = as_prior(prior, num_classes)
+        if batch is not None and not (isinstance(batch, numbers.Integral) and batch >= 1):
+            raise ConfigError(f"batch must be a positive number of images or None (automatic), got {batch!r}")
         self.prior, self.alpha, self.threshold = prior, float(alpha), threshold
         self.num_classes = num_classes
         self.seed = int(seed)
@@ -902,12 +1067,15 @@ class StreamingLabeler:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.progress = progress
+        self.batch = None if batch is None else int(batch)
         self.thresholds: Thresholds | None = None
         self.histogram: ConfidenceHistogram | None = None
         self.seconds = {"source": 0.0, "pass1": 0.0, "pass2": 0.0, "write": 0.0}
         self.calls = 0  # images asked of the source
-        self._range: torch.Tensor | None = None  # smallest and largest confidence seen
-        self._keys: torch.Tensor | None = None  # threshold keys on the device
+        self._clock = _Clock(self.seconds, self.device)
+        self._range: tuple[torch.Tensor, torch.Tensor] | None = None  # smallest, largest confidence, on the device
+        self._values: torch.Tensor | None = None  # threshold values on the device (pass 2)
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None  # a batch's (conf, pred), reused
 
     # settings → digest: a state written under other settings is not resumed ----------------------
     def _digest(self, source) -> str:
@@ -919,60 +1087,114 @@ class StreamingLabeler:
             h.update(_relpath(source, i).encode() + b"\0")
         return h.hexdigest()[:16]
 
-    def _read(self, source, i: int, *, store: bool = False, bucket: str = "pass1") -> tuple[torch.Tensor, torch.Tensor]:
-        """(confidence, prediction) of image ``i``: from the cache when there, else from the source.
+    # reading: images → batches of (confidence, prediction) on the device ------------------------------
+    def batch_size(self, size: Sequence[int]) -> int:
+        """Images per step for images of ``size`` (H, W): :attr:`batch`, else by the pixel budget."""
+        if self.batch is not None:
+            return self.batch
+        return max(1, _BATCH_PIXELS[self.device.type == "cuda"] // max(1, math.prod(size)))
 
-        Time spent in ``source[i]`` counts as the source's; the rest (the arg max, the cache) as ``bucket``'s.
-        """
+    def _fetch(self, source, i: int, bucket: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Image ``i``: its (confidence, prediction) from the cache when there, else its C×H×W probabilities
+        from the source (time in ``source[i]`` goes to the source, what came before to ``bucket``)."""
         cached = self.cache_dir / f"{i:07d}.pt" if self.cache_dir is not None else None
         if cached is not None and cached.is_file():
-            t0 = time.perf_counter()
             d = torch.load(cached, weights_only=True)
-            conf, pred = d["conf"].to(self.device), d["pred"].to(self.device, torch.int64)
-            self.seconds[bucket] += time.perf_counter() - t0
-            return conf, pred
-        t0 = time.perf_counter()
+            return d["conf"], d["pred"]
+        self._clock.lap(bucket)
         probs = source[i]
-        if probs.is_cuda:
-            torch.cuda.synchronize(probs.device)
-        t1 = time.perf_counter()
-        self.seconds["source"] += t1 - t0
+        if probs.is_cuda and self.device.type != "cuda":
+            torch.cuda.synchronize(probs.device)  # the source's kernels are its own time
+        self._clock.lap("source")
         self.calls += 1
         if probs.ndim == 4 and probs.shape[0] == 1:
             probs = probs[0]
         if probs.ndim != 3:
             raise BlvnbError(f"source[{i}] must be C×H×W probabilities, got shape {tuple(probs.shape)}")
+        if not probs.is_floating_point():
+            raise BlvnbError(f"probabilities must be a float tensor, got dtype {probs.dtype}")
         if self.num_classes is None:
             _check_num_classes(probs.shape[0])
             self.num_classes = probs.shape[0]
         elif probs.shape[0] != self.num_classes:
             raise BlvnbError(f"source[{i}] has {probs.shape[0]} classes, expected {self.num_classes}")
-        conf, pred = confidence(probs, 0, check=False)
-        conf, pred = conf.to(self.device), pred.to(self.device)
-        # the [0, 1] check, kept on the device and read once a pass ends (no synchronisation per image)
-        lo, hi = torch.aminmax(conf)
-        now = torch.stack([lo, hi]).float()
-        self._range = now if self._range is None else torch.stack([torch.minimum(self._range[0], now[0]),
-                                                                    torch.maximum(self._range[1], now[1])])
-        if cached is not None and store:
-            payload = {"conf": conf.cpu(), "pred": pred.to(torch.uint8).cpu()}
-            _atomic_write(cached, lambda p: torch.save(payload, p))
-        self._sync()
-        self.seconds[bucket] += time.perf_counter() - t1
-        return conf, pred
+        return probs
+
+    def _batch_buffers(self, cap: int, size: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        buf = self._buffers
+        if buf is None or buf[0].shape[0] < cap or buf[0].shape[1:] != size or buf[0].dtype != dtype:
+            buf = (torch.empty(cap, *size, dtype=dtype, device=self.device),
+                   torch.empty(cap, *size, dtype=torch.int64, device=self.device))
+            self._buffers = buf
+        return buf
+
+    def _images(self, source, start: int, *, bucket: str,
+                store: bool = False) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Images ``start`` … in batches: ``(first index, conf B×H×W, pred B×H×W int64)`` on the device,
+        B ≤ :meth:`batch_size` consecutive images of one size and dtype. The arg max of each image is
+        written straight into the batch, whose tensors the next batch reuses. ``store``: write what came
+        from the source to ``cache_dir``."""
+        n = len(source)
+
+        def size_of(item):
+            return tuple(item[0].shape) if isinstance(item, tuple) else tuple(item.shape[1:])
+
+        def dtype_of(item):
+            return item[0].dtype if isinstance(item, tuple) else item.dtype
+
+        def put(item, conf, pred):
+            if isinstance(item, tuple):  # from the cache
+                conf.copy_(item[0])
+                pred.copy_(item[1])
+            elif item.device == conf.device:
+                torch.max(item, 0, out=(conf, pred))
+            else:
+                c, p = item.max(0)
+                conf.copy_(c)
+                pred.copy_(p)
+
+        i, held = start, None
+        while i < n:
+            item = held if held is not None else self._fetch(source, i, bucket)
+            held = None
+            size, dtype = size_of(item), dtype_of(item)
+            cap = min(self.batch_size(size[-2:]), n - i)
+            conf, pred = self._batch_buffers(cap, size, dtype)
+            fresh = []  # slots that came from the source
+            b = 0
+            while True:
+                put(item, conf[b], pred[b])
+                if not isinstance(item, tuple):
+                    fresh.append(b)
+                b += 1
+                if b == cap:
+                    break
+                item = self._fetch(source, i + b, bucket)
+                if size_of(item) != size or dtype_of(item) != dtype:
+                    held = item  # starts the next batch
+                    break
+            conf, pred = conf[:b], pred[:b]
+            # the [0, 1] check, kept on the device and read once a pass ends
+            lo, hi = torch.aminmax(conf)
+            self._range = (lo, hi) if self._range is None else (torch.minimum(self._range[0], lo),
+                                                                torch.maximum(self._range[1], hi))
+            if store and fresh and self.cache_dir is not None:
+                cc, pp = conf.cpu(), pred.to(torch.uint8).cpu()
+                for k in fresh:
+                    payload = {"conf": cc[k].clone(), "pred": pp[k].clone()}
+                    _atomic_write(self.cache_dir / f"{i + k:07d}.pt", lambda p, x=payload: torch.save(x, p))
+            yield i, conf, pred
+            i += b
 
     def _check_range(self) -> None:
         if self._range is not None:
-            lo, hi = self._range.tolist()
+            lo, hi = torch.stack(self._range).tolist()
             _check_range(lo, hi)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     def _state(self, name: str) -> Path | None:
         return self.state_dir / name if self.state_dir is not None else None
 
+    # pass 1 -------------------------------------------------------------------------------------------
     def fit(self, source) -> Thresholds | None:
         """Pass 1: the thresholds of every class (resumed from ``state_dir`` when possible). ST with a
         given threshold has no first pass: None, and pass 2 makes the thresholds."""
@@ -1013,13 +1235,13 @@ class StreamingLabeler:
                            "num_classes": self.num_classes, "hist_counts": None if hist is None else hist.counts}
                 _atomic_write(ckpt, lambda p: torch.save(payload, p))
 
+        every = self.checkpoint_every
         while search is None or not search.done:
             level = 0 if search is None else search.level
-            bar = tqdm(range(start, n), desc=f"{self.method.upper()} pass 1.{level + 1}: confidence histogram",
+            bar = tqdm(desc=f"{self.method.upper()} pass 1.{level + 1}: confidence histogram",
                        disable=not self.progress, leave=False, total=n, initial=start)
-            for i in bar:
-                conf, pred = self._read(source, i, store=level == 0, bucket="pass1")
-                t0 = time.perf_counter()
+            self._clock.lap(None)
+            for first, conf, pred in self._images(source, start, bucket="pass1", store=level == 0):
                 if search is None:
                     search = ThresholdSearch(1 if merged else self.num_classes, conf.dtype, self.device)
                     if merged and conf.dtype == torch.float16:  # ST's search merges the classes: count them apart
@@ -1027,10 +1249,14 @@ class StreamingLabeler:
                 if hist is not None and search.level == 0:
                     hist.update(conf, pred)
                 search.update(conf, torch.zeros_like(pred) if merged else pred)
-                self._sync()
-                self.seconds["pass1"] += time.perf_counter() - t0
-                if (i + 1) % self.checkpoint_every == 0 and i + 1 < n:
-                    save(i + 1)
+                self._clock.lap("pass1")
+                after = first + conf.shape[0]
+                bar.update(conf.shape[0])
+                if after < n and after // every > first // every:  # a multiple of checkpoint_every passed
+                    save(after)
+                    self._clock.lap(None)
+            bar.close()
+            self._clock.flush()
             self._check_range()
             search.finish_pass(targets)
             start = 0
@@ -1048,42 +1274,62 @@ class StreamingLabeler:
             _atomic_write(path, lambda p: p.write_text(text))
         return self.thresholds
 
-    def label_image(self, conf: torch.Tensor, pred: torch.Tensor, index: int,
-                    quota: _Quota | None) -> tuple[torch.Tensor, list[int] | torch.Tensor, list[int] | torch.Tensor]:
-        """One image: (labels int64 H×W on the device, passing counts per class, kept counts per class).
-
-        With DARS's ``quota`` the counts are lists of ints; without, int64 tensors on the device (no sync)."""
+    # pass 2 -------------------------------------------------------------------------------------------
+    def label_batch(self, conf: torch.Tensor, pred: torch.Tensor, first: int,
+                    quota: _Quota | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images ``first`` … ``first``+B−1 (``conf``, ``pred``: B×H×W): their labels (uint8 B×H×W, 255
+        ignored), passing and kept pixels per class (int64 B×C), all on the device. DARS's ``quota``
+        (:func:`_dars_quota`, the counts of the images before) decides how many of each class to keep;
+        without one, all."""
         c = self.num_classes
         if self.thresholds is None:  # ST with a given threshold: now the dtype is known
             self.thresholds = fixed_thresholds(self.threshold, c, conf.dtype)
-        if self._keys is None:
-            self._keys = self.thresholds.keys.to(self.device)
-        labels = torch.where(confidence_keys(conf) >= self._keys[pred], pred, torch.full_like(pred, IGNORE))
-        flat = labels.reshape(-1)
-        counts = _bincount(flat.clamp(max=c), c + 1)[:c]
+        if conf.dtype != self.thresholds.dtype:
+            raise BlvnbError(f"confidences changed dtype from {self.thresholds.dtype} (pass 1) to {conf.dtype}")
+        if self._values is None:
+            self._values = _threshold_values(self.thresholds.keys, conf.dtype).to(self.device)
+        # Algorithm 1 line 3: the arg max where the confidence is ≥ t_j of its class, else ignored
+        below = conf < self._values.index_select(0, pred.reshape(-1)).view(pred.shape)
+        # j | 255 = 255 (j < C ≤ 255); on the CPU much faster than where / masked_fill with a ragged mask
+        labels = pred.to(torch.uint8).bitwise_or_(below.to(torch.uint8).mul_(IGNORE))
+        groups, counts = _group_counts(labels, c)  # counts[:, c]: pixels not labelled
         if quota is None:
-            return labels, counts, counts
-        counts = counts.tolist()
+            return labels, counts[:, :c], counts[:, :c]
+        # line 6: per class keep k_ij of the c_ij passing pixels, at random
         keep = quota.take(counts)
-        flat = _drop_at_random(flat, counts, keep, image_seed(self.seed, index))
-        return flat.view(labels.shape), counts, keep
+        _thin(labels.view(labels.shape[0], -1), groups, counts, keep, self.seed, first)
+        return labels, counts[:, :c], keep[:, :c]
 
-    def labels(self, source, start: int = 0,
-               seen: Sequence[int] | None = None) -> Iterator[tuple[int, torch.Tensor, Any, Any]]:
-        """Pass 2 without writing: ``(i, labels, passing counts, kept counts)`` in order from ``start``
-        (labels: int64 H×W on the labeler's device; counts as in :meth:`label_image`)."""
+    def label_image(self, conf: torch.Tensor, pred: torch.Tensor, index: int,
+                    quota: _Quota | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One image (:meth:`label_batch` of one): labels int64 H×W, passing and kept counts int64[C]."""
+        labels, counts, kept = self.label_batch(conf[None], pred[None], index, quota)
+        return labels[0].to(torch.int64), counts[0], kept[0]
+
+    def _label_batches(self, source, start: int = 0, seen: Sequence[int] | None = None
+                       ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Pass 2 in batches: ``(first index, labels, passing counts, kept counts)`` as :meth:`label_batch`."""
         if self.thresholds is None:
             self.fit(source)
         th = self.thresholds
-        quota = _Quota(th.targets, th.passed, seen) if self.method == "dars" else None
-        self._keys = None
-        for i in range(start, len(source)):
-            conf, pred = self._read(source, i, bucket="pass2")
-            t0 = time.perf_counter()
-            labels, counts, kept = self.label_image(conf, pred, i, quota)
-            self._sync()
-            self.seconds["pass2"] += time.perf_counter() - t0
-            yield i, labels, counts, kept
+        quota = _dars_quota(th, seen, self.device) if self.method == "dars" else None
+        self._values = None
+        self._clock.lap(None)
+        for first, conf, pred in self._images(source, start, bucket="pass2"):
+            out = self.label_batch(conf, pred, first, quota)
+            self._clock.lap("pass2")
+            yield (first, *out)
+            self._clock.lap(None)  # the consumer's time is not ours
+        self._clock.flush()
+
+    def labels(self, source, start: int = 0,
+               seen: Sequence[int] | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Pass 2 without writing: ``(i, labels, passing counts, kept counts)`` in order from ``start``
+        (labels: int64 H×W on the labeler's device; counts: int64[C] there). ``seen``: per class the
+        passing pixels of images 0 … ``start``−1 (to resume DARS's sampling)."""
+        for first, labels, counts, kept in self._label_batches(source, start, seen):
+            for b in range(labels.shape[0]):
+                yield first + b, labels[b].to(torch.int64), counts[b], kept[b]
 
     def write(self, source, out_dir: str | Path | None) -> LabelingReport:
         """Pass 2: label every image and write its PNG under ``out_dir`` (None: count only)."""
@@ -1100,21 +1346,24 @@ class StreamingLabeler:
                 start, seen = int(st["next"]), st["seen"]
                 kept_sum, passed_sum = torch.tensor(st["kept"]), torch.tensor(st["passed"])
                 log.info("pass 2: resuming at image %d of %d", start, n)
-        bar = tqdm(self.labels(source, start, seen), desc=f"{self.method.upper()} pass 2: pseudo labels",
-                   disable=not self.progress, leave=False, total=n, initial=start)
-        for i, labels, counts, kept in bar:
-            counts = torch.as_tensor(counts, device=self.device)
-            kept = torch.as_tensor(kept, device=self.device)
-            passed_sum = counts.clone() if passed_sum is None else passed_sum.to(self.device) + counts
-            kept_sum = kept.clone() if kept_sum is None else kept_sum.to(self.device) + kept
+        bar = tqdm(desc=f"{self.method.upper()} pass 2: pseudo labels", disable=not self.progress, leave=False,
+                   total=n, initial=start)
+        # the sums stay on the device: read when a state is written (once a batch) and at the end
+        for first, labels, counts, kept in self._label_batches(source, start, seen):
+            passed_sum = counts.sum(0) if passed_sum is None else passed_sum.to(self.device) + counts.sum(0)
+            kept_sum = kept.sum(0) if kept_sum is None else kept_sum.to(self.device) + kept.sum(0)
             if out is not None:
-                t0 = time.perf_counter()
-                _save_png(out / _relpath(source, i), labels.to(torch.uint8).cpu().numpy())
-                self.seconds["write"] += time.perf_counter() - t0
+                arr = labels.cpu().numpy()
+                for b in range(arr.shape[0]):
+                    _save_png(out / _relpath(source, first + b), arr[b])
             if state_path is not None:
-                text = json.dumps({"digest": digest, "next": i + 1, "seen": passed_sum.tolist(),
+                text = json.dumps({"digest": digest, "next": first + labels.shape[0], "seen": passed_sum.tolist(),
                                    "kept": kept_sum.tolist(), "passed": passed_sum.tolist()})
                 _atomic_write(state_path, lambda p: p.write_text(text))
+            self._clock.lap("write")
+            bar.update(labels.shape[0])
+        bar.close()
+        self._clock.flush()
         self._check_range()
         th = self.thresholds
         c = self.num_classes
