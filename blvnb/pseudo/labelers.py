@@ -158,7 +158,7 @@ def _bincount(x: torch.Tensor, minlength: int) -> torch.Tensor:
     return _spread_count(x.reshape(-1), minlength, _CUDA_COUNT_REPLICAS)
 
 
-#: copies of a GPU count (:func:`_spread_count`) outside :class:`ThresholdSearch`
+#: copies of a GPU count (:func:`_spread_count`); also :class:`ThresholdSearch`'s default
 _CUDA_COUNT_REPLICAS = 16
 
 
@@ -222,7 +222,7 @@ class ThresholdSearch:
     """
 
     #: accumulator copies on a GPU (1: a single histogram)
-    cuda_replicas = 16
+    cuda_replicas = _CUDA_COUNT_REPLICAS
 
     def __init__(self, num_classes: int, dtype: torch.dtype, device: torch.device | str = "cpu", *,
                  replicas: int | None = None, compact: bool | None = None):
