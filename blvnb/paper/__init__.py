@@ -21,7 +21,7 @@ import csv
 import functools
 import numbers
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -114,8 +114,8 @@ def figures(paper: str) -> list[str]:
 
 
 def cells(paper: str | None = None, table: int | None = None, *, figure: str | None = None
-          ) -> Iterator[dict[str, Any]]:
-    """Every stored cell (dicts; copies), optionally of one paper, one table or one figure.
+          ) -> list[dict[str, Any]]:
+    """Every stored cell (a list of dicts, copies), optionally of one paper, one table or one figure.
 
     Keys: ``paper``, ``table`` (int; None for a figure), ``figure``, ``row``, ``column``, ``value``
     (float, None where the paper prints no number), ``text`` (as printed, markup removed), ``std``,
@@ -139,13 +139,8 @@ def cells(paper: str | None = None, table: int | None = None, *, figure: str | N
         known = {p: figures(p) for p in papers}
         if not any(figure in f for f in known.values()):
             raise PaperDataError(f"unknown figure {figure!r}: the figures with numbers are {known}")
-    for p in papers:
-        for c in _cells(p):
-            if table is not None and c["table"] != table:
-                continue
-            if figure is not None and c["figure"] != figure:
-                continue
-            yield dict(c)
+    return [dict(c) for p in papers for c in _cells(p)
+            if (table is None or c["table"] == table) and (figure is None or c["figure"] == figure)]
 
 
 def info(paper: str, number: int | None = None) -> dict[str, Any]:
