@@ -393,7 +393,8 @@ def test_tables_that_repeat_each_other():
     assert dars[1].loc["Hung et al. 1/8", "Result"] == 58.8 and dars[2].loc["Hung et al.", "mIoU"] == 57.1
     assert paper.cell("dars", 1, "Hung et al. 1/8", "Result")["flag"].startswith("inconsistent")
     assert paper.cell("dars", 2, "Hung et al.", "mIoU")["flag"].startswith("inconsistent")
-    assert same(dars[14].loc["CAG-UDA"].iloc[1:], blv[10].loc["CAG"])
+    assert same(dars[14].loc["CAG-UDA"].iloc[1:], blv[10].loc["CAG"])  # the two papers cite the same rows
+    assert same(dars[14].loc["ADVENT"].iloc[1:], blv[10].loc["ADVENT"])
 
 
 def test_blv_fig3_gains_match_no_pair_of_rows():
