@@ -11,12 +11,13 @@ why (``inconsistent: …``, ``unsourced: …``, ``ambiguous: …``).
 >>> from blvnb import paper
 >>> paper.tables("dars")[:3]
 [1, 2, 3]
->>> paper.table("dars", 5).loc["DARS", "D_KL"]
+>>> paper.value("dars", 5, "DARS", "D_KL")
 0.0005
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import numbers
@@ -147,7 +148,7 @@ def info(paper: str, number: int | None = None) -> dict[str, Any]:
     """The table-level description of ``tables.yaml`` (caption, shape, unit, baselines, methods, …)."""
     paper, number = _split_key(paper, number)
     number = _check_table(_check_paper(paper), number)
-    return {"paper": paper, "table": number, **_meta()[paper][number]}
+    return {"paper": paper, "table": number, **copy.deepcopy(_meta()[paper][number])}
 
 
 def table(paper: str, number: int | None = None, field: str = "value"):
