@@ -72,7 +72,7 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, tu
 
 
 @dataclass(frozen=True)
-class Test:
+class PairedTest:
     """One paired test: per-seed ``differences`` against ``threshold``; the claim is that they lie
     ``above`` (or ``below``) it."""
 
@@ -85,7 +85,7 @@ class Test:
     outcome: str
 
     @classmethod
-    def of(cls, label: str, differences, threshold: float, direction: str) -> Test:
+    def of(cls, label: str, differences, threshold: float, direction: str) -> PairedTest:
         d = tuple(float(x) for x in np.asarray(differences, dtype=float).reshape(-1))
         if any(math.isnan(x) for x in d):
             return cls(label, d, math.nan, (math.nan, math.nan), float(threshold), direction, "inconclusive")
@@ -220,41 +220,41 @@ class Claim:
                        values={a: tuple(float(u) for u in v) for a, v in cols.items()}, version=__version__,
                        chapter=chapter or os.environ.get("BLVNB_NOTEBOOK"), note=note)
 
-    def _tests(self, cols: dict[str, np.ndarray], x, n: int) -> list[Test]:
+    def _tests(self, cols: dict[str, np.ndarray], x, n: int) -> list[PairedTest]:
         a, m, c = list(cols), self.margin, self.comparison
         v = [cols[k] for k in a]
         if c == "greater":
-            return [Test.of(f"{a[0]} − {a[1]}", v[0] - v[1], m, "above")]
+            return [PairedTest.of(f"{a[0]} − {a[1]}", v[0] - v[1], m, "above")]
         if c == "not-worse":
-            return [Test.of(f"{a[0]} − {o}", v[0] - cols[o], -m, "above") for o in a[1:]]
+            return [PairedTest.of(f"{a[0]} − {o}", v[0] - cols[o], -m, "above") for o in a[1:]]
         if c == "within":
             d = v[0] - v[1]
-            return [Test.of(f"{a[0]} − {a[1]} (lower bound)", d, -m, "above"),
-                    Test.of(f"{a[0]} − {a[1]} (upper bound)", d, m, "below")]
+            return [PairedTest.of(f"{a[0]} − {a[1]} (lower bound)", d, -m, "above"),
+                    PairedTest.of(f"{a[0]} − {a[1]} (upper bound)", d, m, "below")]
         if c == "ordering":
-            return [Test.of(f"{a[i]} − {a[i + 1]}", v[i] - v[i + 1], m, "above") for i in range(len(a) - 1)]
+            return [PairedTest.of(f"{a[i]} − {a[i + 1]}", v[i] - v[i + 1], m, "above") for i in range(len(a) - 1)]
         if c == "best":
-            return [Test.of(f"{a[0]} − {o}", v[0] - cols[o], m, "above") for o in a[1:]]
+            return [PairedTest.of(f"{a[0]} − {o}", v[0] - cols[o], m, "above") for o in a[1:]]
         if c == "all-greater":
-            return [Test.of(f"{o} − {a[0]}", cols[o] - v[0], m, "above") for o in a[1:]]
+            return [PairedTest.of(f"{o} − {a[0]}", cols[o] - v[0], m, "above") for o in a[1:]]
         if c == "gain-greater":
-            return [Test.of(f"({a[0]} − {a[1]}) − ({a[2]} − {a[3]})", (v[0] - v[1]) - (v[2] - v[3]), m, "above")]
+            return [PairedTest.of(f"({a[0]} − {a[1]}) − ({a[2]} − {a[3]})", (v[0] - v[1]) - (v[2] - v[3]), m, "above")]
         if c == "less-than":
-            return [Test.of(a[0], v[0], self.constant, "below")]
+            return [PairedTest.of(a[0], v[0], self.constant, "below")]
         if c == "greater-than":
-            return [Test.of(a[0], v[0], self.constant, "above")]
+            return [PairedTest.of(a[0], v[0], self.constant, "above")]
         if c == "split":
-            return [Test.of(a[0], v[0], self.constant, "below"), Test.of(a[1], v[1], self.constant, "above")]
+            return [PairedTest.of(a[0], v[0], self.constant, "below"), PairedTest.of(a[1], v[1], self.constant, "above")]
         if c == "spread":
-            return [Test.of(f"max − min over {len(a)} arms", np.ptp(np.stack(v), axis=0), m, "below")]
+            return [PairedTest.of(f"max − min over {len(a)} arms", np.ptp(np.stack(v), axis=0), m, "below")]
         if c == "saturating":
-            return [Test.of(f"{a[-1]} − {a[0]}", v[-1] - v[0], m, "above"),
-                    Test.of(f"({a[1]} − {a[0]}) − ({a[-1]} − {a[-2]})", (v[1] - v[0]) - (v[-1] - v[-2]), 0.0, "above")]
+            return [PairedTest.of(f"{a[-1]} − {a[0]}", v[-1] - v[0], m, "above"),
+                    PairedTest.of(f"({a[1]} − {a[0]}) − ({a[-1]} − {a[-2]})", (v[1] - v[0]) - (v[-1] - v[-2]), 0.0, "above")]
         if c == "correlation":
             return [self._correlation(cols, x, n)]
         raise ConfigError(f"{self.id}: unknown comparison {c!r}; known: {COMPARISONS}")  # pragma: no cover
 
-    def _correlation(self, cols, x, n: int) -> Test:
+    def _correlation(self, cols, x, n: int) -> PairedTest:
         from scipy import stats
 
         if x is None:
@@ -274,7 +274,7 @@ class Claim:
             else:
                 r.append(float(stats.spearmanr(xm[:, s], ym[:, s]).statistic))
         direction = "below" if self.sign == "negative" else "above"
-        return Test.of(f"Spearman ρ over {len(cols)} arms", r, 0.0, direction)
+        return PairedTest.of(f"Spearman ρ over {len(cols)} arms", r, 0.0, direction)
 
     def not_run(self, profile: str, note: str = "") -> Verdict:
         """The verdict of a claim no chapter evaluated in ``profile``."""
@@ -353,7 +353,7 @@ class Verdict:
     profile: str
     outcome: str
     seeds: tuple[int, ...]
-    tests: tuple[Test, ...]
+    tests: tuple[PairedTest, ...]
     values: Mapping[str, tuple[float, ...]]
     version: str
     chapter: str | None = None
@@ -472,5 +472,5 @@ def alignment_verdict(kl: Mapping[str, Sequence[float]], *, profile: str, seeds:
     return c.evaluate(kl, profile=profile, seeds=seeds)
 
 
-__all__ = ["CLAIMS", "Claim", "ClaimError", "OUTCOMES", "Test", "Verdict", "alignment_verdict", "every_seed_greater",
+__all__ = ["CLAIMS", "Claim", "ClaimError", "OUTCOMES", "PairedTest", "Verdict", "alignment_verdict", "every_seed_greater",
            "for_table", "get", "load", "save", "t_interval", "verdict", "verdict_dir"]
