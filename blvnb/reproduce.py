@@ -162,6 +162,9 @@ def run_notebooks(profile: str = "quick", data_root: str | None = None, only: li
         names = ", ".join(j.source.name for j in failed)
         raise BlvnbError(f"notebook(s) failed: {names}. Partial outputs are in {out_dir}, logs in {log_dir}; "
                          "the book was not built.")
+    if out_dir == root / "book" / "generated":
+        page = write_status(root, profile=profile)
+        echo(f"[status] {page.relative_to(root)} and book/generated/reproduction.json")
     return [j.output for j in todo]
 
 

@@ -286,12 +286,13 @@ def blv_toy_figure(res: ToyResult, *, title: str = "BLV Fig. 1 as a toy") -> Int
         label = "CE" if s == 0 else f"{s:g}"
         steps.append(dict(method="update", label=label, args=[
             {"visible": vis},
-            {"title.text": f"{title}: σ = {s:g}{' (plain cross entropy)' if s == 0 else ''} — rare-class accuracy "
-                           f"{ra[i].mean():.1f} % (mean of {len(res.seeds)} seed{'s' if len(res.seeds) != 1 else ''})"}]))
+            {"title.text": f"{title}: σ = {s:g}{' (plain cross entropy)' if s == 0 else ''}<br><sub>rare-class "
+                           f"accuracy {ra[i].mean():.1f} % (mean of {len(res.seeds)} "
+                           f"seed{'s' if len(res.seeds) != 1 else ''})</sub>"}]))
     fig.update_layout(
-        title=dict(text=steps[0]["args"][1]["title.text"], font=dict(size=14)), height=470, margin=dict(t=80, b=40),
+        title=dict(text=steps[0]["args"][1]["title.text"], font=dict(size=13)), height=500, margin=dict(t=120, b=40),
         sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="σ = "), pad=dict(t=30))],
-        legend=dict(orientation="h", y=-0.35), template="plotly_white")
+        legend=dict(orientation="h", y=1.1, yanchor="bottom", x=0.0), template="plotly_white")
     fig.update_xaxes(showticklabels=False, row=1, col=1)
     fig.update_yaxes(showticklabels=False, row=1, col=1)
     fig.update_xaxes(title_text="σ", row=1, col=3)
@@ -377,14 +378,13 @@ def dars_ratio_figure(sw: RatioSweep, *, title: str = "Pseudo-label class shares
 
     order = np.argsort(-sw.prior)
     names = [sw.class_names[o] for o in order]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], horizontal_spacing=0.08,
-                        subplot_titles=("class shares (% of pseudo-labelled pixels, log scale)",
-                                        "KL(prior ‖ pseudo labels)"))
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.66, 0.34], horizontal_spacing=0.1,
+                        subplot_titles=("class shares, % of pseudo-labelled pixels", "KL(prior ‖ pseudo labels)"))
     n_var = len(sw.methods) + 1
     for i, a in enumerate(sw.alphas):
         for j, m in enumerate(sw.methods):
             fig.add_trace(go.Bar(x=names, y=100 * sw.shares[i, j, order], name=m, marker_color=METHOD_COLORS.get(m),
-                                 legendgroup=m, showlegend=i == 0, visible=i == 0,
+                                 legendgroup=m, showlegend=False, visible=i == 0,
                                  hovertemplate=f"{m}, α = {a:g}: %{{x}} %{{y:.3g}} %<extra></extra>"), row=1, col=1)
         fig.add_trace(go.Scatter(x=[a] * len(sw.methods), y=np.maximum(sw.kl[i], 1e-7), mode="markers",
                                  marker=dict(size=13, symbol="circle-open", color="black", line=dict(width=2)),
@@ -393,7 +393,7 @@ def dars_ratio_figure(sw: RatioSweep, *, title: str = "Pseudo-label class shares
                          hovertemplate="prior: %{x} %{y:.3g} %<extra></extra>"), row=1, col=1)
     for j, m in enumerate(sw.methods):
         fig.add_trace(go.Scatter(x=list(sw.alphas), y=np.maximum(sw.kl[:, j], 1e-7), mode="lines+markers", name=m,
-                                 legendgroup=m, showlegend=False, line=dict(color=METHOD_COLORS.get(m)),
+                                 legendgroup=m, showlegend=True, line=dict(color=METHOD_COLORS.get(m)),
                                  customdata=100 * sw.labeled[:, j],
                                  hovertemplate=f"{m}: α = %{{x}}, KL %{{y:.2e}}, %{{customdata:.1f}} % of pixels "
                                                "labelled<extra></extra>"), row=1, col=2)
@@ -403,9 +403,11 @@ def dars_ratio_figure(sw: RatioSweep, *, title: str = "Pseudo-label class shares
         vis = [t == i for t in range(len(sw.alphas)) for _ in range(n_var)] + [True] * n_fixed
         kl_text = ", ".join(f"{m} {sw.kl[i, j]:.1e}" for j, m in enumerate(sw.methods))
         steps.append(dict(method="update", label=f"{a:g}", args=[{"visible": vis},
-                                                                  {"title.text": f"{title}, α = {a:g} — KL: {kl_text}"}]))
+                                                                  {"title.text": f"{title}, α = {a:g}<br>"
+                                                                                 f"<sub>KL: {kl_text}</sub>"}]))
     fig.update_layout(title=dict(text=steps[0]["args"][1]["title.text"], font=dict(size=13)), barmode="group",
-                      height=480, margin=dict(t=80, b=40), template="plotly_white",
+                      height=520, margin=dict(t=110, b=40), template="plotly_white",
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right"),
                       sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="α = "), pad=dict(t=90))])
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
