@@ -141,6 +141,7 @@ class Claim:
     row: str | None = None
     chapter: str | None = None
     paper_cells: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    row_labels: Mapping[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str):
         return getattr(self, key)
@@ -298,10 +299,17 @@ def _expand(entry: dict, defaults: dict) -> list[Claim]:
     e["margin"] = float(e.get("margin") or 0.0)
     e["constant"] = None if e.get("constant") is None else float(e["constant"])
     e["paper_cells"] = dict(e.get("paper_cells") or {})
+    e["row_labels"] = {str(k): str(v) for k, v in (e.get("row_labels") or {}).items()}
     if not rows:
         return [Claim(**e)]
-    return [Claim(**{**e, "id": f"{e['id']}/{r}", "row": str(r), "statement": e["statement"].replace("{row}", str(r))})
-            for r in rows]
+
+    def cells_for(r: str) -> dict:
+        label = e["row_labels"].get(r, r)
+        return {arm: {k: str(v).replace("{row}", label) for k, v in where.items()}
+                for arm, where in e["paper_cells"].items()}
+
+    return [Claim(**{**e, "id": f"{e['id']}/{r}", "row": str(r), "statement": e["statement"].replace("{row}", str(r)),
+                     "paper_cells": cells_for(str(r))}) for r in rows]
 
 
 @lru_cache(maxsize=None)

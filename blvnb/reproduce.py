@@ -360,16 +360,20 @@ def paper_values(claim) -> dict[str, float]:
         return {}
 
     def norm(s) -> str:
-        return re.sub(r"[^0-9a-z]+", "", str(s).lower())
+        s = str(s).lower().replace("‡", "ddagger").replace("†", "dagger").replace("*", "star")
+        return re.sub(r"[\W_]+", "", s)
+
+    def pick(key: str, want: str) -> set[int]:
+        exact = {i for i, c in enumerate(cells) if norm(c.get(key)) == want}
+        return exact or {i for i, c in enumerate(cells) if want and want in norm(c.get(key))}
 
     out = {}
     for arm, where in (claim.paper_cells or {}).items():
-        row, col = norm(where.get("row", "")), norm(where.get("column", ""))
-        exact = [c for c in cells if norm(c.get("row")) == row and norm(c.get("column")) == col]
-        loose = [c for c in cells if row in norm(c.get("row")) and col in norm(c.get("column"))]
-        hit = exact if len(exact) == 1 else loose if len(loose) == 1 else []
-        if hit and isinstance(hit[0].get("value"), (int, float)):
-            out[arm] = float(hit[0]["value"])
+        hit = pick("row", norm(where.get("row", ""))) & pick("column", norm(where.get("column", "")))
+        if len(hit) == 1:
+            value = cells[hit.pop()].get("value")
+            if isinstance(value, (int, float)) and value == value:
+                out[arm] = float(value)
     return out
 
 

@@ -109,3 +109,28 @@ def test_status_page_from_saved_verdicts(tmp_path, monkeypatch):
     assert "verdict (quick)" in text and "verdict (gpu)" in text
     assert 'href="generated/dars_tables.html#verdict-dars-t5-kl"' in text
     assert "| DARS | `quick` | 1 | 0 | 0 | 30 | 31 |" in text
+
+
+def test_paper_values_come_from_the_cells(monkeypatch):
+    """The status page's paper column reads blvnb.paper.cells (a small made-up fixture here, not the paper's)."""
+    import blvnb.paper
+    from blvnb import claims
+
+    fixture = [
+        {"paper": "dars", "table": 4, "row": "ST", "column": "mIoU", "value": 1.0, "cited": False},
+        {"paper": "dars", "table": 4, "row": "ST + TS", "column": "mIoU", "value": 2.0, "cited": False},
+        {"paper": "dars", "table": 4, "row": "DARS", "column": "mIoU", "value": 3.0, "cited": False},
+        {"paper": "dars", "table": 4, "row": "DARS", "column": "Tail mIoU", "value": 4.0, "cited": False},
+        {"paper": "blv", "table": 1, "row": "ResNet50 + PSPHead", "column": "mIoU", "value": 5.0, "cited": False},
+        {"paper": "blv", "table": 1, "row": "ResNet50 + PSPHead + BLV", "column": "mIoU", "value": 6.0, "cited": False},
+    ]
+
+    def cells(paper=None, table=None):
+        return [c for c in fixture if paper in (None, c["paper"]) and table in (None, c["table"])]
+
+    monkeypatch.setattr(blvnb.paper, "cells", cells, raising=False)
+    got = reproduce.paper_values(claims.get("dars-t4-order"))
+    assert got == {"st": 1.0, "st-ts": 2.0, "dars": 3.0}  # arms without a cell are left out, "ST" is not "ST + TS"
+    assert reproduce.paper_values(claims.get("dars-t4-tail")) == {"dars": 4.0}
+    assert reproduce.paper_values(claims.get("blv-t1/r50-psp")) == {"blv": 6.0, "ce": 5.0}
+    assert reproduce.paper_values(claims.get("blv-fig3")) == {}
