@@ -41,7 +41,7 @@ OUTCOMES = ("reproduced", "not reproduced", "inconclusive", "not run")
 PROFILE_ORDER = ("smoke", "quick", "gpu", "paper")
 COMPARISONS = ("greater", "not-worse", "within", "ordering", "best", "all-greater", "gain-greater", "less-than",
                "greater-than", "split", "spread", "saturating", "correlation")
-MARKS = {"reproduced": "✅", "not reproduced": "❌", "inconclusive": "❔", "not run": "⏸"}
+MARKS = {"reproduced": "✔", "not reproduced": "✘", "inconclusive": "?", "not run": "–"}  # in every font
 LEVEL = 0.95
 
 
@@ -407,7 +407,7 @@ class Verdict:
             lines += ["", f"Not run in the `{self.profile}` profile; the `{c.runs_in}` profile's chapter runs it."]
         if self.tests:
             seeds = ", ".join(str(s) for s in self.seeds)
-            lines += ["", f"| test | per-seed values (seeds {seeds}) | mean | 95 % interval | claimed | outcome |",
+            lines += ["", f"| test | per seed (seeds {seeds}) | mean | 95 % interval | claimed | outcome |",
                       "| --- | --- | --- | --- | --- | --- |"]
             for t in self.tests:
                 lines.append(f"| {t.label} | {', '.join(_fmt(d) for d in t.differences)} | {_fmt(t.mean)} | "

@@ -258,12 +258,18 @@ def papermill_command(stem: str, profile: str) -> str:
     return " ".join(args)
 
 
+def _wrapped(command: str) -> str:
+    """The command over two lines (shell continuation) so that it reads without scrolling."""
+    head, sep, tail = command.partition(" --cwd ")
+    return f"{head} \\\n    --cwd {tail}" if sep else command
+
+
 def run_box(stem: str, root: Path | None = None, executed_profile: str | None = None) -> str:
     """Markdown (MyST) for the "Run this chapter" box of ``notebooks/<stem>.ipynb``."""
     root = root or repo_root()
     params = read_parameters(root / "notebooks" / f"{stem}.ipynb")
     rows = "\n".join(f"| `{n}` | `{v}` | {c.replace('|', '/')} |" for n, v, c in params)
-    cmds = "\n".join(f"# {p}: {PROFILE_WHERE[p]}\n{papermill_command(stem, p)}\n" for p in PROFILE_ARGS)
+    cmds = "\n".join(f"# {p}: {PROFILE_WHERE[p]}\n{_wrapped(papermill_command(stem, p))}\n" for p in PROFILE_ARGS)
     shown = f" This page was executed in the `{executed_profile}` profile." if executed_profile else ""
     links = launch_links(stem, root)
     launch = ("\n\nOpen the notebook on: " + " · ".join(f"[{label}]({url})" for label, url in links)
@@ -459,9 +465,8 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
         for t in tables:
             name = f"Table {t[1:]}" if t.startswith("T") else t.replace("Fig.", "Figure")
             lines += ["", f"### {paper.upper()} {name}", "",
-                      "| claim | statement | paper | " + " | ".join(f"ours ({p}) | verdict ({p})" for p in profiles)
-                      + " | runs in | chapter |",
-                      "| --- | --- | --- | " + " | ".join("--- | ---" for _ in profiles) + " | --- | --- |"]
+                      "| claim | paper | " + " | ".join(f"ours ({p}) | verdict ({p})" for p in profiles) + " | chapter |",
+                      "| --- | --- | " + " | ".join("--- | ---" for _ in profiles) + " | --- |"]
             for r in (r for r in mine if r["table"] == t):
                 pv = ", ".join(f"{a} {v:g}" for a, v in r["paper_values"].items()) or "—"
                 cols = []
@@ -470,10 +475,11 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
                     v = (rec or {}).get("verdict", "not run")
                     ours = _ours(rec) if rec else "—"
                     n = len((rec or {}).get("seeds") or [])
-                    cols.append(f"{ours} | {claims.MARKS[v]} {v}" + (f" ({n} seed{'s' if n != 1 else ''})" if n else ""))
+                    extra = (f" ({n} seed{'s' if n != 1 else ''})" if n else
+                             f" (runs in `{r.get('would_run', 'quick')}`)")
+                    cols.append(f"{ours} | {claims.MARKS[v]} {v}{extra}")
                 stmt = r["statement"].replace("|", "/")
-                lines.append(f"| `{r['claim']}` | {stmt} | {pv} | " + " | ".join(cols) +
-                             f" | `{r.get('would_run', 'quick')}` | {_link(r, root)} |")
+                lines.append(f"| {stmt}<br>`{r['claim']}` | {pv} | " + " | ".join(cols) + f" | {_link(r, root)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -290,9 +290,9 @@ def blv_toy_figure(res: ToyResult, *, title: str = "BLV Fig. 1 as a toy") -> Int
                            f"accuracy {ra[i].mean():.1f} % (mean of {len(res.seeds)} "
                            f"seed{'s' if len(res.seeds) != 1 else ''})</sub>"}]))
     fig.update_layout(
-        title=dict(text=steps[0]["args"][1]["title.text"], font=dict(size=13)), height=500, margin=dict(t=120, b=40),
-        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="σ = "), pad=dict(t=30))],
-        legend=dict(orientation="h", y=1.1, yanchor="bottom", x=0.0), template="plotly_white")
+        title=dict(text=steps[0]["args"][1]["title.text"], font=dict(size=13)), height=580, margin=dict(t=90, b=170),
+        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="σ = "), pad=dict(t=50))],
+        legend=dict(orientation="h", y=-0.45, yanchor="top", x=0.0), template="plotly_white")
     fig.update_xaxes(showticklabels=False, row=1, col=1)
     fig.update_yaxes(showticklabels=False, row=1, col=1)
     fig.update_xaxes(title_text="σ", row=1, col=3)
@@ -379,7 +379,8 @@ def dars_ratio_figure(sw: RatioSweep, *, title: str = "Pseudo-label class shares
     order = np.argsort(-sw.prior)
     names = [sw.class_names[o] for o in order]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.66, 0.34], horizontal_spacing=0.1,
-                        subplot_titles=("class shares, % of pseudo-labelled pixels", "KL(prior ‖ pseudo labels)"))
+                        subplot_titles=("class shares, % of pseudo-labelled pixels (black: the prior)",
+                                        "KL(prior ‖ pseudo labels)"))
     n_var = len(sw.methods) + 1
     for i, a in enumerate(sw.alphas):
         for j, m in enumerate(sw.methods):
@@ -390,10 +391,13 @@ def dars_ratio_figure(sw: RatioSweep, *, title: str = "Pseudo-label class shares
                                  marker=dict(size=13, symbol="circle-open", color="black", line=dict(width=2)),
                                  showlegend=False, visible=i == 0, hoverinfo="skip"), row=1, col=2)
     fig.add_trace(go.Bar(x=names, y=100 * sw.prior[order], name="prior (labeled)", marker_color=METHOD_COLORS["prior"],
+                         showlegend=False,
                          hovertemplate="prior: %{x} %{y:.3g} %<extra></extra>"), row=1, col=1)
     for j, m in enumerate(sw.methods):
-        fig.add_trace(go.Scatter(x=list(sw.alphas), y=np.maximum(sw.kl[:, j], 1e-7), mode="lines+markers", name=m,
-                                 legendgroup=m, showlegend=True, line=dict(color=METHOD_COLORS.get(m)),
+        fig.add_trace(go.Scatter(x=list(sw.alphas), y=np.maximum(sw.kl[:, j], 1e-7), mode="lines+markers+text", name=m,
+                                 text=[""] * (len(sw.alphas) - 1) + [m], textposition="middle right",
+                                 textfont=dict(color=METHOD_COLORS.get(m), size=11),
+                                 legendgroup=m, showlegend=False, line=dict(color=METHOD_COLORS.get(m)),
                                  customdata=100 * sw.labeled[:, j],
                                  hovertemplate=f"{m}: α = %{{x}}, KL %{{y:.2e}}, %{{customdata:.1f}} % of pixels "
                                                "labelled<extra></extra>"), row=1, col=2)
@@ -406,8 +410,7 @@ def dars_ratio_figure(sw: RatioSweep, *, title: str = "Pseudo-label class shares
                                                                   {"title.text": f"{title}, α = {a:g}<br>"
                                                                                  f"<sub>KL: {kl_text}</sub>"}]))
     fig.update_layout(title=dict(text=steps[0]["args"][1]["title.text"], font=dict(size=13)), barmode="group",
-                      height=520, margin=dict(t=110, b=40), template="plotly_white",
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1.0, xanchor="right"),
+                      height=520, margin=dict(t=100, b=40, r=50), template="plotly_white", showlegend=False,
                       sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="α = "), pad=dict(t=90))])
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
