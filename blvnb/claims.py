@@ -142,6 +142,7 @@ class Claim:
     chapter: str | None = None
     paper_cells: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     row_labels: Mapping[str, str] = field(default_factory=dict)
+    rule_text: str | None = None  # replaces the generated rule (observations of our own, not the papers')
 
     def __getitem__(self, key: str):
         return getattr(self, key)
@@ -152,6 +153,8 @@ class Claim:
     # the rule, in words
     @property
     def rule(self) -> str:
+        if self.rule_text:
+            return self.rule_text
         a, m, c = self.arms, _fmt(self.margin, sign=False), self.comparison
         if c == "greater":
             text = f"{a[0]} − {a[1]} > {m}"
@@ -399,10 +402,10 @@ class Verdict:
 
     def _repr_markdown_(self) -> str:
         c = self.claim
-        where = f"{c.paper.upper()} {c.table}" + (f", {c.row}" if c.row else "")
-        lines = [f'<span id="{self.anchor}"></span>', "",
-                 f"**Verdict ({where}; profile `{self.profile}`): {MARKS[self.outcome]} {self.outcome}** — "
-                 f"{c.statement}", "", f"*Rule:* {c.rule}."]
+        where = (f"{c.paper.upper()} {c.table}" + (f", {c.row}" if c.row else "") + "; ") if c.id else ""
+        lines = ([f'<span id="{self.anchor}"></span>', ""] if c.id else []) + [
+            f"**Verdict ({where}profile `{self.profile}`): {MARKS[self.outcome]} {self.outcome}** — {c.statement}",
+            "", f"*Rule:* {c.rule}."]
         if self.outcome == "not run":
             lines += ["", f"Not run in the `{self.profile}` profile; the `{c.runs_in}` profile's chapter runs it."]
         if self.tests:
@@ -417,7 +420,7 @@ class Verdict:
             lines += ["", "Arms (mean over seeds): " + self.summary() + "."]
         if self.note:
             lines += ["", f"*Note:* {self.note}"]
-        lines += ["", f"Claim `{c.id}`; blvnb {self.version}."]
+        lines += ["", (f"Claim `{c.id}`; " if c.id else "") + f"blvnb {self.version}."]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -462,14 +465,14 @@ def every_seed_greater(claim: str, a: Sequence[float], b: Sequence[float], *, pr
     Reproduced when every paired difference exceeds the margin, not reproduced when one does not,
     inconclusive with no seeds; the interval is shown as evidence."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    ad_hoc = Claim(id="", paper="blv", table="—", statement=claim, source="", metric=f"{a_name} vs {b_name}",
-                   comparison="greater", arms=(a_name, b_name), margin=float(margin), min_seeds=1)
-    v = ad_hoc.evaluate({a_name: a, b_name: b}, profile=profile, seeds=seeds)
     d = a - b
+    rule = f"{a_name} − {b_name} > {margin:g} in every seed ({d.size} seed{'s' if d.size != 1 else ''})"
+    ad_hoc = Claim(id="", paper="blv", table="—", statement=claim, source="", metric=f"{a_name} vs {b_name}",
+                   comparison="greater", arms=(a_name, b_name), margin=float(margin), min_seeds=1, rule_text=rule)
+    v = ad_hoc.evaluate({a_name: a, b_name: b}, profile=profile, seeds=seeds)
     outcome = "inconclusive" if d.size == 0 or np.isnan(d).any() else (
         "reproduced" if bool((d > margin).all()) else "not reproduced")
-    rule_note = f"Rule: {a_name} − {b_name} > {margin:g} in every seed ({d.size} seed{'s' if d.size != 1 else ''})."
-    return replace(v, outcome=outcome, note=rule_note)
+    return replace(v, outcome=outcome, tests=tuple(replace(t, outcome=outcome) for t in v.tests))
 
 
 def alignment_verdict(kl: Mapping[str, Sequence[float]], *, profile: str, seeds: Sequence[int] | None = None,

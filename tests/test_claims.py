@@ -186,7 +186,7 @@ def test_verdict_renders_and_saves(tmp_path):
 def test_every_seed_greater_keeps_its_rule():
     v = claims.every_seed_greater("head beats tail", [60.0], [40.0], profile="quick", a_name="head mIoU",
                                   b_name="tail mIoU", margin=10.0)
-    assert v.outcome == "reproduced" and "every seed" in v.note
+    assert v.outcome == "reproduced" and "every seed" in v.claim.rule and v.tests[0].outcome == "reproduced"
     assert claims.every_seed_greater("x", [60.0, 45.0], [40.0, 40.0], profile="q", a_name="a", b_name="b",
                                      margin=10.0).outcome == "not reproduced"
     assert claims.save(v) is None  # an observation, not a paper claim: not on the status page

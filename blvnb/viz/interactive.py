@@ -397,6 +397,7 @@ def dars_ratio_figure(sw: RatioSweep, *, title: str = "Pseudo-label class shares
         fig.add_trace(go.Scatter(x=list(sw.alphas), y=np.maximum(sw.kl[:, j], 1e-7), mode="lines+markers+text", name=m,
                                  text=[""] * (len(sw.alphas) - 1) + [m], textposition="middle right",
                                  textfont=dict(color=METHOD_COLORS.get(m), size=11),
+                                 cliponaxis=False,
                                  legendgroup=m, showlegend=False, line=dict(color=METHOD_COLORS.get(m)),
                                  customdata=100 * sw.labeled[:, j],
                                  hovertemplate=f"{m}: α = %{{x}}, KL %{{y:.2e}}, %{{customdata:.1f}} % of pixels "
@@ -414,7 +415,7 @@ def dars_ratio_figure(sw: RatioSweep, *, title: str = "Pseudo-label class shares
                       sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="α = "), pad=dict(t=90))])
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_xaxes(title_text="α", row=1, col=2)
+    fig.update_xaxes(title_text="α", range=[min(sw.alphas) - 0.05, max(sw.alphas) + 0.18], row=1, col=2)
     return Interactive(fig, dars_ratio_static(sw), name=f"dars-ratio-{sw.alphas}-{sw.methods}")
 
 
