@@ -146,3 +146,10 @@ def plot_iou_vs_share(iou: Sequence[float], shares: Sequence[float], *, title: s
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+# The chapters' result tables and figures (BLV and DARS chapters); imported last: they use the helpers
+# above. ``tables.per_class_table`` (arms side by side, with the paper's rows) is reached through the
+# module, beside this module's single-arm ``per_class_table``.
+from blvnb.viz import figures, tables  # noqa: E402
+from blvnb.viz.tables import group, seed_table, side_by_side  # noqa: E402

@@ -625,27 +625,39 @@ def side_by_side(ours, paper_df, *, metric_map: Mapping[str, Metric] | None = No
 
 
 # ------------------------------------------------------------------------------------------- per seed
-def _by_arm(records_by_arm, profile, seeds) -> dict[Any, list[Item]]:
+def _by_arm(records_by_arm, profile, seeds, order: Sequence | None = None) -> dict[Any, list[Item]]:
+    """``{arm: [items]}`` (``"row: arm"`` when several rows). Arm order: ``order`` if given; else the
+    order of a mapping's keys or of ``TableRuns`` (as declared); else (a flat list, whose order means
+    nothing) ``"baseline"`` first and the others sorted."""
     its = items(records_by_arm, profile=profile, seeds=seeds)
     multi_row = len({it.row for it in its}) > 1
     out: dict = {}
     for it in its:
         out.setdefault(f"{it.row}: {it.arm}" if multi_row else it.arm, []).append(it)
+    if order is not None:
+        missing = [a for a in order if a not in out]
+        if missing:
+            raise ResultsError(f"order names arms {missing} that the records do not have; they have {list(out)}")
+        return {a: out[a] for a in order}
+    if not isinstance(records_by_arm, Mapping) and not hasattr(records_by_arm, "records"):
+        keys = sorted(out, key=lambda a: (a != "baseline", str(a)))
+        return {a: out[a] for a in keys}
     return out
 
 
 def seed_table(records_by_arm, metric: Metric = "mIoU", *, baseline: Any = None, profile: str | None = None,
-               seeds: Iterable[int] | None = None):
+               seeds: Iterable[int] | None = None, order: Sequence | None = None):
     """Per-seed values of ``metric`` per arm, and each arm's paired difference to ``baseline`` (the
     arm named ``"baseline"`` if there is one, else the first), matched by seed.
 
     A DataFrame: one line per seed, then ``mean`` and ``sd`` (sample); columns = the arms, then
     ``"<arm> − <baseline>"``. A seed missing from one of the two arms leaves that difference NaN (it is
-    not paired with another seed). IoU-type metrics in %.
+    not paired with another seed). IoU-type metrics in %. Arm order: ``order``, else as given (a flat
+    list: baseline first, the others sorted).
     """
     import pandas as pd
 
-    arms = _by_arm(records_by_arm, profile, seeds)
+    arms = _by_arm(records_by_arm, profile, seeds, order)
     if baseline is None:
         baseline = "baseline" if "baseline" in arms else next(iter(arms))
     if baseline not in arms:
@@ -669,7 +681,7 @@ def seed_table(records_by_arm, metric: Metric = "mIoU", *, baseline: Any = None,
 
 def per_class_table(records_by_arm, *, paper_rows: Mapping[str, Any] | None = None, baseline: Any = None,
                     shares: Sequence[float] | None = None, profile: str | None = None,
-                    seeds: Iterable[int] | None = None):
+                    seeds: Iterable[int] | None = None, order: Sequence | None = None):
     """Per-class IoU (%) across arms (mean over seeds), each arm's paired gain over ``baseline``, and
     the paper's per-class rows beside them (BLV Tables 3/4, DARS Tables 4/12/14 style).
 
@@ -681,7 +693,7 @@ def per_class_table(records_by_arm, *, paper_rows: Mapping[str, Any] | None = No
     """
     import pandas as pd
 
-    arms = _by_arm(records_by_arm, profile, seeds)
+    arms = _by_arm(records_by_arm, profile, seeds, order)
     if baseline is None:
         baseline = "baseline" if "baseline" in arms else next(iter(arms))
     if baseline not in arms:
