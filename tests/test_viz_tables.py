@@ -228,3 +228,17 @@ def test_per_class_table_with_the_papers_row():
                                                                                      if c != "mIoU"]), abs=0.01)
     with pytest.raises(BlvnbError, match="shares"):
         T.per_class_table({"baseline": base}, shares=[0.5, 0.5])
+
+
+def test_dagger_rows_are_not_confused():
+    """BLV Table 3: our DAFormer † (CNN) runs must not fill the paper's DAFormer ‡ (Transformer) rows."""
+    es = [entry(r, a, s, miou=v) for r, a, v in (("source only †", "source only", 0.2), ("DAFormer †", "baseline", 0.4),
+                                                  ("DAFormer †", "blv", 0.45)) for s in range(3)]
+    t = T.side_by_side(es, paper.table("blv-t3"))
+    f = t.frame
+    assert f.loc["source only†", ("mIoU", LABEL)] == "20.0 ± 0.0"
+    assert f.loc["DAFormer†", ("mIoU", LABEL)] == "40.0 ± 0.0"
+    assert f.loc["DAFormer† (w/ BLV)", ("mIoU", LABEL)] == "45.0 ± 0.0"
+    assert f.loc["DAFormer† (w/ BLV)", ("Road", LABEL)] == "45.0 ± 0.0"
+    for r in ("DAFormer‡", "DAFormer‡ (w/ BLV)", "HRDA‡", "HRDA‡ (w/ BLV)"):
+        assert f.loc[r, ("mIoU", LABEL)] == T.DASH

@@ -308,7 +308,7 @@ def ours_label(profile: str | None, seeds: Sequence[int]) -> str:
 def _norm_label(s) -> str:
     s = str(s).lower().replace("σ", "sigma").replace("α", "alpha").replace("β", "beta")
     s = s.replace("w/o", "without").replace("w/", "")
-    return re.sub(r"[^0-9a-z/]", "", s)
+    return re.sub(r"[^0-9a-z/†‡*]", "", s)  # † and ‡ tell DAFormer (CNN) from DAFormer (Transformer)
 
 
 def _as_selector(sel, where: str) -> dict | None:
@@ -401,7 +401,7 @@ def side_by_side(ours, paper_df, *, metric_map: Mapping[str, Metric] | None = No
     * **group**: ``rows[r]`` and ``columns[c]`` (selectors, merged, the column's winning) each a dict with
       ``row`` / ``arm`` / ``metric``, a ``(row, arm)`` tuple, a string (an arm) or None (we did not run
       it). Labels without a selector are matched by name: the paper's label, lower-cased without spaces
-      and punctuation (``w/`` dropped, σ → sigma), against our ``row``, our ``arm`` or ``row + arm``
+      and punctuation but with † ‡ * kept (``w/`` dropped, σ → sigma), against our ``row``, our ``arm`` or ``row + arm``
       (so "ResNet50 + PSPHead + BLV" finds row "ResNet50 PSPHead", arm "blv"). A row that names
       several of our arms takes ``baseline_arm`` when the paper lists it among its baselines. A label
       that matches nothing of ours and is no metric (a setting we did not run, e.g. "SYNTHIA →
