@@ -242,3 +242,16 @@ def test_dagger_rows_are_not_confused():
     assert f.loc["DAFormer† (w/ BLV)", ("Road", LABEL)] == "45.0 ± 0.0"
     for r in ("DAFormer‡", "DAFormer‡ (w/ BLV)", "HRDA‡", "HRDA‡ (w/ BLV)"):
         assert f.loc[r, ("mIoU", LABEL)] == T.DASH
+
+
+def test_gain_against_the_tables_baseline_row():
+    """DARS Table 4: Gain of each method row over the Baseline row, paired by seed."""
+    es = [entry("Baseline", "baseline", s, miou=v) for s, v in BASE.items()]
+    es += [entry("DARS", "dars", s, miou=v) for s, v in BLV.items()]
+    t = T.side_by_side(es, paper.table("dars-t4"))
+    assert t.numbers.loc["DARS", ("Gain", "mean")] == pytest.approx(2.0)
+    assert t.numbers.loc["DARS", ("Gain", "sd")] == pytest.approx(1.0)
+    assert t.frame.loc["CBST", ("Gain", LABEL)] == T.DASH
+    # BLV Table 5's columns, Lovász included, found by name
+    es = [entry("fully", a, s, miou=0.5) for a in ("baseline", "lovasz") for s in range(3)]
+    assert T.side_by_side(es, paper.table("blv-t5")).frame.loc["mIoU", ("Fully: Lovász", LABEL)] == "50.0 ± 0.0"

@@ -306,7 +306,10 @@ def ours_label(profile: str | None, seeds: Sequence[int]) -> str:
 
 # ----------------------------------------------------------------------------------------- side by side
 def _norm_label(s) -> str:
-    s = str(s).lower().replace("σ", "sigma").replace("α", "alpha").replace("β", "beta")
+    import unicodedata
+
+    s = "".join(ch for ch in unicodedata.normalize("NFKD", str(s)) if not unicodedata.combining(ch))  # Lovász
+    s = s.lower().replace("σ", "sigma").replace("α", "alpha").replace("β", "beta")
     s = s.replace("w/o", "without").replace("w/", "")
     return re.sub(r"[^0-9a-z/†‡*]", "", s)  # † and ‡ tell DAFormer (CNN) from DAFormer (Transformer)
 
@@ -410,7 +413,8 @@ def side_by_side(ours, paper_df, *, metric_map: Mapping[str, Metric] | None = No
     * **metric**: ``metric_map[c]``, ``metric_map[r]``, then :data:`DEFAULT_METRICS` for c or r, then a
       class name in c (per-class IoU), then the column's unit (``mIoU %`` → ``"mIoU"``, ``mIoU % points``
       → ``"gain:mIoU"``). ``"gain:<metric>"`` is the paired (by seed) difference to the ``baseline_arm``
-      of the same row. Columns without a metric (settings, text, hours unless mapped) get no column of ours.
+      of the same row, else to the table's only ``baseline_arm`` group (DARS Table 4's Baseline row).
+      Columns without a metric (settings, text, hours unless mapped) get no column of ours.
 
     Our cells read ``mean ± sd`` over seeds (sample sd, in % for IoU metrics), ``(n=k)`` when fewer
     seeds than the table's; ``—`` where we have no run, with a footnote. ``seeds`` keeps only those
@@ -555,10 +559,13 @@ def side_by_side(ours, paper_df, *, metric_map: Mapping[str, Metric] | None = No
                 else:
                     if isinstance(m, str) and m.startswith("gain:"):
                         base = groups.get((grp[0].row, baseline_arm))
+                        if base is None:  # the table's one baseline (DARS Table 4: the Baseline row)
+                            only = [k for k in groups if k[1] == baseline_arm]
+                            base = groups[only[0]] if len(only) == 1 else None
                         if base is None:
                             cell, any_dash = DASH, True
-                            notes_reasons[f"{c}: no {baseline_arm!r} arm in row {grp[0].row!r} to take the gain "
-                                          "against"] = None
+                            notes_reasons[f"{c}: no {baseline_arm!r} arm in row {grp[0].row!r} (nor one for the "
+                                          "whole table) to take the gain against"] = None
                             mcol.append(mean), scol.append(sd), ncol.append(n), ocol.append(cell)
                             continue
                         a, b = _values(grp, m[5:]), _values(base, m[5:])
