@@ -69,6 +69,7 @@ def test_rows_not_run_are_dashes_with_a_footnote():
     assert "BLV Table 1" in text and T.DASH in text and "quick" in text
     html = t._repr_html_()
     assert "<table" in html and LABEL in html and "not run" not in html.split("<table")[0]
+    assert html == T.side_by_side(t1_entries(), paper.table("blv-t1"))._repr_html_()  # stable in a notebook
 
 
 def test_shuffled_records_give_the_same_tables():

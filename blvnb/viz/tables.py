@@ -301,7 +301,8 @@ def _mean_sd(vals: Sequence[float]) -> tuple[float, float, int]:
 def ours_label(profile: str | None, seeds: Sequence[int]) -> str:
     """The heading of our columns, e.g. ``"ours (quick, 3 seeds)"``."""
     n = len(seeds)
-    return f"ours ({profile}, {n} seed{'s' if n != 1 else ''})"
+    where = f"{profile}, " if profile not in (None, "None") else ""
+    return f"ours ({where}{n} seed{'s' if n != 1 else ''})"
 
 
 # ----------------------------------------------------------------------------------------- side by side
@@ -344,8 +345,12 @@ class SideBySide:
 
     def styler(self):
         """A pandas Styler of :attr:`frame` (our columns shaded, the caption set)."""
+        import hashlib
+
         ours = [c for c in self.frame.columns if c[1] != "paper"]
-        st = self.frame.style.set_caption(self.caption)
+        # a stable id (not pandas' random one): the executed notebook does not change when nothing did
+        uid = hashlib.sha1(f"{self.caption}|{self.label}|{self.frame.to_json()}".encode()).hexdigest()[:10]
+        st = self.frame.style.set_uuid(f"blvnb{uid}").set_caption(self.caption)
         if ours:
             st = st.set_properties(subset=ours, **{"background-color": "#eef3fb"})
         return st.set_table_styles([{"selector": "caption", "props": "caption-side: top; font-weight: bold;"},
@@ -603,7 +608,7 @@ def side_by_side(ours, paper_df, *, metric_map: Mapping[str, Metric] | None = No
                            "pass metric_map={column: metric}")
 
     notes = [f"{label}: mean ± sample sd over seeds {', '.join(map(str, all_seeds))} of the `{profile}` profile "
-             f"(IoU-type numbers in %); paper: as printed."]
+             f"(IoU-type numbers in %); paper: as printed. Where a cell gives one number, one seed ran."]
     if note:
         notes.append(note)
     if any_dash:
