@@ -212,3 +212,17 @@ def test_group_gains_and_accuracy_by_size():
         F.accuracy_by_object_size([pred], [lab], bins=[10, 0])
     with pytest.raises(BlvnbError, match="no images"):
         F.accuracy_by_object_size([], [])
+
+
+def test_per_class_iou_static_twin():
+    from blvnb import paper
+
+    m, b = arms()
+    row = paper.table("blv-t3").loc["DAFormer†"]
+    fig = F.plot_per_class_iou({"baseline": b, "blv": m}, paper_rows={"DAFormer†": row})
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2 * NUM_CLASSES
+    assert len(ax.collections) == 2 * 3 + 1  # a dot series per seed and arm, the paper's ticks
+    assert np.allclose(ax.collections[-1].get_offsets()[0], [0, row["Road"]])
+    with pytest.raises(BlvnbError, match="no per-class column"):
+        F.plot_per_class_iou({"baseline": b}, paper_rows={"x": {"mIoU": 3.0}})

@@ -256,3 +256,16 @@ def test_gain_against_the_tables_baseline_row():
     # BLV Table 5's columns, Lovász included, found by name
     es = [entry("fully", a, s, miou=0.5) for a in ("baseline", "lovasz") for s in range(3)]
     assert T.side_by_side(es, paper.table("blv-t5")).frame.loc["mIoU", ("Fully: Lovász", LABEL)] == "50.0 ± 0.0"
+
+
+def test_paired_values_for_verdicts():
+    base = [rec(s, BASE[s]) for s in (2, 0, 1)]
+    blv = [rec(s, BLV[s], loss="blv") for s in (1, 2, 0, 3)[:3]]
+    seeds, a, b = T.paired(blv, base)
+    assert seeds == [0, 1, 2] and a == pytest.approx([53, 53, 56]) and b == pytest.approx([50, 52, 54])
+    with pytest.raises(BlvnbError, match="none in common"):
+        T.paired(blv[:1], [rec(7, 0.5)])
+    with pytest.raises(BlvnbError, match="gpu"):
+        T.paired(blv, [rec(s, 0.5, profile="gpu") for s in range(3)])
+    with pytest.raises(BlvnbError, match="one arm"):
+        T.paired(t1_entries(), base)

@@ -20,7 +20,7 @@ from blvnb.classes import BLV_TAIL, CLASSES, COLORS, IGNORE, NUM_CLASSES, colori
 from blvnb.viz import HEAD_COLOR, TAIL_COLOR, _subplots
 from blvnb.viz.tables import ResultsError, items, metric_value
 
-__all__ = ["per_class_gains", "plot_gain_vs_share", "separation", "pixel_logits", "plot_tsne", "predict_maps",
+__all__ = ["per_class_gains", "plot_gain_vs_share", "plot_per_class_iou", "separation", "pixel_logits", "plot_tsne", "predict_maps",
            "plot_qualitative", "plot_sigma_curves", "plot_ablation", "plot_round_losses", "group_gains",
            "plot_group_gains", "accuracy_by_object_size", "plot_accuracy_vs_size"]
 
@@ -94,6 +94,55 @@ def plot_gain_vs_share(method, baseline, shares: Sequence[float], *, tail: Seque
     return fig
 
 
+def plot_per_class_iou(records_by_arm, *, paper_rows: Mapping[str, Any] | None = None,
+                       order: Sequence[str] | None = None, title: str = "Per-class IoU",
+                       tail: Sequence[int] = BLV_TAIL):
+    """The static twin of the chapters' interactive per-class IoU explorer (and of BLV Tables 3/4,
+    DARS Tables 4/14 as a picture): per class, one bar per arm (mean over seeds) with a dot per seed,
+    the paper's per-class values as horizontal ticks when ``paper_rows`` gives them (``{label: row of
+    blvnb.paper.table(...)}``); tail classes' names in orange."""
+    from blvnb.viz.tables import _by_arm, class_index
+
+    arms = _by_arm(records_by_arm, None, None, order)
+    fig, ax = _subplots(figsize=(12, 3.8))
+    x = np.arange(NUM_CLASSES)
+    w = 0.8 / len(arms)
+    palette = ["#8da0cb", "#fc8d62", "#66c2a5", "#e78ac3", "#a6d854", "#ffd92f", "#b3b3b3"]
+    for j, (arm, its) in enumerate(arms.items()):
+        per = np.stack([[metric_value(it.record, f"iou:{c}") for c in CLASSES] for it in its])
+        xs = x - 0.4 + (j + 0.5) * w
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(per, axis=0)
+        ax.bar(xs, np.nan_to_num(mean), w, color=palette[j % len(palette)], edgecolor="k", linewidth=0.3,
+               label=f"{arm} ({len(its)} seed{'s' if len(its) != 1 else ''})")
+        for row in per:
+            ax.scatter(xs, row, s=5, color="k", zorder=3)
+    for k, (lbl, row) in enumerate((paper_rows or {}).items()):
+        vals = np.full(NUM_CLASSES, np.nan)
+        for name, v in dict(row).items():
+            c = class_index(name)
+            if c is not None and v is not None and not isinstance(v, str):
+                vals[c] = float(v)
+        if np.isnan(vals).all():
+            raise ResultsError(f"paper row {lbl!r} has no per-class column (its labels: {list(dict(row))})")
+        ax.scatter(x, vals, marker="_", s=200, linewidths=2, color=["k", "#7f7f7f", "#d62728"][k % 3], zorder=4,
+                   label=f"paper: {lbl}")
+    ax.set_xticks(x, list(CLASSES), rotation=60, ha="right")
+    for i, t in enumerate(ax.get_xticklabels()):
+        if i in tail:
+            t.set_color(TAIL_COLOR)
+    ax.set_ylabel("IoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------------------------ BLV Fig. 6
 def _balanced(labels: np.ndarray, n_per_class: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -149,14 +198,22 @@ def separation(features, labels, *, n_per_class: int = 200, k: int = 10, folds: 
             "n_classes": n_classes, "k": int(knn.n_neighbors), "dropped_classes": dropped}
 
 
-def pixel_logits(model, dataset, n_pixels: int, seed: int = 0, *, device: str = "cpu", max_images: int | None = None,
+def _model_device(model, device):
+    if device is not None:
+        return device
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else "cpu"
+
+
+def pixel_logits(model, dataset, n_pixels: int, seed: int = 0, *, device=None, max_images: int | None = None,
                  num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE) -> tuple[np.ndarray, np.ndarray]:
     """Logits of ``n_pixels`` validation pixels (the features of BLV Fig. 6): ``(features N×C, labels N)``.
 
     Runs ``model`` in eval mode (restored afterwards) on each item of ``dataset`` (dicts with a
     normalised ``image`` 3×H×W and a ``label`` H×W; the un-augmented evaluation view) through
     :func:`blvnb.engine.evaluate.predict_logits` (whole image, logits at the label's resolution), and
-    draws the same number of valid (non-ignore) pixels from each image, seeded by ``seed``.
+    draws the same number of valid (non-ignore) pixels from each image, seeded by ``seed``. Images go
+    to ``device`` (default: the model's).
     """
     import torch
 
@@ -169,6 +226,7 @@ def pixel_logits(model, dataset, n_pixels: int, seed: int = 0, *, device: str = 
     if n_images < 1:
         raise ResultsError("pixel_logits: the data set has no image")
     per_image = math.ceil(n_pixels / n_images)
+    device = _model_device(model, device)
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()
@@ -241,7 +299,7 @@ def plot_tsne(features: Mapping[str, tuple[Any, Any]], *, n_per_class: int = 150
 
 
 # ------------------------------------------------------------------------------ BLV Fig. 4 / DARS Fig. 7
-def predict_maps(models: Mapping[str, Any], dataset, indices: Sequence[int], *, device: str = "cpu",
+def predict_maps(models: Mapping[str, Any], dataset, indices: Sequence[int], *, device=None,
                  num_classes: int = NUM_CLASSES) -> dict:
     """Arg-max predictions of several models on the same images: ``{"images": [H×W×3 float in [0, 1]],
     "truth": [H×W], "predictions": {name: [H×W]}}`` for :func:`plot_qualitative`."""
@@ -265,7 +323,7 @@ def predict_maps(models: Mapping[str, Any], dataset, indices: Sequence[int], *, 
         model.eval()
         try:
             for it in items_:
-                img = torch.as_tensor(it["image"]).float().unsqueeze(0).to(device)
+                img = torch.as_tensor(it["image"]).float().unsqueeze(0).to(_model_device(model, device))
                 out["predictions"][name].append(predict_logits(model, img, num_classes=num_classes)[0].argmax(0).cpu().numpy())
         finally:
             model.train(was)

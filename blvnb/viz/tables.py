@@ -28,7 +28,7 @@ from blvnb.classes import BLV_TAIL, CLASSES, DARS_TAIL, NUM_CLASSES, SHORT_NAMES
 from blvnb.errors import BlvnbError
 
 __all__ = ["ResultsError", "Item", "items", "group", "metric_value", "class_index", "side_by_side", "SideBySide",
-           "seed_table", "per_class_table", "ours_label", "DEFAULT_METRICS"]
+           "seed_table", "per_class_table", "paired", "ours_label", "DEFAULT_METRICS"]
 
 DASH = "—"
 
@@ -689,6 +689,27 @@ def seed_table(records_by_arm, metric: Metric = "mIoU", *, baseline: Any = None,
     out.attrs.update(metric=_metric_name(metric), baseline=baseline, seeds=all_seeds,
                      profile=next(iter(arms.values()))[0].profile)
     return out.round(3)
+
+
+def paired(method, baseline, metric: Metric = "mIoU") -> tuple[list[int], list[float], list[float]]:
+    """``(seeds, method values, baseline values)`` over the seeds both arms have, in seed order: the
+    input of :func:`blvnb.claims.every_seed_greater` (``a``, ``b``, ``seeds=``). IoU-type metrics in %.
+    Raises when the two share no seed or their profiles differ."""
+    m_items, b_items = items(method), items(baseline)
+    pm, pb = {it.profile for it in m_items}, {it.profile for it in b_items}
+    if pm != pb:
+        raise ResultsError(f"method records are of profile(s) {sorted(map(str, pm))} but baseline records of "
+                           f"{sorted(map(str, pb))}: compare runs of one profile")
+    for what, its in (("method", m_items), ("baseline", b_items)):
+        groups = {(it.row, it.arm) for it in its}
+        if len(groups) > 1:
+            raise ResultsError(f"{what}: expected the records of one arm, got {sorted(map(str, groups))}")
+    a, b = _values(m_items, metric), _values(b_items, metric)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ResultsError(f"method seeds {sorted(a)} and baseline seeds {sorted(b)} have none in common: "
+                           "comparisons are paired by seed")
+    return seeds, [a[s] for s in seeds], [b[s] for s in seeds]
 
 
 def per_class_table(records_by_arm, *, paper_rows: Mapping[str, Any] | None = None, baseline: Any = None,
