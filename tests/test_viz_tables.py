@@ -269,3 +269,16 @@ def test_paired_values_for_verdicts():
         T.paired(blv, [rec(s, 0.5, profile="gpu") for s in range(3)])
     with pytest.raises(BlvnbError, match="one arm"):
         T.paired(t1_entries(), base)
+
+
+def test_accepts_what_tables_run_returns():
+    class TableRunsLike:  # blvnb.experiments.tables.TableRuns: .records = [{row, arm, seed, key, record}]
+        def __init__(self, records):
+            self.records = records
+
+    es = t1_entries()
+    t = T.side_by_side(TableRunsLike(es), paper.table("blv-t1"))
+    pd.testing.assert_frame_equal(t.frame, T.side_by_side(es, paper.table("blv-t1")).frame)
+    assert list(T.seed_table(TableRunsLike(es)).columns) == ["baseline", "blv", "blv − baseline"]
+    with pytest.raises(BlvnbError, match="no results"):
+        T.side_by_side(TableRunsLike([]), paper.table("blv-t1"))
