@@ -444,12 +444,21 @@ def side_by_side(ours, paper_df, *, metric_map: Mapping[str, Metric] | None = No
         if unknown:
             raise ResultsError(f"{where} names {unknown}, which the paper's table does not have; "
                                f"its labels are {list(known)}")
-    # validate named metrics up front, so a typo fails loudly rather than printing dashes
-    for k, m in metric_map.items():
-        if isinstance(m, str) and not m.startswith("gain:"):
-            metric_value(its[0].record, m)
-        elif isinstance(m, str):
-            metric_value(its[0].record, m[5:])
+    # validate named metrics up front (some record must have each), so a typo fails loudly, not as dashes
+    named = list(metric_map.values()) + [sel.get("metric") for sel in (*rows.values(), *columns.values()) if sel]
+    for m in named:
+        if not isinstance(m, str):
+            continue
+        name = m[5:] if m.startswith("gain:") else m
+        errors = []
+        for it in its:
+            try:
+                metric_value(it.record, name)
+                break
+            except ResultsError as exc:
+                errors.append(exc)
+        else:
+            raise errors[-1]
 
     groups: dict[tuple, list[Item]] = {}
     for it in its:
