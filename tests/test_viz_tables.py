@@ -282,3 +282,22 @@ def test_accepts_what_tables_run_returns():
     assert list(T.seed_table(TableRunsLike(es)).columns) == ["baseline", "blv", "blv − baseline"]
     with pytest.raises(BlvnbError, match="no results"):
         T.side_by_side(TableRunsLike([]), paper.table("blv-t1"))
+
+
+def test_synthia_tables_use_16_and_13_class_means():
+    from blvnb.classes import DARS_TAIL, SYNTHIA_13, SYNTHIA_16
+
+    iou = [0.5] * NUM_CLASSES
+    for c in range(NUM_CLASSES):
+        if c not in SYNTHIA_16:
+            iou[c] = 0.0  # terrain, truck, train: never learnt from SYNTHIA
+        elif c not in SYNTHIA_13:
+            iou[c] = 0.2  # wall, fence, pole
+    es = [entry("DAFormer †", a, s, miou=float(np.mean(iou)), iou=iou) for a in ("baseline", "blv") for s in range(3)]
+    for e in es:  # the record stores the 19-class summary only
+        e["record"]["metrics"].pop("mIoU_tail_dars")
+    t = T.side_by_side(es, paper.table("blv-t4"))
+    assert t.numbers.loc["DAFormer†", ("mIoU", "mean")] == pytest.approx(100 * (13 * 0.5 + 3 * 0.2) / 16)
+    assert t.numbers.loc["DAFormer†", ("mIoU*", "mean")] == pytest.approx(50.0)
+    assert T.metric_value(es[0]["record"], "mIoU_tail_dars") == pytest.approx(
+        100 * np.mean([iou[c] for c in DARS_TAIL]))

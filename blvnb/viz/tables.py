@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from blvnb.classes import BLV_TAIL, CLASSES, DARS_TAIL, NUM_CLASSES, SHORT_NAMES
+from blvnb.classes import BLV_TAIL, CLASSES, DARS_TAIL, HEAD_BLV, NUM_CLASSES, SHORT_NAMES, SYNTHIA_13, SYNTHIA_16
 from blvnb.errors import BlvnbError
 
 __all__ = ["ResultsError", "Item", "items", "group", "metric_value", "class_index", "side_by_side", "SideBySide",
@@ -235,6 +235,10 @@ DEFAULT_METRICS: dict[str, str] = {
     "mIoU*": "mIoU13", "mIoU16": "mIoU16", "Gain": "gain:mIoU", "Gain (%)": "gain:mIoU",
 }
 _PERCENT = re.compile(r"^(mIoU.*|pixel_acc|mAcc|iou:.*)$")
+#: class-subset means that can be recomputed from a record's 19 per-class IoUs when it does not store
+#: them (a SYNTHIA → Cityscapes run evaluated with the 19-class summary has no mIoU16 / mIoU13)
+_SUBSETS = {"mIoU": tuple(range(NUM_CLASSES)), "mIoU_tail_blv": BLV_TAIL, "mIoU_head_blv": HEAD_BLV,
+            "mIoU_tail_dars": DARS_TAIL, "mIoU16": SYNTHIA_16, "mIoU13": SYNTHIA_13}
 
 Metric = str | Callable[[Mapping], float]
 
@@ -249,7 +253,9 @@ def metric_value(record: Mapping, metric: Metric) -> float:
     ``metric``: a key of ``record["metrics"]`` (``"mIoU"``, ``"mIoU_tail_blv"``, …), ``"iou:<class>"``
     or a class name (per-class IoU, any spelling :func:`class_index` knows), a numeric top-level field of
     the record (``"train_seconds"``), or a callable ``record -> float`` (used as is). NaN where the
-    record holds None / NaN (a class absent from the validation set). An unknown name raises
+    record holds None / NaN (a class absent from the validation set). The class-subset means
+    (``mIoU``, ``mIoU_tail_blv``, ``mIoU_head_blv``, ``mIoU_tail_dars``, ``mIoU16``, ``mIoU13``) are
+    recomputed from ``metrics["iou"]`` when the record does not store them. An unknown name raises
     :class:`ResultsError` listing the metrics the record has.
     """
     if callable(metric):
@@ -273,6 +279,10 @@ def metric_value(record: Mapping, metric: Metric) -> float:
     if metric in m:
         v = m[metric]
         scale = 100.0 if _PERCENT.match(metric) else 1.0
+    elif metric in _SUBSETS and isinstance(m.get("iou"), Sequence) and len(m["iou"]) == NUM_CLASSES:
+        sub = np.array([np.nan if m["iou"][c] is None else float(m["iou"][c]) for c in _SUBSETS[metric]])
+        v = float(np.nanmean(sub)) if np.isfinite(sub).any() else None
+        scale = 100.0
     elif metric in record and isinstance(record[metric], (int, float)) and not isinstance(record[metric], bool):
         v, scale = record[metric], 1.0
     else:
@@ -419,7 +429,9 @@ def side_by_side(ours, paper_df, *, metric_map: Mapping[str, Metric] | None = No
       class name in c (per-class IoU), then the column's unit (``mIoU %`` → ``"mIoU"``, ``mIoU % points``
       → ``"gain:mIoU"``). ``"gain:<metric>"`` is the paired (by seed) difference to the ``baseline_arm``
       of the same row, else to the table's only ``baseline_arm`` group (DARS Table 4's Baseline row).
-      Columns without a metric (settings, text, hours unless mapped) get no column of ours.
+      Columns without a metric (settings, text, hours unless mapped) get no column of ours. In the
+      SYNTHIA tables (a ``mIoU*`` column: BLV Tables 4, 11) ``mIoU`` means ``mIoU16`` and ``mIoU*``
+      ``mIoU13``, recomputed from the per-class IoUs when a record does not store them.
 
     Our cells read ``mean ± sd`` over seeds (sample sd, in % for IoU metrics), ``(n=k)`` when fewer
     seeds than the table's; ``—`` where we have no run, with a footnote. ``seeds`` keeps only those
@@ -485,13 +497,15 @@ def side_by_side(ours, paper_df, *, metric_map: Mapping[str, Metric] | None = No
                 return {"arm": a}
         return {}
 
+    synthia = "mIoU*" in paper_df.columns  # BLV Tables 4 and 11: "mIoU" is over SYNTHIA's 16 classes
+
     def metric_for(r, c):
         for key in (c, r):
             if key in metric_map:
                 return metric_map[key]
         for key in (c, r):
             if key in DEFAULT_METRICS:
-                return DEFAULT_METRICS[key]
+                return "mIoU16" if synthia and DEFAULT_METRICS[key] == "mIoU" else DEFAULT_METRICS[key]
         if n_class_cols >= 15 and class_index(c) is not None:
             return f"iou:{CLASSES[class_index(c)]}"
         unit = units.get(c, "")
