@@ -377,7 +377,9 @@ def plot_qualitative(images: Sequence[Any], truth: Sequence[Any], predictions: M
 
 # ------------------------------------------------------------------------------------ BLV Fig. 5
 def _history(rec: Mapping, stat: str, what: str) -> tuple[np.ndarray, np.ndarray]:
-    hist = rec.get("history") or {}
+    hist = dict(rec.get("history") or {})
+    if stat not in hist and isinstance(rec.get(stat), list):  # older records keep the loss at the top level
+        hist[stat] = rec[stat]
     if stat not in hist:
         raise ResultsError(f"{what}: the record's history has no {stat!r}; it has {sorted(hist)}")
     y = np.asarray(hist[stat], dtype=float)
