@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from blvnb.classes import CLASSES, DARS_TAIL, NUM_CLASSES
-from blvnb.errors import BlvnbError, ConfigError
+from blvnb.errors import BlvnbError
 from blvnb.viz.tables import ResultsError, items, metric_value
 
 __all__ = ["Ran", "run_table", "arm_records", "values", "decide", "decide_values", "side_by_side", "explorer",
            "config_of", "load_model", "run_data", "unlabeled_view", "val_view", "labeled_prior",
            "teacher_histogram", "table5_kl", "pseudo_maps", "summary_value", "head_share", "first_losses",
-           "size_accuracy", "label_groups", "row_map", "image_names", "size_inputs", "plot_shares"]
+           "size_accuracy", "label_groups", "row_map", "image_names", "size_inputs", "plot_shares", "label_space_metrics"]
 
 
 # --- running a table -------------------------------------------------------------------------------------
@@ -61,7 +61,9 @@ class Ran:
 
     def _repr_markdown_(self) -> str:
         lines = []
-        if self.runs is not None:
+        if self.runs is not None and not self.runs.records:
+            lines.append(f"**No run of `{self.table}` can run in the `{self.profile}` profile yet.** {self.runs.note}")
+        elif self.runs is not None:
             seeds = sorted({r["seed"] for r in self.runs.records})
             lines.append(f"**Runs of `{self.table}`** in the `{self.profile}` profile: {self.distinct_runs()} distinct "
                          f"runs (seeds {seeds}), {self.minutes():.1f} minutes of training as recorded. "
@@ -78,15 +80,16 @@ def run_table(table: str, profile: str, seeds: Sequence[int] | None = None, *, d
               device: str | None = None, allow_unsupported: bool = False) -> Ran:
     """:func:`blvnb.experiments.tables.run` for ``table``, with the arms it leaves out named.
 
-    ``allow_unsupported``: a table whose runs the engine cannot configure yet (a data set the run wiring
-    does not know: VOC, ScanNet) comes back with ``error`` set instead of raising; the chapter shows the
-    paper's numbers and says what is missing."""
+    ``allow_unsupported``: a table whose runs the engine cannot configure or train yet (a data set the run
+    wiring does not know: VOC, ScanNet; a setting a strategy rejects) comes back with ``error`` set instead
+    of raising; the chapter shows the paper's numbers and says what is missing. Only the chapters whose
+    tables wait for such a piece pass it: elsewhere a failing run fails the chapter."""
     from blvnb.experiments import tables
 
     missing = tables.unavailable(table, profile)
     try:
         runs = tables.run(table, profile, seeds, data_root=data_root, device=device, progress=False)
-    except ConfigError as exc:
+    except BlvnbError as exc:  # ConfigError included
         if not allow_unsupported:
             raise
         return Ran(table, profile, None, missing, str(exc))
@@ -171,8 +174,8 @@ def decide(claim_id: str, ran, arms: Mapping[str, Any], metric="mIoU", *, profil
     """:func:`decide_values` on :func:`values` of ``arms`` (claim arm name → (row, arm) of the table)."""
     got = values(ran, arms, metric)
     if got is None and not why_not:
-        absent = [n for n, sel in arms.items()
-                  if not arm_records(ran, *(sel if isinstance(sel, tuple) else (sel, None)))] if _runs(ran) else list(arms)
+        sels = {n: (sel if isinstance(sel, tuple) else (sel, None)) for n, sel in arms.items()}
+        absent = [f"{n} (row {sels[n][0]!r})" for n in arms if not _runs(ran) or not arm_records(ran, *sels[n])]
         why_not = (f"no runs of {', '.join(absent)} in the `{profile}` profile" if absent else
                    "the arms share no seed")
         if isinstance(ran, Ran) and ran.missing:
@@ -357,7 +360,7 @@ def size_accuracy(model, dataset, edges, device="auto"):
     from blvnb.viz import figures
 
     idx = list(range(len(dataset)))
-    maps = figures.predict_maps({"m": model}, dataset, idx, device=device)
+    maps = figures.predict_maps({"m": model}, dataset, idx)  # on the model's device
     return figures.accuracy_by_object_size(maps["predictions"]["m"], maps["truth"], bins=edges)
 
 
@@ -428,3 +431,22 @@ def plot_shares(shares: Sequence[float], names: Sequence[str], *, title: str):
     ax.set_title(title + (f"\nnever occur: {', '.join(absent)}" if absent else ""), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def label_space_metrics(paper_df, names: Sequence[str]) -> dict:
+    """``metric_map`` for :func:`side_by_side` of a per-class table in another label space (DARS Table 12:
+    ScanNet's 20 classes, in the benchmark's order): the paper's first ``len(names)`` columns read a
+    record's ``metrics["iou"][j]`` — only from records of that label space (``len(iou) == len(names)``),
+    so that a Cityscapes "wall" is never shown under ScanNet's "wall"."""
+    cols = list(paper_df.columns)[: len(names)]
+
+    def reader(j: int):
+        def iou(rec):
+            v = (rec.get("metrics") or {}).get("iou")
+            if not isinstance(v, Sequence) or len(v) != len(names) or v[j] is None:
+                return math.nan
+            return 100.0 * float(v[j])
+        iou.__name__ = f"iou:{names[j]}"
+        return iou
+
+    return {c: reader(j) for j, c in enumerate(cols)}
