@@ -122,3 +122,12 @@ def test_label_space_metrics_never_read_cityscapes_records():
     scannet = {"metrics": {"iou": [0.01 * j for j in range(20)]}}
     assert mm["floor"](scannet) == pytest.approx(1.0)
     assert math.isnan(mm["wall"]({"metrics": {"iou": [0.5] * NUM_CLASSES}}))  # a 19-class record
+
+
+def test_explorer_keeps_the_arms_run_at_every_seed():
+    ex = dr.explorer(table4(), {"baseline": "Baseline", "DARS": "DARS", "ST + TS": "ST + TS"}, title="t")
+    names = [t.name for t in ex.plotly.data]
+    assert names == ["baseline", "DARS"]  # the one-seed sweep point is left out, not mispaired
+    assert dr.explorer(table4(), {"CBST": "CBST"}, title="t") is None
+    with pytest.raises(ResultsError, match="label space"):
+        dr.explorer(table4(), {"DARS": "DARS"}, title="t", class_names=SCANNET_CLASSES)

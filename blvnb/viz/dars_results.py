@@ -195,25 +195,34 @@ def side_by_side(ran, paper_df, **kw):
     return sbs(_runs(ran), paper_df, **kw)
 
 
-def explorer(ran, arms: Mapping[str, Any], *, title: str, tail=DARS_TAIL):
-    """The interactive per-class IoU explorer (with its static twin) over the arms that share seeds;
-    None when fewer than one arm has records."""
+def explorer(ran, arms: Mapping[str, Any], *, title: str, tail=DARS_TAIL, class_names: Sequence[str] | None = None):
+    """The interactive per-class IoU explorer (with its static twin) over the arms run at the most seeds
+    (paired by seed); None when no arm has records. ``class_names``: a label space other than Cityscapes'
+    (VOC, ScanNet), read by position from records of that many classes."""
     from blvnb.viz import interactive
 
-    have = {n: sel for n, sel in arms.items()
-            if arm_records(ran, *(sel if isinstance(sel, tuple) else (sel, None)))}
+    sels = {n: (sel if isinstance(sel, tuple) else (sel, None)) for n, sel in arms.items()}
+    have = {n: s for n, s in sels.items() if arm_records(ran, *s)}
     if not have:
         return None
     # arms run at fewer seeds (sweep points) would break the pairing: keep those with the most seeds
-    counts = {n: len(arm_records(ran, *(s if isinstance(s, tuple) else (s, None)))) for n, s in have.items()}
+    counts = {n: len(arm_records(ran, *s)) for n, s in have.items()}
     most = max(counts.values())
     have = {n: s for n, s in have.items() if counts[n] == most}
     seeds, _ = values(ran, have, "mIoU")
-    per = {}
-    for n, sel in have.items():
-        recs = arm_records(ran, *(sel if isinstance(sel, tuple) else (sel, None)))
-        per[n] = [[metric_value(recs[s], f"iou:{c}") / 100.0 for c in CLASSES] for s in seeds]
-    return interactive.iou_explorer(per, seeds=seeds, tail=tail, title=title)
+    names = list(class_names) if class_names is not None else list(CLASSES)
+
+    def per_class(rec):
+        if class_names is None:
+            return [metric_value(rec, f"iou:{c}") / 100.0 for c in CLASSES]
+        iou = (rec.get("metrics") or {}).get("iou") or []
+        if len(iou) != len(names):
+            raise ResultsError(f"a record has {len(iou)} per-class IoUs, not the {len(names)} of this label space")
+        return [math.nan if v is None else float(v) for v in iou]
+
+    per = {n: [per_class(arm_records(ran, *s)[seed]) for seed in seeds] for n, s in have.items()}
+    return interactive.iou_explorer(per, seeds=seeds, tail=tail if class_names is None else (), title=title,
+                                    class_names=names)
 
 
 # --- models and data behind the figures ---------------------------------------------------------------------
