@@ -34,12 +34,15 @@ class TeacherSource:
     mirror the data set's label files (``dataset.label_path(i)`` relative to ``dataset.root``), so a
     pseudo label sits where its label would, under another root. ``num_classes``: the model's outputs
     (default: its ``num_classes`` attribute, else 19). ``device``: :func:`blvnb.devices.resolve_device`.
+    ``calibrator``: a fitted calibrator of :mod:`blvnb.pseudo.calibration` (called on 1×C×H×W logits, it
+    returns probabilities), applied before the cast to ``dtype``; None: the softmax in ``dtype``.
     """
 
     def __init__(self, model, dataset, *, device="auto", dtype: torch.dtype = torch.float16, mode: str = "whole",
                  crop=None, stride=None, flip: bool = False, amp_dtype: torch.dtype | None = None,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, calibrator=None):
         self.device = resolve_device(device)
+        self.calibrator = calibrator
         self.model, self.dataset = model.to(self.device).eval(), dataset
         self.dtype = dtype
         self.num_classes = int(num_classes if num_classes is not None else getattr(model, "num_classes", NUM_CLASSES))
@@ -50,14 +53,21 @@ class TeacherSource:
 
     @torch.no_grad()
     def __getitem__(self, i: int) -> torch.Tensor:
+        logits = self.logits(i)
+        if self.calibrator is not None:
+            return self.calibrator(logits[None], dim=1)[0].to(self.dtype)
+        # softmax in the confidence dtype (float16: head classes tie at exactly 1.0, as in the released code)
+        return logits.to(self.dtype).softmax(0)
+
+    @torch.no_grad()
+    def logits(self, i: int) -> torch.Tensor:
+        """Image ``i``'s C×H×W float32 logits (for fitting a calibrator)."""
         from blvnb.data.transforms import Normalize
 
         image = self.dataset[i]["image"]
         if image.dtype == torch.uint8:
             image, _ = Normalize()(image, None)
-        logits = predict_logits(self.model, image[None].to(self.device), num_classes=self.num_classes, **self.kw)[0]
-        # softmax in the confidence dtype (float16: head classes tie at exactly 1.0, as in the released code)
-        return logits.to(self.dtype).softmax(0)
+        return predict_logits(self.model, image[None].to(self.device), num_classes=self.num_classes, **self.kw)[0]
 
     def relpath(self, i: int) -> str:
         ds = self.dataset

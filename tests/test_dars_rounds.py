@@ -1,0 +1,381 @@
+"""DARS self-training rounds (blvnb.engine.strategies.dars_rounds), piece by piece, and end to end.
+
+The end-to-end test needs the engine rewrite of issue 9 (``RunConfig.from_profile(..., strategy=...)``,
+the loop with ``first_iter`` / ``init_state``, ``RunData``); it is skipped until those exist.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from blvnb.engine.strategies import STRATEGIES
+from blvnb.engine.strategies import dars_rounds as DR
+from blvnb.errors import BlvnbError, ConfigError
+from blvnb.pseudo import labelers as L
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- a tiny segmentation model and hand-made batches -------------------------------------------------------
+
+class Tiny(nn.Module):
+    """backbone (1/2 resolution) → head, plus one auxiliary head weighted 0.4 (a SegModel in miniature)."""
+
+    def __init__(self, c: int = 3, aux: bool = True):
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.head = nn.Conv2d(4, c, 1)
+        self.aux_heads = nn.ModuleList([nn.Conv2d(4, c, 1)] if aux else [])
+        self.aux_weights = (0.4,) if aux else ()
+        self.num_classes = c
+        self.calls = 0
+
+    def forward(self, x, return_aux: bool = False):
+        self.calls += 1
+        f = torch.relu(self.backbone(x))
+        out = self.head(f)
+        if return_aux:
+            return {"out": out, "aux": [h(f) for h in self.aux_heads]}
+        return out
+
+
+def _batch(seed: int, n: int = 2, size=(8, 12), c: int = 3, ignore_share: float = 0.3) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    label = torch.randint(0, c, (n, *size), generator=g)
+    label[torch.rand(n, *size, generator=g) < ignore_share] = 255
+    return {"image": torch.randn(n, 3, *size, generator=g), "label": label}
+
+
+def _ce(logits, label):
+    """Reference: nn.CrossEntropyLoss(ignore_index=255) on logits upsampled to the label (mean over valid)."""
+    z = nn.functional.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+    return nn.functional.cross_entropy(z, label, ignore_index=255)
+
+
+def test_step_is_labeled_plus_pseudo_each_main_plus_0_4_aux_over_valid_pixels():
+    model = Tiny()
+    s = DR.DarsRounds(1, pseudo_weight=1.0)
+    assert s.streams == ("labeled", "pseudo") and s.epoch_stream == "pseudo"
+    lab, pse = _batch(1), _batch(2, ignore_share=0.8)
+    loss, stats = s.step(model, {"labeled": lab, "pseudo": pse}, it=5)
+    assert model.calls == 2  # two separate forwards
+    with torch.no_grad():
+        ref = 0.0
+        for b in (lab, pse):
+            out = model(b["image"], return_aux=True)
+            ref = ref + _ce(out["out"], b["label"]) + 0.4 * _ce(out["aux"][0], b["label"])
+    torch.testing.assert_close(loss.detach(), ref, rtol=1e-6, atol=1e-6)
+    assert float(stats["pseudo_kept"]) == pytest.approx(float((pse["label"] != 255).float().mean()))
+    # weight w of the pseudo term
+    loss2, _ = DR.DarsRounds(1, pseudo_weight=0.5).step(model, {"labeled": lab, "pseudo": pse}, it=5)
+    torch.testing.assert_close(loss2.detach(), stats["loss_labeled"] + 0.5 * stats["loss_pseudo"], rtol=1e-6, atol=1e-6)
+
+
+def test_an_all_ignored_pseudo_batch_adds_nothing_and_stays_finite():
+    model = Tiny()
+    lab, pse = _batch(3), _batch(4)
+    pse["label"][:] = 255
+    s = DR.DarsRounds(2)
+    loss, stats = s.step(model, {"labeled": lab, "pseudo": pse}, it=0)
+    assert torch.isfinite(loss) and float(stats["loss_pseudo"]) == 0.0
+    loss.backward()
+    g_mixed = model.head.weight.grad.clone()
+    model.zero_grad()
+    DR.DarsRounds(0).step(model, {"labeled": lab}, it=0)[0].backward()
+    torch.testing.assert_close(g_mixed, model.head.weight.grad)
+
+
+def test_round_zero_is_supervised_on_the_labeled_stream_only():
+    model = Tiny(aux=False)
+    s = DR.DarsRounds(0)
+    assert s.streams == ("labeled",) and s.epoch_stream == "labeled"
+    lab = _batch(5)
+    loss, _ = s.step(model, {"labeled": lab}, it=0)
+    torch.testing.assert_close(loss.detach(), _ce(model(lab["image"]), lab["label"]).detach())
+
+
+def test_param_groups_backbone_times_one_heads_times_ten():
+    model = Tiny()
+    groups = DR.DarsRounds(1).param_groups(model)
+    assert [g["lr_mult"] for g in groups] == [1.0, 10.0]
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.backbone.parameters()}
+    with pytest.raises(ConfigError, match="backbone"):
+        DR.head_param_groups(nn.Conv2d(3, 3, 1), 10)
+
+
+def test_state_dict_refuses_another_rounds_checkpoint():
+    s = DR.DarsRounds(2)
+    s.load_state_dict(s.state_dict())
+    with pytest.raises(BlvnbError, match="round 1"):
+        s.load_state_dict({"round": 1})
+
+
+# --- the schedule: α, scales, lr continuation ----------------------------------------------------------------
+
+def test_round_settings_follow_the_released_schedule():
+    o = DR.round_options({})
+    assert DR.round_settings({**o, "round": 0}) == (None, (0.25, 1.0))
+    assert DR.round_settings({**o, "round": 1}) == (0.2, (0.25, 1.0))
+    assert DR.round_settings({**o, "round": 2}) == (0.5, (0.2, 1.5))
+    o713 = DR.round_options({"schedule": "cityscapes-1/8-crop713", "round": 2})
+    assert DR.round_settings(o713) == (0.65, (0.5, 3.0))
+    own = DR.round_options({"alphas": [0.3, 0.6], "scale_range": [0.5, 1.0], "round": 2})
+    assert DR.round_settings(own) == (0.6, (0.4, 1.5))
+    with pytest.raises(ConfigError, match="round 3"):
+        DR.round_settings({**o, "round": 3})
+
+
+def _poly(base, it, T, power=0.9):
+    return base * (1 - it / T) ** power
+
+
+def test_lr_continues_the_poly_schedule_over_the_rounds():
+    iters = 100
+    assert DR.lr_continuation(0, iters) == {"first_iter": 0, "schedule_iters": 100}
+    assert DR.lr_continuation(1, iters) == {"first_iter": 100, "schedule_iters": 200}
+    assert DR.lr_continuation(2, iters) == {"first_iter": 200, "schedule_iters": 300}
+    # round 1 starts at 0.01 · 0.5^0.9 ≈ 0.0054, round 2 at 0.01 · (1/3)^0.9 ≈ 0.0037 (recipes.md (c)), then → 0
+    r1, r2 = DR.lr_continuation(1, iters), DR.lr_continuation(2, iters)
+    assert _poly(0.01, r1["first_iter"], r1["schedule_iters"]) == pytest.approx(0.00536, abs=1e-5)
+    assert _poly(0.01, r2["first_iter"], r2["schedule_iters"]) == pytest.approx(0.00372, abs=1e-5)
+    # the released resume: epoch counter restored, epochs = 200 (k + 1); same arithmetic in epochs
+    assert _poly(0.01, 200, 400) == pytest.approx(_poly(0.01, r1["first_iter"], r1["schedule_iters"]))
+
+
+def test_lr_continuation_through_the_loop_schedule():
+    from blvnb.engine import loop
+
+    if "first_iter" not in getattr(loop.TrainConfig, "__dataclass_fields__", {}):
+        pytest.skip("needs the engine rewrite of issue 9 (TrainConfig.first_iter, scheduled_lr)")
+    cfg = loop.TrainConfig(iters=100, lr=0.01, power=0.9, **DR.lr_continuation(1, 100))
+    lrs = [loop.scheduled_lr(0.01, it, cfg) for it in range(cfg.first_iter, cfg.end_iter)]
+    assert lrs[0] == pytest.approx(0.01 * 0.5 ** 0.9) and lrs[-1] == pytest.approx(0.01 * (1 / 200) ** 0.9)
+
+
+# --- options and the configs of the rounds --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FakeCfg:
+    strategy: str = "dars-rounds"
+    strategy_options: dict = field(default_factory=dict)
+    model: str = "tiny"
+    seed: int = 0
+
+    def with_(self, **kw):
+        return replace(self, **kw)
+
+
+def test_round_config_shares_round_zero_between_labellers():
+    a = FakeCfg(strategy_options={"round": 2, "labeler": "dars", "calibration": "ts"})
+    b = FakeCfg(strategy_options={"round": 2, "labeler": "st", "threshold": 0.9})
+    assert DR.round_config(a, 1).strategy_options == {"round": 1, "labeler": "dars", "calibration": "ts"}
+    assert DR.round_config(a, 0) == DR.round_config(b, 0) == FakeCfg(strategy_options={"round": 0})
+    c = FakeCfg(strategy_options={"round": 1, "schedule": "cityscapes-1/8-crop713"})
+    assert DR.round_config(c, 0).strategy_options == {"round": 0, "schedule": "cityscapes-1/8-crop713"}
+
+
+@pytest.mark.parametrize("opts, match", [
+    ({"round": -1}, "round"), ({"round": 1.5}, "round"), ({"labeler": "fixmatch"}, "fixmatch"),
+    ({"labeler": "dars", "threshold": 0.9}, "threshold"), ({"labeler": "st", "threshold": 1.2}, "1.2"),
+    ({"calibration": "platt"}, "platt"), ({"teacher_mode": "tiles"}, "tiles"), ({"teacher_mode": "slide"}, "crop"),
+    ({"confidence_dtype": "int8"}, "int8"), ({"pseudo_weight": -1}, "pseudo_weight"), ({"alpha": 0.2}, "alpha"),
+    ({"schedule": "voc"}, "voc"), ({"alphas": [0.2]}, "scale_range"),
+])
+def test_bad_round_options_are_named(opts, match):
+    with pytest.raises(ConfigError, match=match):
+        DR.round_options(opts)
+
+
+def test_registered_under_its_name():
+    assert STRATEGIES["dars-rounds"] is DR.build
+
+
+# --- labelling a round: manifest, reuse, resume --------------------------------------------------------------
+
+class ImageSet:
+    """Un-augmented images with names (the labeller writes <name>.png)."""
+
+    def __init__(self, n: int = 5, size=(16, 24), seed: int = 0, labels: bool = False):
+        g = torch.Generator().manual_seed(seed)
+        self.images = [torch.randint(0, 256, (3, *size), generator=g, dtype=torch.uint8) for _ in range(n)]
+        self.labels = [torch.randint(0, 3, size, generator=g) for _ in range(n)] if labels else None
+        self.names = [f"img{i:03d}" for i in range(n)]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        d = {"image": self.images[i]}
+        if self.labels is not None:
+            d["label"] = self.labels[i]
+        return d
+
+
+def _opts(**kw):
+    return DR.round_options({"round": 1, **kw})
+
+
+PRIOR = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+
+
+def _label(tmp, model=None, manifest=None, alpha=0.3, **kw):
+    model = model if model is not None else Tiny().eval()
+    return DR.label_round(model, ImageSet(), tmp, manifest=manifest or {"teacher_sha256": "abc"}, prior=PRIOR,
+                          alpha=alpha, options=_opts(**kw), seed=3, device="cpu")
+
+
+def _read_all(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: L.read_pseudo_label(p).numpy() for p in sorted(folder.rglob("*.png"))}
+
+
+def test_labels_are_reused_when_teacher_and_settings_are_unchanged(tmp_path):
+    first = _label(tmp_path)
+    assert not first.reused and len(_read_all(first.labels_dir)) == 5
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["labeler"] == "dars" and manifest["alpha"] == 0.3
+    model = Tiny().eval()
+    again = _label(tmp_path, model=model)
+    assert again.reused and model.calls == 0 and again.report == first.report
+    # another ratio, labeller or teacher: labelled again, the old PNGs replaced
+    for change in ({"alpha": 0.5}, {"labeler": "cbst"}, {"manifest": {"teacher_sha256": "other"}}):
+        model = Tiny().eval()
+        out = _label(tmp_path, model=model, **change)
+        assert not out.reused and model.calls > 0
+    assert json.loads((tmp_path / "manifest.json").read_text())["teacher_sha256"] == "other"
+
+
+def test_labelling_report_feeds_the_summary(tmp_path):
+    rl = _label(tmp_path)
+    summ = DR._labeling_summary(rl, PRIOR)
+    assert sum(summ["pseudo_distribution"]) == pytest.approx(1.0)
+    assert 0 < summ["kept_share"] <= 0.3 + 1e-9  # DARS keeps α of the pixels (or fewer)
+    assert summ["kl_labeled_to_pseudo"] >= 0 and summ["labeling_seconds"] >= 0
+    json.dumps(summ)  # JSON-able, for the run record
+
+
+def test_calibration_first_is_fitted_and_used(tmp_path):
+    model = Tiny().eval()
+    rl = DR.label_round(model, ImageSet(), tmp_path, manifest={"teacher_sha256": "abc"}, prior=PRIOR, alpha=0.3,
+                        options=_opts(calibration="ts"), seed=3, device="cpu",
+                        calibration_data=ImageSet(3, seed=1, labels=True))
+    assert not rl.reused and len(_read_all(rl.labels_dir)) == 5
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import torch
+    sys.path.insert(0, {tests!r})
+    from test_dars_rounds import ImageSet, PRIOR, Tiny, _opts
+    from blvnb.engine.strategies import dars_rounds as DR
+    from blvnb.pseudo import streaming
+
+    kill_at, phase = int(sys.argv[2]), sys.argv[3]
+    count = [0]
+    if phase == "pass2":
+        save = streaming._save_png
+        def dying_save(path, labels):
+            save(path, labels)
+            count[0] += 1
+            if count[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        streaming._save_png = dying_save
+    elif phase == "pass1":
+        put = streaming.ThresholdSearch.update
+        def dying_update(self, conf, pred):
+            put(self, conf, pred)
+            count[0] += 1
+            if count[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        streaming.ThresholdSearch.update = dying_update
+    torch.manual_seed(0)
+    DR.label_round(Tiny().eval(), ImageSet(9), sys.argv[1], manifest={{"teacher_sha256": "abc"}}, prior=PRIOR,
+                   alpha=0.3, options=_opts(confidence_dtype=sys.argv[4]), seed=3, device="cpu", batch=1)
+""")
+
+
+def _run_labelling(out: Path, kill_at: int, phase: str, dtype: str) -> int:
+    script = _KILL_SCRIPT.format(tests=str(ROOT / "tests"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, str(out), str(kill_at), phase, dtype], env=env,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(proc.stderr[-3000:])
+    return proc.returncode
+
+
+@pytest.mark.parametrize("phase, kill_at, dtype", [("pass2", 4, "float16"), ("pass1", 5, "float32")])
+def test_a_round_killed_while_labelling_resumes_to_the_same_labels(tmp_path, phase, kill_at, dtype):
+    """SIGKILL in the middle of the labelling pass (a subprocess), started again: the same PNGs, the same
+    report, as one uninterrupted labelling (in this process), resuming from the saved progress."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    torch.manual_seed(0)
+    DR.label_round(Tiny().eval(), ImageSet(9), whole, manifest={"teacher_sha256": "abc"}, prior=PRIOR, alpha=0.3,
+                   options=_opts(confidence_dtype=dtype), seed=3, device="cpu", batch=1)
+    assert _run_labelling(killed, kill_at, phase, dtype) == -signal.SIGKILL
+    m = json.loads((killed / "manifest.json").read_text())
+    assert m["complete"] is False
+    if phase == "pass2":  # stopped half way, its progress saved: it resumes at the image it was writing
+        assert len(list((killed / "labels").rglob("*.png"))) == kill_at
+        assert json.loads((killed / "state" / "pass2.json").read_text())["next"] == kill_at - 1
+    else:
+        assert (killed / "state" / "pass1.pt").is_file() and not (killed / "labels").exists()
+    assert _run_labelling(killed, 0, "none", dtype) == 0
+    a, b = _read_all(whole / "labels"), _read_all(killed / "labels")
+    assert a.keys() == b.keys() and len(a) == 9
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    ra = json.loads((whole / "manifest.json").read_text())["report"]
+    rb = json.loads((killed / "manifest.json").read_text())["report"]
+    assert ra["kept"] == rb["kept"] and ra["thresholds"] == rb["thresholds"]
+
+
+# --- end to end through the run wiring (needs core's runs.py) ------------------------------------------------
+
+def _engine_ready() -> bool:
+    try:
+        from blvnb.experiments import runs
+    except ImportError:
+        return False
+    fp = getattr(getattr(runs, "RunConfig", None), "from_profile", None)
+    return fp is not None and "strategy" in inspect.signature(fp).parameters
+
+
+@pytest.mark.skipif(not _engine_ready(), reason="needs core's runs.py (RunConfig.from_profile(strategy=...), RunData)")
+def test_round_zero_then_round_one_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("BLVNB_CACHE", str(os.environ.get("BLVNB_CACHE", tmp_path / "cache")))
+    from blvnb.experiments import runs
+
+    cfg = runs.RunConfig.from_profile("smoke", strategy="dars-rounds", labeled_fraction="1/8",
+                                      strategy_options={"round": 1, "labeler": "dars"}, device="cpu", progress=False)
+    rec = runs.run(cfg)
+    assert math.isfinite(rec["metrics"]["mIoU"]) and len(rec["metrics"]["iou"]) == 19
+    summ = rec["summary"]
+    assert summ["round"] == 1 and summ["alpha"] == 0.2 and not summ["labels_reused"]
+    assert sum(summ["pseudo_distribution"]) == pytest.approx(1.0) and summ["kl_labeled_to_pseudo"] >= 0
+    assert 0 < summ["kept_share"] <= 0.2 + 1e-9
+    # round 0 ran first as the teacher, and is one record shared by every labeller
+    r0 = runs.run(DR.round_config(cfg, 0))
+    assert r0["summary"]["round"] == 0 and Path(r0["checkpoint"]).is_file()
+    st = runs.run(cfg.with_(strategy_options={"round": 1, "labeler": "st", "threshold": 0.9}))
+    assert st["summary"]["labeler"] == "st"
+    # the student continued the teacher's schedule: its first lr is lr0 · (1/2)^0.9
+    lr = rec["history"]["lr"]
+    assert lr[0] == pytest.approx(cfg.lr * 0.5 ** 0.9, rel=1e-6)
