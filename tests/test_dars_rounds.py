@@ -379,3 +379,83 @@ def test_round_zero_then_round_one_end_to_end(tmp_path, monkeypatch):
     # the student continued the teacher's schedule: its first lr is lr0 · (1/2)^0.9
     lr = rec["history"]["lr"]
     assert lr[0] == pytest.approx(cfg.lr * 0.5 ** 0.9, rel=1e-6)
+
+
+# --- build(cfg, data) against a stand-in RunData (CONTRACT.md) ----------------------------------------------
+
+@dataclass(frozen=True)
+class BuildCfg(FakeCfg):
+    dataset: str = "cityscapes"
+    labeled_fraction: str = "1/8"
+    iters: int = 10
+    batch_size: int = 4
+    loss: str = "ce"
+    loss_options: dict = field(default_factory=dict)
+
+
+class FakeData:
+    """What build() may use of RunData: split_indices, dataset, stream, class_counts, work_dir, dependency."""
+
+    def __init__(self, tmp: Path):
+        self.work_dir, self.device, self.progress, self.seed = tmp / "work", "cpu", False, 0
+        self.images = ImageSet(8, labels=True)
+        self.asked, self.deps = [], []
+        self.ckpt = tmp / "teacher.pt"
+        torch.save({"model": Tiny().state_dict(), "optimizer": None}, self.ckpt)
+
+    def split_indices(self, fraction):
+        assert fraction == "1/8"
+        return [0, 1], [2, 3, 4, 5, 6, 7]
+
+    def dataset(self, kind, split, *, train=True, indices=None, scale_range=None, crop=None, pseudo_dir=None):
+        self.asked.append(dict(kind=kind, split=split, train=train, indices=list(indices), scale_range=scale_range,
+                               pseudo_dir=pseudo_dir))
+        sub = ImageSet(0)
+        sub.images = [self.images.images[i] for i in indices]
+        sub.labels = [self.images.labels[i] for i in indices]
+        sub.names = [self.images.names[i] for i in indices]
+        return sub
+
+    def stream(self, dataset, batch_size, order=None):
+        return ("stream", len(dataset), batch_size)
+
+    def class_counts(self, dataset):
+        return torch.tensor([50, 30, 20])
+
+    def dependency(self, cfg):
+        self.deps.append(cfg)
+        return {"checkpoint": str(self.ckpt)}
+
+    def build_model(self):
+        return Tiny()
+
+
+def test_build_round_zero_trains_the_labeled_split_alone(tmp_path):
+    data = FakeData(tmp_path)
+    built = DR.build(BuildCfg(strategy_options={"round": 0}), data)
+    assert built.strategy.streams == ("labeled",) and built.init_state is None and not data.deps
+    assert built.streams == {"labeled": ("stream", 2, 4)}
+    assert built.train_overrides == {"first_iter": 0, "schedule_iters": 10}
+    assert data.asked[-1]["indices"] == [0, 1] and data.asked[-1]["scale_range"] == (0.25, 1.0)
+    assert built.strategy.summary()["round"] == 0
+
+
+def test_build_round_two_labels_with_round_one_and_continues_it(tmp_path):
+    data = FakeData(tmp_path)
+    cfg = BuildCfg(strategy_options={"round": 2, "labeler": "dars"})
+    built = DR.build(cfg, data)
+    assert data.deps == [DR.round_config(cfg, 1)]
+    assert built.init_state == str(data.ckpt)  # weights and optimiser state of the teacher
+    assert built.train_overrides == {"first_iter": 20, "schedule_iters": 30}
+    assert built.streams == {"labeled": ("stream", 2, 2), "pseudo": ("stream", 6, 2)}  # half and half
+    pseudo = data.asked[-1]
+    assert pseudo["indices"] == [2, 3, 4, 5, 6, 7] and pseudo["scale_range"] == (0.2, 1.5)
+    pngs = sorted(Path(pseudo["pseudo_dir"]).rglob("*.png"))
+    assert [p.stem for p in pngs] == [f"img{i:03d}" for i in range(2, 8)]
+    summ = built.strategy.summary()
+    assert summ["round"] == 2 and summ["alpha"] == 0.5 and summ["labeler"] == "dars" and not summ["labels_reused"]
+    assert 0 < summ["kept_share"] <= 0.5 + 1e-9
+    again = DR.build(cfg, FakeData(tmp_path))  # same teacher file, same settings: the labels are reused
+    assert again.strategy.summary()["labels_reused"]
+    with pytest.raises(ConfigError, match="batch_size"):
+        DR.build(replace(cfg, batch_size=1), FakeData(tmp_path))
