@@ -492,7 +492,7 @@ def class_thresholds(conf: torch.Tensor, pred: torch.Tensor, targets, num_classe
     r"""Per class :math:`t_j` = the :math:`n_j`-th largest of ``conf`` among pixels with ``pred == j``.
 
     ``targets``: :math:`n_j` (int64[C]) or a function of the predicted counts. All pixels at once, in
-    memory; :class:`StreamingLabeler` runs the same :class:`ThresholdSearch` over a data set.
+    memory; :class:`~blvnb.pseudo.streaming.StreamingLabeler` runs the same :class:`ThresholdSearch` over a data set.
     """
     c = int(num_classes if num_classes is not None else (len(targets) if not callable(targets) else pred.max() + 1))
     search = ThresholdSearch(c, conf.dtype, conf.device)
