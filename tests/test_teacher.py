@@ -116,7 +116,8 @@ def test_lower_rooms_never_import_the_engine_or_experiments():
 def test_the_import_check_can_fail(tmp_path):
     mod = tmp_path / "blvnb" / "pseudo" / "x.py"
     mod.parent.mkdir(parents=True)
-    mod.write_text("import torch\n\ndef f():\n    from blvnb.engine.loop import train\n    import blvnb.experiments.runs\n"
-                   "    from ..engine import teacher\n    from .. import experiments\n")
+    mod.write_text("import torch\n\ndef f():\n    from blvnb.engine.loop import train\n"
+                   "    import blvnb.experiments.runs\n    from ..engine import teacher\n"
+                   "    from .. import experiments\n")
     found = _upward_imports(mod, tmp_path)
     assert [f.split(":")[1].split()[0] for f in found] == ["4", "4", "5", "6", "6", "7"], found

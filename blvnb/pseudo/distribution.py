@@ -241,7 +241,7 @@ def alignment_verdict(kl: Mapping[str, Sequence[float]], *, profile: str, seeds:
 
 
 __all__ = [
-    "PriorEstimator", "alignment_verdict", "check_counts", "class_pixel_counts", "kl_divergence", "label_distribution",
-    "label_counts", "labeled_prior", "prior_from_counts", "reestimated_prior", "source_domain_prior", "synthetic_probabilities",
-    "target_validation_prior",
+    "PriorEstimator", "alignment_verdict", "check_counts", "class_pixel_counts", "kl_divergence", "label_counts",
+    "label_distribution", "labeled_prior", "prior_from_counts", "reestimated_prior", "source_domain_prior",
+    "synthetic_probabilities", "target_validation_prior",
 ]

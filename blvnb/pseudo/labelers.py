@@ -107,8 +107,8 @@ def dars(probs: torch.Tensor, prior, *, alpha: float = 0.2, generator: torch.Gen
     s = t.keep_ratio
     log.debug("DARS keep ratios s_j: %s", s.tolist())
     # line 6: randomly ignore 1 − s_j of the pixels labelled j — as integer quotas: image i keeps
-    # ⌊n_j S_i / ñ_j⌋ − ⌊n_j S_{i−1} / ñ_j⌋ of its passing pixels (S_i: those of images 1 … i), so that exactly
-    # n_j are kept in all (blvnb.pseudo.sampling.Quota), a random subset seeded by (seed, image)
+    # ⌊n_j S_i / ñ_j⌋ − ⌊n_j S_{i−1} / ñ_j⌋ of its passing pixels (S_i: those of images 1 … i), so that
+    # exactly n_j are kept in all (blvnb.pseudo.sampling.Quota), a random subset seeded by (seed, image)
     labels = random_sampling(labels, t, seed_from(generator))
     return labels, t
 

@@ -32,8 +32,9 @@ from blvnb.io import atomic_write
 from blvnb.pseudo.distribution import check_counts, prior_from_counts
 from blvnb.pseudo.sampling import BATCH_PIXELS, Quota, dars_quota, group_counts, thin
 from blvnb.pseudo.thresholds import (_INT_VIEW, ThresholdSearch, Thresholds, bincount, check_alpha, check_method,
-                                     check_num_classes, check_probs, check_range, check_threshold, confidence, confidence_keys, fixed_thresholds,
-                                     from_search, key_of_one, keys_to_values, rule_targets)
+                                     check_num_classes, check_probs, check_range, check_threshold, confidence,
+                                     confidence_keys, fixed_thresholds, from_search, key_of_one, keys_to_values,
+                                     rule_targets)
 
 log = logging.getLogger("blvnb.pseudo.labelers")
 
@@ -190,8 +191,9 @@ class StreamingLabeler:
     r"""ST / CBST / DA / DARS over a data set, in memory independent of its size; resumable.
 
     ``source``: ``len(source)`` images, ``source[i]`` → C×H×W probabilities (any float dtype; the
-    exactness rule of the module docstring applies to that dtype), optionally ``source.relpath(i)`` → the
-    PNG's path relative to ``out_dir`` (e.g. :class:`TeacherSource`, :class:`TensorSource`).
+    exactness rule of :mod:`blvnb.pseudo.thresholds` applies to that dtype), optionally
+    ``source.relpath(i)`` → the PNG's path relative to ``out_dir`` (e.g. :class:`TensorSource`, or the
+    engine's :class:`blvnb.engine.teacher.TeacherSource`).
 
     * :meth:`fit` — pass 1: per-class confidence histograms → thresholds (float32 needs a second pass,
       float64 four: :class:`ThresholdSearch`). ST with a given threshold skips it.
@@ -222,7 +224,8 @@ class StreamingLabeler:
     def __init__(self, prior=None, *, method: str = "dars", alpha: float = 0.2, threshold: float | None = None,
                  num_classes: int | None = None, seed: int = 0, device: str | torch.device = "auto",
                  state_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-                 checkpoint_every: int = 1, progress: bool = True, batch: int | None = None, prior_total: float | None = None):
+                 checkpoint_every: int = 1, progress: bool = True, batch: int | None = None,
+                 prior_total: float | None = None):
         self.method = check_method(method)
         if self.method != "st" or threshold is None:
             check_alpha(alpha)
@@ -258,10 +261,12 @@ class StreamingLabeler:
     # settings → digest: a state written under other settings is not resumed ----------------------
     def _digest(self, source) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps({"method": self.method, "alpha": self.alpha, "threshold": self.threshold,
-                             "prior": None if self.prior is None else [round(float(v), 15) for v in self.prior],
-                             "seed": self.seed, "n": len(source),
-                             **({} if self.prior_total is None else {"prior_total": self.prior_total})}, sort_keys=True).encode())
+        settings = {"method": self.method, "alpha": self.alpha, "threshold": self.threshold,
+                    "prior": None if self.prior is None else [round(float(v), 15) for v in self.prior],
+                    "seed": self.seed, "n": len(source)}
+        if self.prior_total is not None:  # (absent otherwise: states written before the option still resume)
+            settings["prior_total"] = self.prior_total
+        h.update(json.dumps(settings, sort_keys=True).encode())
         for i in range(len(source)):
             h.update(_relpath(source, i).encode() + b"\0")
         return h.hexdigest()[:16]
@@ -458,8 +463,8 @@ class StreamingLabeler:
                     quota: Quota | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images ``first`` … ``first``+B−1 (``conf``, ``pred``: B×H×W): their labels (uint8 B×H×W, 255
         ignored), passing and kept pixels per class (int64 B×C), all on the device. DARS's ``quota``
-        (:func:`_dars_quota`, the counts of the images before) decides how many of each class to keep;
-        without one, all."""
+        (:func:`~blvnb.pseudo.sampling.dars_quota`, the counts of the images before) decides how many of
+        each class to keep (Algorithm 1 line 6, as integer quotas); without one, all."""
         c = self.num_classes
         if self.thresholds is None:  # ST with a given threshold: now the dtype is known
             self.thresholds = fixed_thresholds(self.threshold, c, conf.dtype)

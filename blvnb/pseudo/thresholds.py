@@ -369,8 +369,8 @@ def target_counts(prior, alpha: float, total_pixels: int, *, prior_total: float 
             raise ConfigError(f"prior_total must be a positive number (e.g. 88.04, the released valid_ratio), "
                               f"got {prior_total!r}")
         # the released int(float(α) · r_j / valid_ratio · H·W · N_u), term by term
-        return torch.tensor([int(float(alpha) * float(v) / float(prior_total) * float(total_pixels)) for v in r.tolist()],
-                            dtype=torch.int64)
+        n = [int(float(alpha) * float(v) / float(prior_total) * float(total_pixels)) for v in r.tolist()]
+        return torch.tensor(n, dtype=torch.int64)
     r = prior_from_counts(prior)
     # n_j = α · N_u·H·W · r_j, floored
     return floor_count(alpha * float(total_pixels) * r)

@@ -138,7 +138,8 @@ def round_options(strategy_options: Mapping | None) -> dict[str, Any]:
     o = {**DEFAULTS, **given}
     k = o["round"]
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ConfigError(f"dars-rounds: round must be an integer >= 0 (0 = supervised on the labeled split), got {k!r}")
+        raise ConfigError(f"dars-rounds: round must be an integer >= 0 (0 = supervised on the labeled split), "
+                          f"got {k!r}")
     o["labeler"] = check_method(o["labeler"])
     if o["threshold"] is not None:
         if o["labeler"] != "st":
