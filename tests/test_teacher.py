@@ -121,3 +121,26 @@ def test_the_import_check_can_fail(tmp_path):
                    "    from .. import experiments\n")
     found = _upward_imports(mod, tmp_path)
     assert [f.split(":")[1].split()[0] for f in found] == ["4", "4", "5", "6", "6", "7"], found
+
+
+def test_label_relpath_through_subsets_and_fallbacks(tmp_path):
+    from torch.utils.data import Subset
+
+    from blvnb.engine.teacher import label_relpath
+
+    class WithLabels:
+        root = tmp_path
+
+        def __len__(self):
+            return 4
+
+        def label_path(self, i):
+            return tmp_path / "gtFine" / "train" / f"c_{i}_gtFine_labelTrainIds.png"
+
+    assert label_relpath(Subset(WithLabels(), [3, 1]), 0) == "gtFine/train/c_3_gtFine_labelTrainIds.png"
+
+    class Named:
+        names = ["a", "b"]
+
+    assert label_relpath(Named(), 1) == "b.png"
+    assert label_relpath(object(), 7) == "000007.png"

@@ -70,11 +70,24 @@ class TeacherSource:
         return predict_logits(self.model, image[None].to(self.device), num_classes=self.num_classes, **self.kw)[0]
 
     def relpath(self, i: int) -> str:
-        ds = self.dataset
-        try:
-            return Path(ds.label_path(i)).relative_to(ds.root).as_posix()
-        except (AttributeError, ValueError):
-            return f"{ds.names[i]}.png"
+        """Where image ``i``'s pseudo label goes, relative to the output folder: the data set's own
+        ``relpath(i)`` if it has one, else its label file relative to its root (through a ``Subset``'s
+        ``indices``), else ``<name>.png``, else ``<i>.png`` (six digits)."""
+        return label_relpath(self.dataset, i)
+
+
+def label_relpath(ds, i: int) -> str:
+    """Image ``i``'s label path relative to the data set's root (see :meth:`TeacherSource.relpath`)."""
+    if hasattr(ds, "relpath"):
+        return str(ds.relpath(i))
+    if hasattr(ds, "indices") and hasattr(ds, "dataset") and not hasattr(ds, "label_path"):  # torch Subset
+        return label_relpath(ds.dataset, int(ds.indices[i]))
+    try:
+        return Path(ds.label_path(i)).relative_to(ds.root).as_posix()
+    except (AttributeError, ValueError, TypeError):
+        pass
+    names = getattr(ds, "names", None)
+    return f"{names[i]}.png" if names is not None else f"{i:06d}.png"
 
 
 @torch.no_grad()
@@ -103,4 +116,4 @@ def counts_from_teacher(model: nn.Module, loader: Iterable[dict], num_classes: i
     return counts.cpu().numpy()
 
 
-__all__ = ["TeacherSource", "counts_from_teacher"]
+__all__ = ["TeacherSource", "counts_from_teacher", "label_relpath"]
