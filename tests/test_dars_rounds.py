@@ -267,7 +267,7 @@ def test_labelling_report_feeds_the_summary(tmp_path):
     assert sum(summ["pseudo_distribution"]) == pytest.approx(1.0)
     assert 0 < summ["kept_share"] <= 0.3 + 1e-9  # DARS keeps α of the pixels (or fewer)
     assert summ["kl_labeled_to_pseudo"] >= 0 and summ["labeling_seconds"] >= 0
-    json.dumps(summ)  # JSON-able, for the run record
+    json.dumps(summ, allow_nan=False)  # strict JSON, for the run record
 
 
 def test_calibration_first_is_fitted_and_used(tmp_path):

@@ -283,15 +283,26 @@ def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: M
     return RoundLabels(out / "labels", report, False, seconds, want)
 
 
-def _fit_calibrator(name: str, source: TeacherSource, seed: int):
-    from blvnb.pseudo.calibration import fit_calibrator
+def _fit_calibrator(name: str, source: TeacherSource, seed: int, max_pixels: int = 1_000_000):
+    """Fit calibrator ``name`` on the teacher's logits of ``source``'s labeled images: at most
+    ``max_pixels`` valid pixels in all, drawn evenly from the images (memory flat in the data set's size)."""
+    from blvnb.pseudo.calibration import CALIBRATORS, flatten_pixels
 
-    logits, labels = [], []
+    g = torch.Generator().manual_seed(int(seed))
+    per_image = max(1, -(-max_pixels // max(1, len(source))))
+    zs, ys = [], []
     for i in range(len(source)):
-        logits.append(source.logits(i).cpu())
-        labels.append(torch.as_tensor(source.dataset[i]["label"]).to(torch.int64))
-    return fit_calibrator(name, torch.stack(logits), torch.stack(labels),
-                          generator=torch.Generator().manual_seed(int(seed)))
+        label = torch.as_tensor(source.dataset[i]["label"]).to(torch.int64)
+        if not bool((label != 255).any()):
+            continue
+        z, y = flatten_pixels(source.logits(i)[None].cpu(), label[None], max_pixels=per_image, generator=g)
+        zs.append(z)
+        ys.append(y)
+    if not zs:
+        raise BlvnbError("dars-rounds: no labeled pixel to fit the calibrator on")
+    cal = CALIBRATORS[name]().fit(torch.cat(zs), torch.cat(ys))
+    log.info("fitted %s on %d labeled pixels", cal.name, sum(y.numel() for y in ys))
+    return cal
 
 
 def wait_for_labels(out_dir: str | Path, timeout_s: float = 24 * 3600.0, poll_s: float = 2.0) -> dict:
@@ -390,6 +401,10 @@ class DarsRounds(Strategy):
         return dict(self.info)
 
 
+def _finite(values):
+    return None if values is None else [float(v) if math.isfinite(v) else None for v in values]
+
+
 def _labeling_summary(rl: RoundLabels, prior: torch.Tensor) -> dict:
     """Pseudo-label class distribution, KL(labeled prior ‖ it), kept share, labelling seconds."""
     rep = rl.report
@@ -400,12 +415,12 @@ def _labeling_summary(rl: RoundLabels, prior: torch.Tensor) -> dict:
     return {
         "pseudo_distribution": dist,
         "pseudo_kept": [int(v) for v in rep["kept"]],
-        "kl_labeled_to_pseudo": kl_divergence(prior, kept) if float(kept.sum()) > 0 else math.inf,
+        "kl_labeled_to_pseudo": kl_divergence(prior, kept) if float(kept.sum()) > 0 else None,
         "kept_share": float(kept.sum()) / float(total) if total else None,
         "labeling_seconds": float(rl.seconds),
         "labels_reused": bool(rl.reused),
-        "thresholds": th.get("values"),
-        "keep_ratio": th.get("keep_ratio"),
+        "thresholds": _finite(th.get("values")),  # None: the class keeps nothing (t_j = +inf)
+        "keep_ratio": _finite(th.get("keep_ratio")),
         "labels_dir": str(rl.labels_dir),
     }
 
