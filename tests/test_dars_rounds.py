@@ -196,7 +196,8 @@ def test_round_config_shares_round_zero_between_labellers():
     ({"labeler": "dars", "threshold": 0.9}, "threshold"), ({"labeler": "st", "threshold": 1.2}, "1.2"),
     ({"calibration": "platt"}, "platt"), ({"teacher_mode": "tiles"}, "tiles"), ({"teacher_mode": "slide"}, "crop"),
     ({"confidence_dtype": "int8"}, "int8"), ({"pseudo_weight": -1}, "pseudo_weight"), ({"alpha": 0.2}, "alpha"),
-    ({"schedule": "voc"}, "voc"), ({"alphas": [0.2]}, "scale_range"),
+    ({"schedule": "voc"}, "voc"), ({"alphas": [0.2]}, "scale_range"), ({"prior_total": 88.04}, "give prior"),
+    ({"prior": [1.0] * 19, "prior_total": 0}, "prior_total"), ({"prior": [1.0] * 5}, "5 entries"),
 ])
 def test_bad_round_options_are_named(opts, match):
     with pytest.raises(ConfigError, match=match):

@@ -160,6 +160,17 @@ def round_options(strategy_options: Mapping | None) -> dict[str, Any]:
         v = o[name]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ConfigError(f"dars-rounds: {name} must be a number >= 0, got {v!r}")
+    if o["prior_total"] is not None:
+        if o["prior"] is None:
+            raise ConfigError(f"dars-rounds: prior_total={o['prior_total']!r} divides a given prior (e.g. the released "
+                              "percentages, with prior_total=88.04); give prior too")
+        pt = o["prior_total"]
+        if isinstance(pt, bool) or not isinstance(pt, (int, float)) or not math.isfinite(pt) or pt <= 0:
+            raise ConfigError(f"dars-rounds: prior_total must be a positive number, got {pt!r}")
+    if o["prior"] is not None:
+        from blvnb.pseudo.distribution import check_counts
+
+        o["prior"] = [float(v) for v in check_counts(o["prior"], NUM_CLASSES, name="dars-rounds: prior")]
     schedule(o)  # checks the schedule options
     return o
 
