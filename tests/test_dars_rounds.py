@@ -140,6 +140,12 @@ def test_round_settings_follow_the_released_schedule():
     assert DR.round_settings(own) == (0.6, (0.4, 1.5))
     with pytest.raises(ConfigError, match="round 3"):
         DR.round_settings({**o, "round": 3})
+    # without scale_range: the run's (profile's) range for rounds 0 and 1, widened by the schedule's β after
+    assert DR.round_settings({**o, "round": 0}, (0.5, 1.0)) == (None, (0.5, 1.0))
+    assert DR.round_settings({**o, "round": 1}, (0.5, 1.0)) == (0.2, (0.5, 1.0))
+    assert DR.round_settings({**o, "round": 2}, (0.5, 1.0)) == (0.5, (0.4, 1.5))
+    with pytest.raises(ConfigError, match="scale_range"):
+        DR.schedule({"alphas": [0.2]})
 
 
 def _poly(base, it, T, power=0.9):
@@ -196,7 +202,7 @@ def test_round_config_shares_round_zero_between_labellers():
     ({"labeler": "dars", "threshold": 0.9}, "threshold"), ({"labeler": "st", "threshold": 1.2}, "1.2"),
     ({"calibration": "platt"}, "platt"), ({"teacher_mode": "tiles"}, "tiles"), ({"teacher_mode": "slide"}, "crop"),
     ({"confidence_dtype": "int8"}, "int8"), ({"pseudo_weight": -1}, "pseudo_weight"), ({"alpha": 0.2}, "alpha"),
-    ({"schedule": "voc"}, "voc"), ({"alphas": [0.2]}, "scale_range"), ({"prior_total": 88.04}, "give prior"),
+    ({"schedule": "voc"}, "voc"), ({"rotate": -5}, "rotate"), ({"prior_total": 88.04}, "give prior"),
     ({"prior": [1.0] * 19, "prior_total": 0}, "prior_total"), ({"prior": [1.0] * 5}, "5 entries"),
 ])
 def test_bad_round_options_are_named(opts, match):
@@ -409,9 +415,10 @@ class FakeData:
         assert fraction == "1/8"
         return [0, 1], [2, 3, 4, 5, 6, 7]
 
-    def dataset(self, kind, split, *, train=True, indices=None, scale_range=None, crop=None, pseudo_dir=None):
+    def dataset(self, kind, split, *, train=True, indices=None, scale_range=None, crop=None, pseudo_dir=None,
+                rotate=None, blur=False):
         self.asked.append(dict(kind=kind, split=split, train=train, indices=list(indices), scale_range=scale_range,
-                               pseudo_dir=pseudo_dir))
+                               pseudo_dir=pseudo_dir, rotate=rotate, blur=blur))
         sub = ImageSet(0)
         sub.images = [self.images.images[i] for i in indices]
         sub.labels = [self.images.labels[i] for i in indices]
@@ -439,6 +446,7 @@ def test_build_round_zero_trains_the_labeled_split_alone(tmp_path):
     assert built.streams == {"labeled": ("stream", 2, 4)}
     assert built.train_overrides == {"first_iter": 0, "schedule_iters": 10}
     assert data.asked[-1]["indices"] == [0, 1] and data.asked[-1]["scale_range"] == (0.25, 1.0)
+    assert data.asked[-1]["rotate"] == 10.0 and data.asked[-1]["blur"]  # DARS's augmentation
     assert built.strategy.summary()["round"] == 0
 
 
@@ -452,6 +460,7 @@ def test_build_round_two_labels_with_round_one_and_continues_it(tmp_path):
     assert built.streams == {"labeled": ("stream", 2, 2), "pseudo": ("stream", 6, 2)}  # half and half
     pseudo = data.asked[-1]
     assert pseudo["indices"] == [2, 3, 4, 5, 6, 7] and pseudo["scale_range"] == (0.2, 1.5)
+    assert pseudo["rotate"] == 10.0 and pseudo["blur"]
     pngs = sorted(Path(pseudo["pseudo_dir"]).rglob("*.png"))
     assert [p.stem for p in pngs] == [f"img{i:03d}" for i in range(2, 8)]
     summ = built.strategy.summary()

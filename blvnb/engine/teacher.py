@@ -36,13 +36,16 @@ class TeacherSource:
     (default: its ``num_classes`` attribute, else 19). ``device``: :func:`blvnb.devices.resolve_device`.
     ``calibrator``: a fitted calibrator of :mod:`blvnb.pseudo.calibration` (called on 1×C×H×W logits, it
     returns probabilities), applied before the cast to ``dtype``; None: the softmax in ``dtype``.
+    ``out_size``: ``i → (H, W)``, the size the labels must have when the data set's view resizes the image
+    (a ``base_size``): the logits are resized to it (:func:`~blvnb.models.inference.resize_logits`), as the
+    released code resizes its logits to 1024×2048 before the softmax.
     """
 
     def __init__(self, model, dataset, *, device="auto", dtype: torch.dtype = torch.float16, mode: str = "whole",
                  crop=None, stride=None, flip: bool = False, amp_dtype: torch.dtype | None = None,
-                 num_classes: int | None = None, calibrator=None):
+                 num_classes: int | None = None, calibrator=None, out_size=None):
         self.device = resolve_device(device)
-        self.calibrator = calibrator
+        self.calibrator, self.out_size = calibrator, out_size
         self.model, self.dataset = model.to(self.device).eval(), dataset
         self.dtype = dtype
         self.num_classes = int(num_classes if num_classes is not None else getattr(model, "num_classes", NUM_CLASSES))
@@ -67,7 +70,10 @@ class TeacherSource:
         image = self.dataset[i]["image"]
         if image.dtype == torch.uint8:
             image, _ = Normalize()(image, None)
-        return predict_logits(self.model, image[None].to(self.device), num_classes=self.num_classes, **self.kw)[0]
+        logits = predict_logits(self.model, image[None].to(self.device), num_classes=self.num_classes, **self.kw)
+        if self.out_size is not None:
+            logits = resize_logits(logits, tuple(self.out_size(i)))
+        return logits[0]
 
     def relpath(self, i: int) -> str:
         """Where image ``i``'s pseudo label goes, relative to the output folder: the data set's own

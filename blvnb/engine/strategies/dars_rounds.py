@@ -111,11 +111,13 @@ DEFAULTS: dict[str, Any] = {
     "pseudo_weight": 1.0,
     "head_lr_mult": 10.0,
     "label_seed": None,
+    "rotate": 10.0,
+    "blur": True,
 }
 
 #: options that change round 0 (supervised on the labeled split): the others only matter from round 1 on,
 #: so every labeller and ratio shares one round-0 run (:func:`round_config`)
-ROUND0_KEYS = ("round", "schedule", "alphas", "scale_range", "betas", "head_lr_mult")
+ROUND0_KEYS = ("round", "schedule", "alphas", "scale_range", "betas", "head_lr_mult", "rotate", "blur")
 
 #: options that change what the labeller writes (the manifest, with the teacher and the images)
 LABEL_KEYS = ("labeler", "threshold", "calibration", "teacher_mode", "teacher_crop", "teacher_stride", "flip",
@@ -171,24 +173,38 @@ def round_options(strategy_options: Mapping | None) -> dict[str, Any]:
         from blvnb.pseudo.distribution import check_counts
 
         o["prior"] = [float(v) for v in check_counts(o["prior"], NUM_CLASSES, name="dars-rounds: prior")]
-    schedule(o)  # checks the schedule options
+    if o["rotate"] is not None and (isinstance(o["rotate"], bool) or not isinstance(o["rotate"], (int, float))
+                                    or not 0 <= o["rotate"] <= 180):
+        raise ConfigError(f"dars-rounds: rotate must be a number of degrees in [0, 180] or None, got {o['rotate']!r}")
+    schedule(o, (1.0, 1.0))  # checks the schedule options
     return o
 
 
-def schedule(o: Mapping[str, Any]) -> tuple[rounds_mod.Round, ...]:
-    """Rounds 1 … K of the options: explicit ``alphas`` (+ ``scale_range``, ``betas``), else ``schedule``."""
+def schedule(o: Mapping[str, Any], default_scale: Sequence[float] | None = None) -> tuple[rounds_mod.Round, ...]:
+    """Rounds 1 … K of the options: the labeling ratios and widenings (β) of ``alphas`` / ``betas`` or of the
+    named ``schedule``, starting from the random-scale range ``scale_range``, else ``default_scale`` (the
+    run's), else the named schedule's own (the released [0.25, 1.0] at crop 361)."""
     if o.get("alphas") is not None:
-        base = o.get("scale_range")
-        if base is None:
+        if o.get("scale_range") is None and default_scale is None:
             raise ConfigError("dars-rounds: alphas given without scale_range (round 1's random-scale range)")
+        alphas = tuple(o["alphas"])
         betas = None if o.get("betas") is None else [tuple(b) for b in o["betas"]]
-        return rounds_mod.progressive_schedule(tuple(o["alphas"]), tuple(base), betas)
-    return rounds_mod.released_schedule(o.get("schedule") or DEFAULTS["schedule"])
+        base = o.get("scale_range") or default_scale
+    else:
+        released = rounds_mod.released_schedule(o.get("schedule") or DEFAULTS["schedule"])
+        alphas = tuple(r.alpha for r in released)
+        betas = [(r.beta_min, r.beta_max) for r in released] if o.get("betas") is None else \
+            [tuple(b) for b in o["betas"]]
+        r1 = released[0]  # its range before round 1's widening (none when released)
+        own = (round(r1.scale_range[0] / (1 - r1.beta_min), 10), round(r1.scale_range[1] / (1 + r1.beta_max), 10))
+        base = o.get("scale_range") or default_scale or own
+    return rounds_mod.progressive_schedule(alphas, tuple(float(v) for v in base), betas)
 
 
-def round_settings(o: Mapping[str, Any]) -> tuple[float | None, tuple[float, float]]:
-    """(α, random-scale range) of round ``o["round"]``; round 0 has no α and round 1's scale range."""
-    sched = schedule(o)
+def round_settings(o: Mapping[str, Any], default_scale: Sequence[float] | None = None
+                   ) -> tuple[float | None, tuple[float, float]]:
+    """(α, random-scale range) of round ``o["round"]``; round 0 has no α and the range round 1 starts from."""
+    sched = schedule(o, default_scale)
     k = int(o["round"])
     if k > len(sched):
         raise ConfigError(f"dars-rounds: round {k} is beyond the schedule's {len(sched)} rounds "
@@ -281,7 +297,8 @@ def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: M
     t0 = time.perf_counter()
     kw = dict(mode=options["teacher_mode"], crop=options["teacher_crop"], stride=options["teacher_stride"],
               flip=bool(options["flip"]))
-    source = TeacherSource(teacher, dataset, device=device, dtype=_DTYPES[options["confidence_dtype"]], **kw)
+    source = TeacherSource(teacher, _ByName(dataset), device=device, dtype=_DTYPES[options["confidence_dtype"]],
+                           out_size=_raw_size(dataset), **kw)
     if options["calibration"] is not None:
         source.calibrator = _fit_calibrator(options["calibration"], TeacherSource(teacher, calibration_data,
                                                                                   device=device, **kw), seed)
@@ -292,6 +309,34 @@ def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: M
     seconds = time.perf_counter() - t0  # this process's share when it resumed an interrupted labelling
     write_json_atomic(path, {**want, "complete": True, "report": report, "seconds": seconds})
     return RoundLabels(out / "labels", report, False, seconds, want)
+
+
+class _ByName:
+    """A data set's images whose pseudo labels are named ``<name>.png`` after its ``names`` — where
+    ``RunData.dataset(..., pseudo_dir=D)`` reads them — else as :func:`~blvnb.engine.teacher.label_relpath`."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.names = getattr(dataset, "names", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.dataset[i]
+
+    def relpath(self, i: int) -> str:
+        from blvnb.engine.teacher import label_relpath
+
+        return f"{self.names[i]}.png" if self.names is not None else label_relpath(self.dataset, i)
+
+
+def _raw_size(dataset):
+    """``i → (H, W)`` of the image as stored, for a view that resizes it (``raw(i)``: the un-transformed
+    sample), else None: the labels take the size of the view's image."""
+    if not hasattr(dataset, "raw"):
+        return None
+    return lambda i: tuple(dataset.raw(i)["image"].shape[-2:])
 
 
 def _fit_calibrator(name: str, source: TeacherSource, seed: int, max_pixels: int = 1_000_000):
@@ -441,7 +486,9 @@ def build(cfg, data) -> Built:
     being the run's :class:`RunData` (CONTRACT.md)."""
     o = round_options(cfg.strategy_options)
     k = int(o["round"])
-    alpha, scale = round_settings(o)
+    run_scale = getattr(cfg, "scale_range", None)
+    alpha, scale = round_settings(o, tuple(run_scale) if run_scale is not None else None)
+    train_view = _train_view(data, rotate=o["rotate"], blur=bool(o["blur"]))
     kind = getattr(cfg, "dataset", "cityscapes")
     labeled_idx, unlabeled_idx = data.split_indices(cfg.labeled_fraction)
     labeled_idx, unlabeled_idx = list(labeled_idx), list(unlabeled_idx)
@@ -449,7 +496,7 @@ def build(cfg, data) -> Built:
     loss = _build_loss(cfg, data, kind, labeled_idx)
     info: dict[str, Any] = {"round": k, "alpha": alpha, "scale_range": list(scale), "labeler": o["labeler"],
                             "labeled_images": len(labeled_idx), "unlabeled_images": len(unlabeled_idx)}
-    labeled = data.dataset(kind, "train", indices=labeled_idx, scale_range=scale)
+    labeled = data.dataset(kind, "train", indices=labeled_idx, scale_range=scale, **train_view)
     if k == 0:
         strategy = DarsRounds(0, head_lr_mult=o["head_lr_mult"], loss=loss, seed=seed, info=info)
         return Built(strategy, {"labeled": data.stream(labeled, cfg.batch_size)},
@@ -485,12 +532,30 @@ def build(cfg, data) -> Built:
                          progress=bool(getattr(data, "progress", False)), calibration_data=calib)
         del teacher
     info.update(_labeling_summary(rl, prior))
-    pseudo = data.dataset(kind, "train", indices=unlabeled_idx, scale_range=scale, pseudo_dir=rl.labels_dir)
+    pseudo = data.dataset(kind, "train", indices=unlabeled_idx, scale_range=scale, pseudo_dir=rl.labels_dir,
+                          **train_view)
     half = cfg.batch_size // 2
     streams = {"labeled": data.stream(labeled, half), "pseudo": data.stream(pseudo, half)}
     strategy = DarsRounds(k, head_lr_mult=o["head_lr_mult"], pseudo_weight=o["pseudo_weight"], loss=loss, seed=seed,
                           info=info)
     return Built(strategy, streams, lr_continuation(k, cfg.iters), ckpt)
+
+
+def _train_view(data, *, rotate, blur: bool) -> dict:
+    """DARS's extra augmentation (rotation ±10° and a 5×5 Gaussian blur, each with probability 0.5; recipes.md
+    (c)) as keywords of ``data.dataset`` — when the run's data offers them (else a warning, once)."""
+    import inspect
+
+    params = inspect.signature(data.dataset).parameters
+    kw = {}
+    if rotate:
+        kw["rotate"] = float(rotate)
+    if blur:
+        kw["blur"] = True
+    missing = [k for k in kw if k not in params]
+    if missing:
+        log.warning("dars-rounds: this run's data has no %s augmentation; training without it", missing)
+    return {k: v for k, v in kw.items() if k in params}
 
 
 def _build_loss(cfg, data, kind: str, labeled_idx: Sequence[int]):
