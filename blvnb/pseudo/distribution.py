@@ -24,7 +24,7 @@ float16 — the two facts DARS is built on — at any size, on any device, from 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -222,26 +222,8 @@ def synthetic_probabilities(n: int, size: tuple[int, int], prior, *, generator: 
     return logits.to(dtype).softmax(1)
 
 
-# --- a verdict ----------------------------------------------------------------------------------------
-
-def alignment_verdict(kl: Mapping[str, Sequence[float]], *, profile: str, seeds: Sequence[int] | None = None,
-                      aligned: str = "DARS", baseline: str = "ST", tol: float = 1e-3):
-    """Verdict: ``aligned`` matches the prior (KL < ``tol``) in every seed, and ``baseline`` does not."""
-    from blvnb.claims import Verdict
-
-    a, b = [float(v) for v in kl[aligned]], [float(v) for v in kl[baseline]]
-    seeds = list(seeds) if seeds is not None else list(range(len(a)))
-    evidence = tuple(f"seed {s}: KL({aligned}) = {x:.2e}, KL({baseline}) = {y:.2e}" for s, x, y in zip(seeds, a, b))
-    holds = None if not a or len(a) != len(b) else bool(all(x < tol for x in a) and all(y >= tol for y in b))
-    claim = (f"{aligned} pseudo labels follow the class prior (KL < {tol:g}) where {baseline}'s do not "
-             f"(DARS Sec. 3.2, Table 5)")
-    plural = "s" if len(a) != 1 else ""
-    rule = f"KL({aligned}) < {tol:g} and KL({baseline}) ≥ {tol:g} in every seed ({len(a)} seed{plural})"
-    return Verdict(claim=claim, rule=rule, profile=profile, evidence=evidence, holds=holds)
-
-
 __all__ = [
-    "PriorEstimator", "alignment_verdict", "check_counts", "class_pixel_counts", "kl_divergence", "label_counts",
+    "PriorEstimator", "check_counts", "class_pixel_counts", "kl_divergence", "label_counts",
     "label_distribution", "labeled_prior", "prior_from_counts", "reestimated_prior", "source_domain_prior",
     "synthetic_probabilities", "target_validation_prior",
 ]

@@ -146,3 +146,8 @@ def plot_iou_vs_share(iou: Sequence[float], shares: Sequence[float], *, title: s
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+from blvnb.viz.interactive import (  # noqa: E402  (interactive figures: plotly, served from the book)
+    Interactive, blv_toy, blv_toy_figure, dars_ratio_figure, dars_ratio_sweep, iou_explorer,
+)
