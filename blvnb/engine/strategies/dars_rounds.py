@@ -494,8 +494,10 @@ def build(cfg, data) -> Built:
     labeled_idx, unlabeled_idx = list(labeled_idx), list(unlabeled_idx)
     seed = int(getattr(cfg, "seed", 0))
     loss = _build_loss(cfg, data, kind, labeled_idx)
-    info: dict[str, Any] = {"round": k, "alpha": alpha, "scale_range": list(scale), "labeler": o["labeler"],
+    info: dict[str, Any] = {"round": k, "alpha": alpha, "scale_range": list(scale),
                             "labeled_images": len(labeled_idx), "unlabeled_images": len(unlabeled_idx)}
+    if k > 0:
+        info["labeler"] = o["labeler"]
     labeled = data.dataset(kind, "train", indices=labeled_idx, scale_range=scale, **train_view)
     if k == 0:
         strategy = DarsRounds(0, head_lr_mult=o["head_lr_mult"], loss=loss, seed=seed, info=info)
