@@ -39,8 +39,11 @@ Parameter groups: the backbone at lr ×1, the decode and auxiliary heads at ×10
 released optimiser's ``layer0–4`` and ``ppm/cls/aux`` groups. Iterative training = 2 rounds (DARS Sec. 4.1).
 
 Options (``cfg.strategy_options``; defaults in :data:`DEFAULTS`): ``round``; ``schedule`` (a name of
-:data:`blvnb.pseudo.rounds.RELEASED_SCHEDULES`) or ``alphas`` + ``scale_range`` (+ ``betas``) for
-:func:`~blvnb.pseudo.rounds.progressive_schedule`; ``labeler`` ("st" | "cbst" | "da" | "dars"),
+:data:`blvnb.pseudo.rounds.RELEASED_SCHEDULES`: its α per round and its widenings β) or ``alphas``
+(+ ``betas``) for :func:`~blvnb.pseudo.rounds.progressive_schedule`; ``scale_range``, the random-scale range
+of rounds 0 and 1 (default: the run's ``cfg.scale_range``, the profile's; the released crop-361 configs
+use [0.25, 1.0]), which later rounds widen by β; ``rotate`` (±10°) and ``blur`` (5×5), the released
+augmentation, passed to ``data.dataset`` when it takes them; ``labeler`` ("st" | "cbst" | "da" | "dars"),
 ``threshold`` (ST), ``calibration`` (None | "ts" | "matrix" | "histogram", fitted on the teacher's logits
 of the labeled images), ``teacher_mode`` ("whole" | "slide"), ``teacher_crop``, ``teacher_stride``,
 ``flip``, ``confidence_dtype`` ("float16" as released, or "float32"), ``prior`` (None: the labeled split's
