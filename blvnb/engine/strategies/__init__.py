@@ -1,0 +1,1 @@
+STRATEGIES = {**globals().get("STRATEGIES", {}), "dars-rounds": __import__("blvnb.engine.strategies.dars_rounds", fromlist=["build"]).build}  # noqa: E501
