@@ -12,21 +12,28 @@ they are: :class:`BLVLoss` perturbs only in ``training`` mode, and nothing else 
 :func:`blv_logits`.
 
 The three sources of the method do not agree in every detail; each difference is an option, and the
-defaults follow the paper:
+defaults follow the paper. The released loss is ``fully_sup/mmseg/models/losses/blv_loss.py`` of the
+authors' repository ``grantword8/BLV``, which has had two versions: the first upload (commit ``494d428``,
+June 2023) and the current release (commit ``e08cc6c``, July 2023, "Fix blv_loss.py bug"), which changed
+only the class weight, to Eq. (3)'s:
 
-=========================  ===========================  ===========================  ==========================
-                           Eq. (3)                      Algorithm 1 / Appendix B     released loss (mmseg)
-=========================  ===========================  ===========================  ==========================
-noise                      $|\delta|$, unbounded        ``clamp(δ, 0, 1).abs()``     ``clamp(δ, -1, 1).abs()``
-``clamp=``                 —                            ``"paper"`` (default)        ``"released"``
-class weight               $c_k/\max c$                 ``frequency_list / max``     $(\log q_{max}-\log q_k)/\max$
-``balance=``               ``"paper"`` (default)        ``"paper"``                  ``"released"``
-σ                          6 (4 for SYNTHIA→CS)         6 (4 for SYNTHIA→CS)         4 in the released configs
-mean over                  —                            —                            all pixels (mmseg default)
-=========================  ===========================  ===========================  ==========================
+============  =====================  ========================  =========================  ==============================
+              Eq. (3)                Algorithm 1 / App. B      release ``e08cc6c``        first upload ``494d428``
+============  =====================  ========================  =========================  ==============================
+noise         $|\delta|$, unbounded  ``clamp(δ, 0, 1).abs()``  ``clamp(δ, -1, 1).abs()``  ``clamp(δ, -1, 1).abs()``
+``clamp=``    —                      ``"paper"`` (default)     ``"released"``             ``"released"``
+class weight  $c_k/\max c$           ``frequency_list / max``  $c_k/\max c$ (Eq. (3))     $(\log q_{max}-\log q_k)/\max$
+``balance=``  ``"paper"`` (default)  ``"paper"``               ``"released"``             ``"first-upload"``
+σ             6 (4 for SYNTHIA→CS)   6 (4 for SYNTHIA→CS)      4 in the configs           4 in the configs
+mean over     —                      —                         all pixels (mmseg)         all pixels (mmseg)
+============  =====================  ========================  =========================  ==============================
 
-(The released loss is ``fully_sup/mmseg/models/losses/blv_loss.py`` in the authors' repository
-``grantword8/BLV``; its weight is zero for the most frequent class, while Eq. (3)'s is not.)
+So the current release differs from the paper in the clamp, σ and the average only:
+:data:`RELEASED_OPTIONS` gives all of them. ``balance="released"`` computes the same numbers as
+``"paper"``; it is kept as its own name so that a run says which source it follows. The first upload's
+weight is zero for the most frequent class, Eq. (3)'s is not. (As released, ``e08cc6c``'s new line
+``torch.log(sum(cls_num_list))`` raises ``TypeError`` for the plain Python list of counts its configs pass:
+``sum`` of a list of ints is an int, which ``torch.log`` does not take.)
 
 **Resolution.** The logits are resized to the label size first (bilinear, ``align_corners=False``) and
 the noise is drawn at the label size, after resizing, as in the released code (mmsegmentation resizes
@@ -62,8 +69,12 @@ from blvnb.losses.frequencies import Counts, as_counts, class_vector, fill_zero_
 CLAMPS = ("paper", "released")
 #: Table 6's variation forms; every one is clipped to [0, 1].
 DISTRIBUTIONS = ("gaussian", "uniform", "beta", "exponential")
-#: The class weight: Eq. (3) ("paper"), the released loss ("released"), Table 8's "w/o balance" ("none").
-BALANCES = ("paper", "released", "none")
+#: The class weight: Eq. (3) ("paper"), the current released loss (commit e08cc6c, "released": the same
+#: weight as Eq. (3)), the first upload of the released loss (commit 494d428, "first-upload"), Table 8's
+#: "w/o balance" ("none").
+BALANCES = ("paper", "released", "first-upload", "none")
+#: The options that reproduce the current released loss (commit e08cc6c) with its configs' σ.
+RELEASED_OPTIONS = {"sigma": 4.0, "clamp": "released", "balance": "released", "avg_non_ignore": False}
 
 
 # --- the pieces of Eq. (3) ---------------------------------------------------------------------------
@@ -72,10 +83,13 @@ def balance_scale(class_counts: Counts, balance: str | bool = "paper") -> torch.
     r"""The per-class weight of the offset, float32 [C] in [0, 1] (CPU).
 
     ``"paper"``: $c_k / \max_i c_i$ with $c_k = \log(\sum_j q_j / q_k)$ (Eq. (3)).
-    ``"released"``: $(\log q_{max} - \log q_k) / \max$, the released loss's weight (0 for the largest class).
+    ``"released"``: the current released loss (commit ``e08cc6c``), $(\log \sum_j q_j - \log q_k) / \max$:
+    Eq. (3)'s weight, the same numbers as ``"paper"``.
+    ``"first-upload"``: the released loss as first uploaded (commit ``494d428``),
+    $(\log q_{max} - \log q_k) / \max$ (0 for the largest class; GCL's weight too).
     ``"none"`` (or ``False``): 1 for every class, Table 8's "w/o balance". ``True`` means ``"paper"``.
     A class with zero pixels counts as the rarest class (:func:`~blvnb.losses.frequencies.fill_zero_counts`).
-    When every weight is 0 (a single class; equal counts with ``"released"``) the scale is 0.
+    When every weight is 0 (a single class; equal counts with ``"first-upload"``) the scale is 0.
     """
     balance = {True: "paper", False: "none"}.get(balance, balance)
     if balance not in BALANCES:
@@ -83,11 +97,11 @@ def balance_scale(class_counts: Counts, balance: str | bool = "paper") -> torch.
     q = fill_zero_counts(class_counts)
     if balance == "none":
         return torch.ones(q.numel(), dtype=torch.float32)
-    if balance == "paper":
-        # $c_k = \log(\sum_j q_j / q_k)$
+    if balance in ("paper", "released"):
+        # $c_k = \log(\sum_j q_j / q_k)$ (Eq. (3); the release since e08cc6c: log Σq − log q_k)
         c = torch.log(q.sum() / q)
     else:
-        # released: $c_k = \log q_{max} - \log q_k$
+        # first upload (494d428): $c_k = \log q_{max} - \log q_k$
         c = torch.log(q.max()) - torch.log(q)
     # $c_k / \max_i c_i$
     return (c / c.max() if c.max() > 0 else torch.zeros_like(c)).float()
@@ -352,6 +366,7 @@ __all__ = [
     "BLVLoss",
     "CLAMPS",
     "DISTRIBUTIONS",
+    "RELEASED_OPTIONS",
     "SigmaSchedule",
     "balance_scale",
     "blv_logits",

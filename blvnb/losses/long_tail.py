@@ -182,12 +182,13 @@ def gcl_logits(logits: torch.Tensor, class_counts: Counts, *, sigma: float = 1.0
     r"""$z_k - m\,\frac{\log q_{max} - \log q_k}{\max_i(\log q_{max} - \log q_i)}\,|\mathrm{clamp}(\delta, -1, 1)|$,
     $\delta \sim \mathcal N(0, \sigma)$ per element, $m$ = ``noise_mul``: the released GCL cloud.
 
-    Its weight is BLV's ``balance="released"`` and its noise BLV's ``clamp="released"`` at σ = 1/3; the
-    sign is the opposite (GCL subtracts, BLV adds).
+    Its weight is BLV's ``balance="first-upload"`` (the weight of BLV's released loss as first uploaded,
+    commit 494d428) and its noise BLV's ``clamp="released"`` at σ = 1/3; the sign is the opposite (GCL
+    subtracts, BLV adds).
     """
     shape = (1, -1) + (1,) * (logits.ndim - 2)
     # $(\log q_{max} - \log q_k) / \max$
-    scale = class_vector(balance_scale, class_counts, "released", device=logits.device, dtype=logits.dtype)
+    scale = class_vector(balance_scale, class_counts, "first-upload", device=logits.device, dtype=logits.dtype)
     # $|\mathrm{clamp}(\delta, -1, 1)|$, $\delta \sim \mathcal N(0, \sigma)$
     delta = sample_variation(logits.shape, sigma=sigma, clamp="released", generator=generator, device=logits.device)
     # $z_k - m \cdot \mathrm{scale}_k \cdot |\delta|$
