@@ -1,0 +1,1 @@
+STRATEGIES = {"mean-teacher": __import__("blvnb.engine.strategies.mean_teacher", fromlist=["build"]).build}
