@@ -54,6 +54,7 @@ parallel threads (:func:`draw_in_parallel`); see ``bench/blv_overhead.py``.
 from __future__ import annotations
 
 import math
+import numbers
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blvnb.classes import IGNORE
-from blvnb.errors import ConfigError
+from blvnb.errors import ConfigError, DatasetError
 from blvnb.losses.frequencies import Counts, as_counts, class_vector, fill_zero_counts
 
 #: How the sample is clipped before its absolute value: Algorithm 1 ("paper") or the released loss.
@@ -75,6 +76,48 @@ DISTRIBUTIONS = ("gaussian", "uniform", "beta", "exponential")
 BALANCES = ("paper", "released", "first-upload", "none")
 #: The options that reproduce the current released loss (commit e08cc6c) with its configs' σ.
 RELEASED_OPTIONS = {"sigma": 4.0, "clamp": "released", "balance": "released", "avg_non_ignore": False}
+
+
+# --- input checks (every loss in blvnb calls these first) -----------------------------------------------
+
+def check_number(name: str, value, *, minimum: float | None = None) -> float:
+    """``value`` as a float if it is a finite real number (not a bool, not a string) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def check_inputs(logits, target, ignore_index: int = IGNORE) -> None:
+    """Validate a loss's inputs: N×C×… float logits and N×… integer train ids in 0..C-1 or ``ignore_index``.
+
+    Spatial sizes may differ for N×C×h×w logits (they are resized to the labels). Shapes, dtypes and empty
+    inputs raise :class:`ConfigError`, label values outside the classes :class:`DatasetError`; each message
+    names what it found. The value check is one pass over the labels (and, on a GPU, one synchronisation).
+    """
+    if not isinstance(logits, torch.Tensor) or not (logits.is_floating_point() or logits.is_complex()):
+        what = f"a tensor of dtype {logits.dtype}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError(f"logits must be a float tensor N×C×H×W, got {what}")
+    if not isinstance(target, torch.Tensor):
+        raise ConfigError(f"labels must be a tensor of integer train ids N×H×W, got {type(target).__name__}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ConfigError(f"labels must hold integer train ids, got dtype {target.dtype}; convert class ids with "
+                          ".long() (and pass labels, not probabilities or one-hot maps)")
+    if logits.ndim < 2 or target.ndim != logits.ndim - 1 or logits.shape[0] != target.shape[0] or (
+            logits.ndim != 4 and tuple(logits.shape[2:]) != tuple(target.shape[1:])):
+        raise ConfigError(f"logits of shape {tuple(logits.shape)} do not fit labels of shape {tuple(target.shape)}; "
+                          "expected logits N×C×H×W (or N×C×h×w, resized) and labels N×H×W")
+    if logits.numel() == 0 or target.numel() == 0:
+        raise ConfigError(f"empty input: logits of shape {tuple(logits.shape)}, labels of shape {tuple(target.shape)}; "
+                          "every dimension must be at least 1")
+    num_classes = logits.shape[1]
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(target[bad]).tolist()
+        shown = ", ".join(str(v) for v in values[:5]) + (f" ... ({len(values)} values)" if len(values) > 5 else "")
+        raise DatasetError(f"labels hold {shown}: outside the class ids 0..{num_classes - 1} of the logits and the "
+                           f"ignore index {ignore_index}")
 
 
 # --- the pieces of Eq. (3) ---------------------------------------------------------------------------
@@ -121,9 +164,7 @@ def sample_variation(shape, *, sigma: float = 6.0, clamp: str = "paper", distrib
         raise ConfigError(f"unknown clamp {clamp!r}; expected one of {CLAMPS}")
     if distribution not in DISTRIBUTIONS:
         raise ConfigError(f"unknown distribution {distribution!r}; expected one of {DISTRIBUTIONS}")
-    if not sigma >= 0:
-        raise ConfigError(f"sigma must be >= 0, got {sigma}")
-    sigma = float(sigma)
+    sigma = check_number("sigma", sigma, minimum=0.0)
     # Algorithm 1 clamps to [0, 1], the released loss to [-1, 1]; both then take the absolute value
     low = 0.0 if clamp == "paper" else -1.0
 
@@ -232,6 +273,12 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.T
     With ``weight`` (per class) the weighted sum is still divided by the number of pixels (as
     mmsegmentation does), not by the sum of the weights (as ``F.cross_entropy(reduction="mean")`` does).
     """
+    check_inputs(logits, target, ignore_index)
+    return _cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
+
+
+def _cross_entropy(logits, target, *, weight=None, ignore_index: int = IGNORE, avg_non_ignore: bool = True):
+    """:func:`cross_entropy` without the input checks (for losses that made them already)."""
     logits = to_label_size(logits, target)
     loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")
     return reduce_pixels(loss, target, ignore_index, avg_non_ignore)
@@ -247,9 +294,10 @@ def blv_loss(logits: torch.Tensor, target: torch.Tensor, class_counts: Counts, *
     the mean over valid pixels (see :func:`reduce_pixels`). Always perturbs: use :class:`BLVLoss` in a
     model's training loop, which perturbs only in training mode.
     """
+    check_inputs(logits, target, ignore_index)
     z = blv_logits(to_label_size(logits, target), class_counts, sigma=sigma, clamp=clamp,
                    distribution=distribution, generator=generator, variation=variation, balance=balance)
-    return cross_entropy(z, target, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
+    return _cross_entropy(z, target, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
 
 
 # --- σ over time (Appendix C) ------------------------------------------------------------------------
@@ -308,7 +356,7 @@ class BLVLoss(nn.Module):
                  avg_non_ignore: bool = True):
         super().__init__()
         self.schedule = sigma if isinstance(sigma, SigmaSchedule) else None
-        self.sigma = self.schedule(0) if self.schedule else float(sigma)
+        self.sigma = self.schedule(0) if self.schedule else check_number("sigma", sigma, minimum=0.0)
         self.clamp, self.distribution, self.generator = clamp, distribution, generator
         self.ignore_index, self.variation, self.balance = ignore_index, variation, balance
         self.avg_non_ignore = avg_non_ignore
@@ -369,6 +417,8 @@ __all__ = [
     "RELEASED_OPTIONS",
     "SigmaSchedule",
     "balance_scale",
+    "check_inputs",
+    "check_number",
     "blv_logits",
     "blv_loss",
     "cross_entropy",
