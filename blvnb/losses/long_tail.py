@@ -181,6 +181,8 @@ def lovasz_softmax(logits, target, *, per_image: bool = False, classes: str = "p
 class LovaszSoftmaxLoss(nn.Module):
     def __init__(self, *, per_image: bool = False, classes: str = "present", ignore_index: int = IGNORE):
         super().__init__()
+        if classes not in ("present", "all"):
+            raise ConfigError(f"lovasz classes must be 'present' or 'all', got {classes!r}")
         self.per_image, self.classes, self.ignore_index = per_image, classes, ignore_index
 
     def forward(self, logits, target):
