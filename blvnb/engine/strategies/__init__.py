@@ -1,1 +1,1 @@
-STRATEGIES = {"mean-teacher": __import__("blvnb.engine.strategies.mean_teacher", fromlist=["build"]).build}
+STRATEGIES = {"mean-teacher": "blvnb.engine.strategies.mean_teacher:build"}  # one entry of STRATEGIES (worker core writes the rest)

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -221,6 +222,14 @@ def _step_generator(seed: int, it: int, salt: str, device) -> torch.Generator:
     return step_generator(seed, it, salt, device)
 
 
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _counts_from_teacher():
     """``counts_from_teacher``: in the engine after the move of issue 9, in ``losses.frequencies`` before."""
     try:
@@ -253,7 +262,7 @@ class MeanTeacher(Strategy):
                  labeled_counts=None, count_loader=None, m0: float = PAPER_M0, counts: str = "eq4",
                  ema_buffers: str = "teacher-forward", unsup_weight: float = 1.0,
                  scale_range: Sequence[float] = DEFAULT_SCALE_RANGE, num_classes: int = NUM_CLASSES, seed: int = 0,
-                 device=None):
+                 device=None, total_iters: int = 1, recipe=None):
         if counts not in COUNTS_MODES:
             raise ConfigError(f"strategy option counts must be one of {COUNTS_MODES}; got {counts!r}")
         if ema_buffers not in BUFFER_MODES:
@@ -280,6 +289,7 @@ class MeanTeacher(Strategy):
         self.unsup_weight, self.scale_range = float(unsup_weight), (lo, hi)
         self.num_classes, self.seed = int(num_classes), int(seed)
         self.count_loader, self.count_device = count_loader, device
+        self.total_iters, self.recipe = max(1, int(total_iters)), recipe
         self.labeled_counts = None if labeled_counts is None else np.asarray(labeled_counts, dtype=np.int64)
         self.counts = self.labeled_counts  # q before the first re-estimation: the labeled images' (our choice)
         self.counts_history: list[dict] = []
@@ -292,13 +302,19 @@ class MeanTeacher(Strategy):
     # --- losses ----------------------------------------------------------------------------------------
 
     def _build_losses(self) -> None:
-        from blvnb.losses import build_loss
+        from blvnb.losses import SigmaSchedule, build_loss
 
         counts = self.counts if self.needs_counts else None
-        self.sup_loss = build_loss(self.loss_name, class_counts=counts, **self.loss_options)
+        options = dict(self.loss_options)
+        if "sigma_schedule" in options:  # BLV Appendix C's σ(t), stretched to the run (as the supervised runs)
+            if self.loss_name != "blv" or "sigma" in options:
+                raise ConfigError("sigma_schedule (σ0 of σ(t)) is an option of the 'blv' loss, instead of sigma; "
+                                  f"got loss {self.loss_name!r} with options {sorted(options)}")
+            options["sigma"] = SigmaSchedule.for_run(self.total_iters, float(options.pop("sigma_schedule")))
+        self.sup_loss = build_loss(self.loss_name, class_counts=counts, **options)
         # L_u: BLV when the run's loss is BLV (the noise on the student's unlabeled logits), else CE
         if self.loss_name == "blv":
-            self.unsup_loss = build_loss("blv", class_counts=counts, **self.loss_options)
+            self.unsup_loss = build_loss("blv", class_counts=counts, **options)
         else:
             avg = self.loss_options.get("avg_non_ignore", True)
             self.unsup_loss = build_loss("ce", avg_non_ignore=avg)
@@ -315,7 +331,16 @@ class MeanTeacher(Strategy):
 
     # --- the interface ---------------------------------------------------------------------------------
 
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        if self.recipe is None:
+            return super().param_groups(model)
+        from blvnb.engine.recipes import param_groups  # the architecture's recipe, as in the supervised runs
+
+        return param_groups(unwrap(model), self.recipe)
+
     def setup(self, model: nn.Module, device: torch.device) -> None:
+        for loss in (self.sup_loss, self.unsup_loss, self.aux_loss):
+            loss.to(device).train()
         # warm start: the teacher is a copy of the student before the first step
         self.teacher = copy.deepcopy(unwrap(model))
         for p in self.teacher.parameters():
@@ -344,10 +369,13 @@ class MeanTeacher(Strategy):
         bl, bu = batches["labeled"], batches["unlabeled"]
         x_l, y_l = bl["image"], bl["label"]
         crop = tuple(x_l.shape[-2:])
-        # 2. geometric augmentation of the unlabeled images, drawn from (seed, it): the same crop for both networks
+        # 2. geometric augmentation of the unlabeled images, drawn from (seed, it) for the global batch (this
+        #    rank takes its share, so 1 and w processes crop alike): the same crop for both networks
+        rank, world = _rank_and_world()
+        n_u = bu["image"].shape[0]
         g = _step_generator(self.seed, it, "mt-geometry", "cpu")
-        geometry = draw_geometry(bu["image"].shape[0], bu["image"].shape[-2:], crop, self.scale_range, g)
-        x_u, valid = geometric_view(bu["image"], crop, geometry)
+        geometry = draw_geometry(n_u * world, bu["image"].shape[-2:], crop, self.scale_range, g)
+        x_u, valid = geometric_view(bu["image"], crop, geometry[rank * n_u:(rank + 1) * n_u])
         if not x_l.is_contiguous() and x_l.is_contiguous(memory_format=torch.channels_last):
             x_u = x_u.contiguous(memory_format=torch.channels_last)  # the loop's channels_last
         # 3. pseudo labels from the teacher in eval mode
@@ -365,9 +393,9 @@ class MeanTeacher(Strategy):
         logits, aux = (out["out"], out["aux"]) if isinstance(out, dict) else (out, [])
         n = x_l.shape[0]
         dev = logits.device
-        for name, loss in (("blv-sup", self.sup_loss), ("blv-unsup", self.unsup_loss)):
-            if hasattr(loss, "generator"):  # BLV's noise: stateless, from (seed, it, term)
-                loss.generator = _step_generator(self.seed, it, name, dev)
+        for name, loss in (("loss-sup", self.sup_loss), ("loss-unsup", self.unsup_loss)):
+            if hasattr(loss, "generator"):  # BLV's noise: stateless, from (seed, it, term, rank)
+                loss.generator = _step_generator(self.seed, it, f"{name}/rank{rank}", dev)
             if hasattr(loss, "set_iteration"):  # σ(t)
                 loss.set_iteration(it)
         main_l = _resize(logits[:n], y_l.shape[-2:]).float()
@@ -377,12 +405,15 @@ class MeanTeacher(Strategy):
                     start=torch.zeros((), device=dev))
         l_u = self.unsup_loss(main_u, y_u)
         loss = l_sup + l_aux + self.unsup_weight * l_u
-        with torch.no_grad():
+        with torch.no_grad():  # the student's agreement with the pseudo labels on the valid pixels
             agree = ((main_u.argmax(1) == y_u) & valid).sum() / valid.sum().clamp_min(1)
-        stats = {"loss": float(loss.detach()), "sup_loss": float(l_sup.detach()), "unsup_loss": float(l_u.detach()),
-                 "pl_agree": float(agree), "ema_m": ema_momentum(it, self.m0)}
+        # detached tensors: the loop turns them into floats in bulk (no device sync per step)
+        stats = {"loss": loss.detach(), "sup_loss": l_sup.detach(), "unsup_loss": l_u.detach(), "pl_agree": agree,
+                 "ema_m": ema_momentum(it, self.m0)}
         if aux_weights:
-            stats["aux_loss"] = float(l_aux.detach())
+            stats["aux_loss"] = l_aux.detach()
+        if hasattr(self.sup_loss, "sigma"):
+            stats["sigma"] = float(self.sup_loss.sigma)
         return loss, stats
 
     def after_step(self, model: nn.Module, it: int) -> None:
@@ -480,8 +511,10 @@ def build(cfg, data):
     if len(unlabeled_idx) == 0:
         raise ConfigError(f"labeled_fraction {fraction!r} leaves no unlabeled image")
     labeled = data.dataset(kind, "train", train=True, indices=labeled_idx)
-    # the un-augmented view: the strategy crops it itself, for teacher and student alike (module doc)
-    unlabeled = data.dataset(kind, "train", train=False, indices=unlabeled_idx)
+    # the un-augmented view: the strategy crops it itself, for teacher and student alike (module doc); its
+    # labels are never read (when the data object can leave them out)
+    images_only = {"labeled": False} if "labeled" in inspect.signature(data.dataset).parameters else {}
+    unlabeled = data.dataset(kind, "train", train=False, indices=unlabeled_idx, **images_only)
     from blvnb.losses import LOSSES
 
     if cfg.loss not in LOSSES:
@@ -489,15 +522,24 @@ def build(cfg, data):
     labeled_counts = data.class_counts(labeled) if LOSSES[cfg.loss][1] else None
     scale_range = options.get("scale_range") or getattr(cfg, "scale_range", None) or DEFAULT_SCALE_RANGE
     count_loader = torch.utils.data.DataLoader(unlabeled, batch_size=max(1, int(cfg.batch_size)), shuffle=False)
+    recipe, overrides = None, {}
+    try:  # the architecture's optimiser recipe, as the supervised runs of the same table use
+        from blvnb.engine.recipes import recipe_for
+    except ImportError:  # pragma: no cover - before the engine of issue 9
+        recipe_for = None
+    if recipe_for is not None and getattr(cfg, "model", None):
+        recipe = recipe_for(cfg.model)
+        overrides = recipe.train_settings(cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     strategy = MeanTeacher(
         loss_name=cfg.loss, loss_options=dict(getattr(cfg, "loss_options", None) or {}),
         labeled_counts=labeled_counts, count_loader=count_loader,
         m0=resolve_m0(options, int(cfg.iters), fraction), counts=options.get("counts", "eq4"),
         ema_buffers=options.get("ema_buffers", "teacher-forward"), unsup_weight=options.get("unsup_weight", 1.0),
         scale_range=tuple(scale_range), seed=int(cfg.seed), device=getattr(data, "device", None),
+        total_iters=int(cfg.iters), recipe=recipe,
     )
     streams = {"labeled": data.stream(labeled, cfg.batch_size), "unlabeled": data.stream(unlabeled, cfg.batch_size)}
-    return _built_type()(strategy, streams, {}, None)
+    return _built_type()(strategy, streams, overrides, None)
 
 
 __all__ = ["MeanTeacher", "build", "copy_buffers", "draw_geometry", "ema_momentum", "ema_update", "geometric_view",
