@@ -258,6 +258,14 @@ def test_class_counts_or_prior_given_as_a_dict():
         build_loss("la", class_counts={"road": 0.4})
 
 
+def test_pseudo_label_prior_given_as_a_dict():
+    """(Passes once worker semi's one validation of counts, ``pseudo.distribution.check_counts``, is merged.)"""
+    from blvnb.pseudo.distribution import prior_from_counts
+
+    with pytest.raises(ConfigError, match=r"one per class; got \{'road': 0.5, 'car': 0.5\}"):
+        prior_from_counts({"road": 0.5, "car": 0.5})
+
+
 def test_class_counts_given_as_a_string_or_of_the_wrong_length():
     with pytest.raises(ConfigError, match=r"got 'road'"):
         build_loss("rw", class_counts="road")
