@@ -4,7 +4,6 @@ resumed after SIGKILL through the run API."""
 
 from __future__ import annotations
 
-import math
 import os
 from types import SimpleNamespace
 

@@ -73,7 +73,6 @@ import copy
 import hashlib
 import inspect
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -274,7 +273,8 @@ class MeanTeacher(Strategy):
         try:
             lo, hi = (float(v) for v in scale_range)
         except (TypeError, ValueError):
-            raise ConfigError(f"strategy option scale_range must be two numbers (low, high); got {scale_range!r}") from None
+            raise ConfigError(f"strategy option scale_range must be two numbers (low, high); "
+                              f"got {scale_range!r}") from None
         if not 0 < lo <= hi:
             raise ConfigError(f"strategy option scale_range must satisfy 0 < low <= high; got {scale_range!r}")
         from blvnb.losses import LOSSES
