@@ -448,3 +448,93 @@ def test_mean_teacher_resumes_bitwise_after_sigkill(tmp_path):
     spec.loader.exec_module(helper)  # worker core's shared helper (tests/test_resume.py)
     res = helper.assert_resume_is_exact(f"{__file__}:mean_teacher_resume_config", tmp_path, kill_at=6)
     assert res["resumed_from"] == 3
+
+
+# --- DDP: two gloo processes, each with half of the global batches, match one process ---------------------
+
+class _Conv(nn.Module):
+    """No BatchNorm: on CPUs two ranks would normalise with their own half-batch statistics."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, C, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)[..., ::2, ::2]  # half resolution, as a real head
+
+
+class _Labeled(torch.utils.data.Dataset):
+    def __init__(self, n=8):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 16, 16, generator=g)
+        self.y = (self.x[:, 0] > 0).long() + 2 * (self.x[:, 1] > 0).long()
+        self.y[:, :2] = 255  # the same number of valid pixels in every image: means of halves average to the mean
+
+    def __len__(self):
+        return len(self.x)
+
+    def sample(self, i, generator):
+        x, y = self.x[i], self.y[i]
+        if torch.rand((), generator=generator) < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        return {"image": x, "label": y, "index": i}
+
+
+class _Unlabeled(torch.utils.data.Dataset):
+    def __init__(self, n=12):
+        self.x = torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "index": i}
+
+
+def _ddp_train(out: str, iters: int = 5):
+    from blvnb.engine import loop
+    from blvnb.engine.streams import Stream
+
+    loop.init_distributed(torch.device("cpu"))  # before the streams: a stream takes its rank's share when built
+    torch.manual_seed(0)
+    model = _Conv()
+    # scale ≥ 1 with the crop = the image: no padding, so every rank has as many valid pixels
+    s = mt.MeanTeacher(loss_name="ce", m0=0.9, ema_buffers="student", scale_range=(1.0, 1.5), seed=3, num_classes=C)
+    streams = {"labeled": Stream(_Labeled(), 4, seed=3), "unlabeled": Stream(_Unlabeled(), 4, seed=3)}
+    loop.train(model, streams, loop.TrainConfig(iters=iters, lr=0.05, seed=3), s, device="cpu", progress=False)
+    if loop.is_main_process():
+        shares = [streams[k].local_batch for k in ("labeled", "unlabeled")]
+        torch.save({"model": model.state_dict(), "teacher": s.state_dict()["teacher"], "shares": shares}, out)
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    try:
+        _ddp_train(out)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    """Tolerance 1e-5 on every weight of the student and the teacher (float rounding of the gradient average).
+    CE only: BLV's noise is drawn per rank, so with BLV the two runs differ by design."""
+    import socket
+
+    import torch.multiprocessing as tmp
+
+    _ddp_train(str(tmp_path / "one.pt"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tmp.start_processes(_ddp_worker, args=(2, port, str(tmp_path / "two.pt")), nprocs=2, start_method="spawn")
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert two["shares"] == [2, 2] and one["shares"] == [4, 4]  # each rank took half of each global batch
+    for part in ("model", "teacher"):
+        for k in one[part]:
+            assert torch.allclose(one[part][k], two[part][k], atol=1e-5, rtol=0), (part, k)
+    assert not torch.equal(one["model"]["conv.weight"], one["teacher"]["conv.weight"])  # the EMA lags
