@@ -521,7 +521,8 @@ def build(cfg, data):
         raise ConfigError(f"unknown loss {cfg.loss!r}; registered: {', '.join(LOSSES)}")
     labeled_counts = data.class_counts(labeled) if LOSSES[cfg.loss][1] else None
     scale_range = options.get("scale_range") or getattr(cfg, "scale_range", None) or DEFAULT_SCALE_RANGE
-    count_loader = torch.utils.data.DataLoader(unlabeled, batch_size=max(1, int(cfg.batch_size)), shuffle=False)
+    count_loader = torch.utils.data.DataLoader(unlabeled, batch_size=max(1, int(cfg.batch_size)), shuffle=False,
+                                               num_workers=int(getattr(cfg, "num_workers", 0) or 0))
     recipe, overrides = None, {}
     try:  # the architecture's optimiser recipe, as the supervised runs of the same table use
         from blvnb.engine.recipes import recipe_for
