@@ -59,12 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="synthetic data sets").add_subparsers(dest="data_cmd", required=True)
     t = data.add_parser("toycity", help="write a toycity tree in a real data set's layout")
-    t.add_argument("--out", required=True, help="a new or empty folder, or one holding an older toycity tree "
-                   "(replaced whole: the new tree is written beside it, then renamed)")
+    t.add_argument("--out", required=True)
     t.add_argument("--style", default="cityscapes", choices=("cityscapes", "gta", "synthia"))
     t.add_argument("--n-train", type=int, default=200)
     t.add_argument("--n-val", type=int, default=60)
-    t.add_argument("--size", default="128x256", help="HxW, e.g. 128x256 (at least 32x64, at most 2048x4096 pixels)")
+    t.add_argument("--size", default="128x256", help="HxW, e.g. 128x256")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=_data_toycity)

@@ -184,12 +184,7 @@ class SegmentationDataset(Dataset):
         image_dir = self._image_dir()
         if not image_dir.is_dir():
             raise DatasetError(f"{self.title}: image folder {image_dir} is missing.\n" + self._layout())
-        if labeled and not self._label_dir().is_dir():
-            raise DatasetError(
-                f"{self.title}: label folder {self._label_dir()} is missing (build the data set with "
-                "labeled=False to read images only).\n" + self._layout()
-            )
-
+        # broken image links would vanish from the glob below without a word (issue 14 #4)
         broken = broken_links(image_dir, self.image_glob)
         if broken:
             raise DatasetError(
@@ -198,6 +193,12 @@ class SegmentationDataset(Dataset):
                 f"{_few(describe_links(broken))}. Restore the targets, or remove the links to leave the "
                 "samples out."
             )
+        if labeled and not self._label_dir().is_dir():
+            raise DatasetError(
+                f"{self.title}: label folder {self._label_dir()} is missing (build the data set with "
+                "labeled=False to read images only).\n" + self._layout()
+            )
+
         found = sorted(
             (p.name[: -len(self.image_suffix)], p) for p in image_dir.glob(self.image_glob) if p.is_file()
         )
