@@ -503,7 +503,7 @@ def _ddp_train(out: str, iters: int = 5):
     streams = {"labeled": Stream(_Labeled(), 4, seed=3), "unlabeled": Stream(_Unlabeled(), 4, seed=3)}
     loop.train(model, streams, loop.TrainConfig(iters=iters, lr=0.05, seed=3), s, device="cpu", progress=False)
     if loop.is_main_process():
-        shares = [streams[k].local_batch for k in ("labeled", "unlabeled")]
+        shares = [int(streams[k].next()["image"].shape[0]) for k in ("labeled", "unlabeled")]  # this rank's share
         torch.save({"model": model.state_dict(), "teacher": s.state_dict()["teacher"], "shares": shares}, out)
 
 
