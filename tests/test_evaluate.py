@@ -52,12 +52,14 @@ def test_confusion_ignore_dropped_and_numpy_equals_torch():
     m_t = confusion_matrix(torch.from_numpy(p), torch.from_numpy(t), num_classes=3)
     assert m_np.tolist() == m_t.tolist() == M3
     assert int(m_np.sum()) == 8  # 9 pixels, one ignored
-    # ground truth outside [0, C) that is not 255 is not evaluated either
+    # ground truth outside [0, C) that is not the ignore index is an error, not silently dropped (issue 14)
     t2 = t.copy()
     t2[0, 0] = 7
-    assert int(confusion_matrix(p, t2, num_classes=3).sum()) == 7
-    # another ignore value
-    assert int(confusion_matrix(p, t, num_classes=3, ignore_index=0).sum()) == 8 - 3
+    with pytest.raises(BlvnbError, match="target holds 7"):
+        confusion_matrix(p, t2, num_classes=3)
+    # another ignore value (the 255 pixel becomes a 0 first)
+    t0 = np.where(t == 255, 0, t).astype(np.uint8)
+    assert int(confusion_matrix(p, t0, num_classes=3, ignore_index=0).sum()) == 8 - 3
 
 
 def test_confusion_matches_naive_loop():

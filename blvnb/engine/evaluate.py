@@ -109,9 +109,20 @@ def confusion_matrix(pred, target, num_classes: int = NUM_CLASSES, ignore_index:
         out of the C×C matrix and a warning says how many (use ``misses=True`` or :class:`Confusion`).
 
     Raises:
-        BlvnbError: shapes differ, or the inputs are not integers.
+        BlvnbError: shapes differ, the inputs are not integers, ``num_classes`` is not a positive integer, or
+        ``target`` holds values other than 0..C-1 and ``ignore_index`` (they would be dropped silently).
     """
-    full = _confusion_full(pred, target, num_classes, ignore_index)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r} ({type(num_classes).__name__})")
+    t = _as_label_tensor(target, "target", pred.device if isinstance(pred, torch.Tensor) and
+                         not isinstance(target, torch.Tensor) else None)
+    bad = (t != ignore_index) & ((t < 0) | (t >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(t[bad]).tolist()
+        raise BlvnbError(f"target holds {', '.join(str(v) for v in values[:5])}{' ...' if len(values) > 5 else ''}: "
+                         f"outside the class ids 0..{num_classes - 1} and the ignore index {ignore_index}; map the "
+                         "ground truth to train ids first (blvnb.classes.label_id_to_train_id)")
+    full = _confusion_full(pred, t, num_classes, ignore_index)
     if misses:
         return full
     n_miss = int(full[:, -1].sum())
