@@ -224,7 +224,8 @@ class SampledCrops(Dataset):
     3. pads to ``crop`` (image 0, label 255) when the image is smaller, then flips horizontally with
        probability ``flip``.
 
-    Returns ``{"image", "label", "rcs_class"}`` and, with ``pseudo_margins`` = (top, bottom, left, right)
+    ``view.sample(idx, generator)`` does the same with the stream's generator (what
+    :class:`~blvnb.engine.streams.Stream` calls). Returns ``{"image", "label", "rcs_class", "index"}`` and, with ``pseudo_margins`` = (top, bottom, left, right)
     as fractions of the *full* frame, ``"valid"`` (uint8 H×W: 0 on the margins, HRDA's
     ``crop_pseudo_margins``, cropped and flipped with the image; all ones with margins (0, 0, 0, 0)).
     """
@@ -265,7 +266,14 @@ class SampledCrops(Dataset):
         return y, x
 
     def __getitem__(self, index: int) -> dict:
-        i, c, key = decode_index(index, len(self.base), self.num_classes)
+        """The sample of encoded ``index``, its crop drawn from a generator seeded by (``seed``, key)."""
+        key = decode_index(index, len(self.base), self.num_classes)[2]
+        return self.sample(index, torch.Generator().manual_seed(_mix_seed(self.seed, key)))
+
+    def sample(self, index: int, generator: torch.Generator) -> dict:
+        """The sample of encoded ``index`` with its crop and flip drawn from ``generator`` (a
+        :class:`~blvnb.engine.streams.Stream` passes one seeded from (seed, epoch, position))."""
+        i, c, _ = decode_index(index, len(self.base), self.num_classes)
         item = self.base[i]
         image, label = item["image"], item.get("label")
         if self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
@@ -273,7 +281,7 @@ class SampledCrops(Dataset):
 
             image, label = resize_pair(image, label, tuple(self.size))
         h, w = image.shape[-2:]
-        g = torch.Generator().manual_seed(_mix_seed(self.seed, key))
+        g = generator
         ch, cw = self.crop
         y, x = self._crop_box(label, h, w, g)
         if c >= 0 and label is not None and self.min_class_pixels > 0:
@@ -299,6 +307,7 @@ class SampledCrops(Dataset):
                 valid[:, w - r:] = 0
             out["valid"] = self._cut(valid, y, x, 0, flip)
         out["rcs_class"] = c
+        out["index"] = i
         return out
 
     def _cut(self, t: torch.Tensor, y: int, x: int, fill, flip: bool) -> torch.Tensor:

@@ -1,1 +1,1 @@
-STRATEGIES = {"uda": "blvnb.engine.strategies.uda"}  # uda: build(cfg, data); core merges its entries here
+STRATEGIES = {"uda": "blvnb.engine.strategies.uda:build"}  # the one line of worker uda: add it to core's dict

@@ -196,18 +196,18 @@ def feature_distance(student: torch.Tensor, imnet: torch.Tensor, labels: torch.T
                      classes=THING_CLASSES, min_ratio: float = 0.75,
                      num_classes: int = NUM_CLASSES) -> tuple[torch.Tensor, int]:
     """DAFormer's masked ImageNet feature distance: the mean over masked cells of ‖f_S − f_I‖₂ (over
-    channels), mask = thing classes of the ratio-downscaled labels. Returns ``(distance, masked cells)``;
-    0 (with a graph, no gradient) when nothing is masked."""
+    channels), mask = thing classes of the ratio-downscaled labels. Returns ``(distance, masked cells)``,
+    both tensors (no device sync); 0 (with a graph, no gradient) when nothing is masked."""
     factor = max(1, labels.shape[-1] // student.shape[-1])
     small = downscale_label_ratio(labels, factor, min_ratio, num_classes)
     if small.shape[-2:] != student.shape[-2:]:
         small = F.interpolate(small[:, None].float(), size=student.shape[-2:], mode="nearest")[:, 0].long()
     mask = torch.isin(small, torch.tensor(classes, device=small.device))
+    # ‖f_S − f_I‖₂ per cell, over channels
     dist = torch.norm(student.float() - imnet.float(), dim=1, p=2)  # N×h×w
-    n = int(mask.sum())
-    if n == 0:
-        return student.sum() * 0.0, 0
-    return dist[mask].mean(), n
+    n = mask.sum()
+    # the masked mean; an empty mask gives 0 / 1 = 0 (DAFormer: NaN, no gradient either way)
+    return (dist * mask).sum() / n.clamp_min(1), n
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -270,12 +270,12 @@ class UDAStrategy(Strategy):
 
     # --- bookkeeping ----------------------------------------------------------------------------------
 
-    def _reset_acc(self) -> None:
+    def _reset_acc(self, device=None) -> None:
+        """Run totals for :meth:`summary`, kept on the device (no sync per step) and in the checkpoint."""
         c = self.num_classes
-        self._acc = {"quality_sum": torch.zeros((), dtype=torch.float64), "steps": torch.zeros((), dtype=torch.int64),
-                     "pl_counts": torch.zeros(c, dtype=torch.int64), "truth_counts": torch.zeros(c, dtype=torch.int64),
-                     "agree": torch.zeros((), dtype=torch.int64), "compared": torch.zeros((), dtype=torch.int64),
-                     "fd_sum": torch.zeros((), dtype=torch.float64), "fd_empty": torch.zeros((), dtype=torch.int64)}
+        z = lambda *shape, dtype=torch.int64: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
+        self._acc = {"quality_sum": z(dtype=torch.float64), "steps": z(), "pl_counts": z(c), "truth_counts": z(c),
+                     "agree": z(), "compared": z(), "fd_sum": z(dtype=torch.float64), "fd_empty": z()}
 
     def param_groups(self, model: nn.Module) -> list[dict]:
         """DAFormer's AdamW groups: everything outside the backbone (decode head, HRDA's attention) at lr ×10;
@@ -328,6 +328,7 @@ class UDAStrategy(Strategy):
                 p.requires_grad_(False)
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn.to(device)
+        self._acc = {k: v.to(device) for k, v in self._acc.items()}
         log.info("UDA: %s%s, pseudo labels %s, feature distance %s", "HRDA" if self.hrda else "DAFormer",
                  " (source only)" if self.source_only else "", self.o["pseudo"],
                  "on" if self.fd_enabled else f"off ({self.fd_reason})")
@@ -418,8 +419,7 @@ class UDAStrategy(Strategy):
         stats = {"loss_source": loss_src.detach()}
         total = loss_src
         if self.source_only:
-            stats = {k: float(v) for k, v in stats.items()}
-            stats["loss"] = float(total.detach())
+            stats["loss"] = total.detach()
             return total, stats
 
         # 3. ImageNet feature distance on thing classes (source only)
@@ -431,8 +431,8 @@ class UDAStrategy(Strategy):
                                            self.num_classes)
             total = total + self.o["fd_lambda"] * fd
             stats["loss_fd"] = (self.o["fd_lambda"] * fd).detach()
-            self._acc["fd_sum"] += float(fd.detach())
-            self._acc["fd_empty"] += int(n_cells == 0)
+            self._acc["fd_sum"] += fd.detach().to(torch.float64)
+            self._acc["fd_empty"] += (n_cells == 0).to(torch.int64)
 
         # 4. pseudo labels: the teacher on the clean target crop
         tgt = batches["target"]
@@ -478,23 +478,24 @@ class UDAStrategy(Strategy):
         total = total + loss_mix
         stats.update(loss_mix=loss_mix.detach(), quality=q, mix_share=m.float().mean(),
                      pl_kept=labelled.float().mean())
-        stats = {k: float(v) for k, v in stats.items()}
-        stats["loss"] = float(total.detach())
+        stats["loss"] = total.detach()
         return total, stats
 
     def _record_pseudo(self, pl, keep, truth, q) -> None:
         """Accumulate the pseudo-label class counts (pixels labelled and inside the margins) and, from the
         target crops' true labels, the diagnostics of :meth:`summary`."""
-        c = self.num_classes
-        self._acc["quality_sum"] += float(q)
-        self._acc["steps"] += 1
-        self._acc["pl_counts"] += torch.bincount(pl[keep].reshape(-1).long().cpu(), minlength=c)[:c]
+        c, a = self.num_classes, self._acc
+        dev = a["steps"].device
+        a["quality_sum"] += q.to(dev, torch.float64)
+        a["steps"] += 1
+        # per-class counts by a masked one-hot sum: no boolean indexing, no device sync
+        a["pl_counts"] += (F.one_hot(pl.clamp(0, c - 1).long(), c) * keep[..., None]).sum((0, 1, 2)).to(dev)
         if truth is not None:
             t = truth.to(pl.device)
             both = keep & (t != IGNORE) & (t < c)
-            self._acc["truth_counts"] += torch.bincount(t[both].reshape(-1).long().cpu(), minlength=c)[:c]
-            self._acc["agree"] += int((pl[both] == t[both]).sum())
-            self._acc["compared"] += int(both.sum())
+            a["truth_counts"] += (F.one_hot(t.clamp(0, c - 1).long(), c) * both[..., None]).sum((0, 1, 2)).to(dev)
+            a["agree"] += (both & (pl == t)).sum().to(dev)
+            a["compared"] += both.sum().to(dev)
 
     def after_step(self, model: nn.Module, it: int) -> None:
         # θ_T ← α θ_T + (1 − α) θ_S with α = α_{it+1}: the teacher that iteration it + 1 uses
@@ -515,12 +516,12 @@ class UDAStrategy(Strategy):
             self.teacher.load_state_dict(state["teacher"])
             teacher_mode(self.teacher)
         for k, v in state.get("acc", {}).items():
-            self._acc[k] = v.clone()
+            self._acc[k] = v.clone().to(self._acc[k].device) if k in self._acc else v.clone()
 
     def summary(self) -> dict:
         from blvnb.pseudo.distribution import kl_divergence
 
-        a = self._acc
+        a = {k: v.cpu() for k, v in self._acc.items()}
         steps = int(a["steps"])
         out: dict[str, Any] = dict(self.info)
         out.update(source_only=self.source_only, hrda=self.hrda, pseudo=self.o["pseudo"],
@@ -567,15 +568,15 @@ def _built_type():
 def imagenet_weights(cfg) -> tuple[bool, str]:
     """Whether the run starts from the paper's ImageNet weights, and the reason when not."""
     pre = getattr(cfg, "pretrained", None)
-    if isinstance(pre, str) and pre.lower().startswith("imagenet"):
+    if pre == "imagenet":
         return True, ""
-    if pre is None and getattr(cfg, "profile", None) == "paper":
-        return True, ""
+    if isinstance(pre, str) and pre not in ("toy", "profile"):
+        return True, ""  # a local weights file: the paper profile's ImageNet weights on clusters without internet
     if pre is None:
         return False, "no ImageNet weights: the backbone starts from random initialisation (DAFormer's " \
                       "feature distance pulls towards ImageNet features and means nothing without them)"
-    return False, f"pretrained={pre!r} is not ImageNet (a toy pretraining): the feature distance regularises " \
-                  "towards ImageNet features, so it is off"
+    return False, f"pretrained={pre!r} is the profile's toy pretraining, not ImageNet: the feature distance " \
+                  "regularises towards ImageNet features, so it is off (strategy_options fd=True forces it)"
 
 
 def _opt(cfg) -> dict:
@@ -694,7 +695,11 @@ def build(cfg, data):
     strategy = UDAStrategy(loss, src_counts, seed=seed, options=user, prior=prior, fd_enabled=fd_enabled,
                            fd_reason=fd_reason, info=info)
     iters = int(getattr(cfg, "iters", 0) or 0)
-    overrides = dict(optimizer="adamw", lr=o["lr"], betas=(0.9, 0.999), weight_decay=o["weight_decay"],
+    # DAFormer's AdamW 6e-5 / 0.01 unless the run (cfg.lr, cfg.weight_decay) or the options say otherwise
+    lr = user.get("lr", getattr(cfg, "lr", None) if getattr(cfg, "lr", None) is not None else o["lr"])
+    wd = user.get("weight_decay", getattr(cfg, "weight_decay", None) if getattr(cfg, "weight_decay", None)
+                  is not None else o["weight_decay"])
+    overrides = dict(optimizer="adamw", lr=lr, betas=(0.9, 0.999), weight_decay=wd,
                      schedule="poly", power=1.0, min_lr=0.0, warmup_iters=int(round(o["warmup_fraction"] * iters)),
                      warmup_ratio=1e-6, grad_clip=None)
     return _built_type()(strategy, streams, overrides, None)
