@@ -448,8 +448,15 @@ class UDAStrategy(Strategy):
             else:
                 from blvnb.pseudo import pseudo_label
 
-                pl = pseudo_label(probs, self.prior, method="dars", alpha=self.o["pseudo_alpha"],
-                                  generator=gen("dars", dev))
+                # per batch, classes the teacher does not predict are the rule, not news: no warning each step
+                quiet = logging.getLogger("blvnb.pseudo")
+                level = quiet.level
+                quiet.setLevel(logging.ERROR)
+                try:
+                    pl = pseudo_label(probs, self.prior, method="dars", alpha=self.o["pseudo_alpha"],
+                                      generator=gen("dars", dev))
+                finally:
+                    quiet.setLevel(level)
                 w_t = torch.ones_like(conf)
             margin = torch.ones_like(conf)
             if self.o["pl_crop"]:
