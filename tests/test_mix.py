@@ -136,3 +136,21 @@ def test_strong_transform_deterministic_for_a_seed():
     a, pa = M.strong_transform(x, _g(5), _g(6))
     b, pb = M.strong_transform(x, _g(5), _g(6))
     assert torch.equal(a, b) and pa["jitter"]["u"] == pb["jitter"]["u"]
+
+
+def test_per_image_generators_make_draws_independent_of_the_batch_split():
+    """Under DDP each process holds part of the global batch: with one generator per global image index
+    and the global class set, a split batch draws exactly what the whole batch draws."""
+    y = torch.stack([_labels()[0], _labels()[1], _labels()[0].flip(-1), _labels()[1].flip(-2)])
+    classes = torch.unique(y)
+    gens = lambda lo, hi: [_g(100 + i) for i in range(lo, hi)]  # noqa: E731
+    whole, chosen = M.class_mix_masks(y, classes=classes, image_generators=gens(0, 4))
+    a, ca = M.class_mix_masks(y[:2], classes=classes, image_generators=gens(0, 2))
+    b, cb = M.class_mix_masks(y[2:], classes=classes, image_generators=gens(2, 4))
+    assert torch.equal(whole, torch.cat([a, b])) and [c.tolist() for c in chosen] == [c.tolist() for c in ca + cb]
+    pj = M.jitter_params(4, _g(1), image_generators=gens(0, 4))
+    pj2 = M.jitter_params(2, _g(1), image_generators=gens(2, 4))
+    assert pj["apply"] == pj2["apply"] and torch.equal(pj["factors"][2:], pj2["factors"])
+    assert torch.equal(pj["order"][2:], pj2["order"])
+    pb = M.blur_params(4, _g(2), image_generators=gens(0, 4))
+    assert torch.equal(pb["sigma"][2:], M.blur_params(2, _g(2), image_generators=gens(2, 4))["sigma"])

@@ -485,3 +485,34 @@ def test_sigkill_resume_is_bitwise(tmp_path):
 
     res = assert_resume_is_exact(f"{__file__}:uda_resume_config", tmp_path, kill_at=6)
     assert res["resumed_from"] == 3
+
+
+# --- DDP: a batch split over two gloo processes draws what one process draws ---------------------------------
+
+def _ddp_worker(rank, world, init, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        y = torch.randint(0, 5, (4, 8, 8))
+        y[3] = 17  # only in the second half
+        conf = torch.rand(4, 8, 8)
+        half = slice(2 * rank, 2 * rank + 2)
+        torch.save({"classes": U.batch_classes(y[half]), "q": U.quality_weight(conf[half], 0.5)}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_class_set_and_quality_weight_are_global_under_ddp(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path / "res")), nprocs=2)
+    torch.manual_seed(0)
+    y = torch.randint(0, 5, (4, 8, 8))
+    y[3] = 17
+    conf = torch.rand(4, 8, 8)
+    for r in range(2):
+        got = torch.load(f"{tmp_path / 'res'}.{r}", weights_only=True)
+        assert got["classes"].tolist() == torch.unique(y).tolist()
+        assert float(got["q"]) == pytest.approx(float((conf >= 0.5).float().mean()))

@@ -48,24 +48,28 @@ def _check_labels(labels: torch.Tensor) -> None:
                           f"{getattr(labels, 'dtype', '')}")
 
 
-def class_mix_masks(labels: torch.Tensor, generator: torch.Generator | None = None
+def class_mix_masks(labels: torch.Tensor, generator: torch.Generator | None = None, *,
+                    classes: torch.Tensor | None = None, image_generators=None
                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     r"""ClassMix masks for a source label batch: ``(masks bool N×H×W, chosen classes per image)``.
 
-    :math:`C` = ``torch.unique(labels)`` over the whole batch; image :math:`i` chooses
-    :math:`\lceil |C|/2 \rceil` of :math:`C` without replacement (one ``randperm`` per image from
-    ``generator``, in image order); its mask is ``labels[i] ∈ chosen_i``.
+    :math:`C` = ``torch.unique(labels)`` over the whole batch (or ``classes``, the sorted class set of the
+    *global* batch when the batch is split over processes); image :math:`i` chooses
+    :math:`\lceil |C|/2 \rceil` of :math:`C` without replacement (one ``randperm`` per image, from
+    ``image_generators[i]`` when given, else from ``generator`` in image order); its mask is
+    ``labels[i] ∈ chosen_i``.
     """
     _check_labels(labels)
     # C: the classes present anywhere in the source batch (255 included when present)
-    classes = torch.unique(labels)
+    classes = torch.unique(labels) if classes is None else classes.to(labels.device)
     n = classes.numel()
     # ⌈|C| / 2⌉ per image
     k = (n + 1) // 2
-    dev = generator.device if generator is not None else torch.device("cpu")
     masks, chosen = [], []
     for i in range(labels.shape[0]):
-        pick = torch.randperm(n, generator=generator, device=dev)[:k].to(classes.device)
+        g = image_generators[i] if image_generators is not None else generator
+        dev = g.device if g is not None else torch.device("cpu")
+        pick = torch.randperm(n, generator=g, device=dev)[:k].to(classes.device)
         c = classes[pick].sort().values
         chosen.append(c)
         # M_i = [y_S,i ∈ chosen_i]
@@ -151,21 +155,26 @@ _OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
 def jitter_params(n: int, generator: torch.Generator | None = None, *, strength: float = 0.2,
-                  p: float = 0.8) -> dict:
+                  p: float = 0.8, image_generators=None) -> dict:
     """The draws of :func:`color_jitter` for a batch of ``n``: ``apply`` (one per batch, :math:`u > 1 - p`),
     ``factors`` float64 n×4 (brightness, contrast, saturation ∈ [1 − s, 1 + s]; hue ∈ [−s, s]) and
-    ``order`` int64 n×4 (a permutation per image). All are drawn whether or not ``apply``."""
+    ``order`` int64 n×4 (a permutation per image). All are drawn whether or not ``apply``; with
+    ``image_generators`` (one per image) the per-image draws come from them, the batch's ``u`` from
+    ``generator``."""
     if not 0 <= strength < 1:
         raise ConfigError(f"jitter strength must be in [0, 1), got {strength}")
     if not 0 <= p <= 1:
         raise ConfigError(f"jitter probability must be in [0, 1], got {p}")
     dev = generator.device if generator is not None else torch.device("cpu")
     u = float(torch.rand((), generator=generator, device=dev, dtype=torch.float64))
-    r = torch.rand(n, 4, generator=generator, device=dev, dtype=torch.float64).cpu()
+    gens = image_generators if image_generators is not None else [generator] * n
+    r, order = torch.zeros(n, 4, dtype=torch.float64), torch.zeros(n, 4, dtype=torch.int64)
+    for i, g in enumerate(gens):
+        d = g.device if g is not None else torch.device("cpu")
+        r[i] = torch.rand(4, generator=g, device=d, dtype=torch.float64).cpu()
+        order[i] = torch.randperm(4, generator=g, device=d).cpu()
     lo = torch.tensor([1 - strength] * 3 + [-strength], dtype=torch.float64)
     factors = lo + 2 * strength * r
-    order = torch.stack([torch.randperm(4, generator=generator, device=dev).cpu() for _ in range(n)]) if n else \
-        torch.zeros(0, 4, dtype=torch.int64)
     # DAFormer: ``color_jitter > p`` with its p = 0.2 → applied with probability 0.8
     return {"u": u, "apply": u > 1 - p, "factors": factors, "order": order}
 
@@ -206,9 +215,9 @@ def gaussian_kernel1d(size: int, sigma: float, dtype=torch.float32, device=None)
 
 
 def blur_params(n: int, generator: torch.Generator | None = None, *, p: float = 0.5,
-                sigma_range: tuple[float, float] = (0.15, 1.15)) -> dict:
+                sigma_range: tuple[float, float] = (0.15, 1.15), image_generators=None) -> dict:
     """The draws of :func:`gaussian_blur`: ``apply`` (one per batch, :math:`u' > 1 - p`) and ``sigma``
-    float64 [n] ∼ U(sigma_range), one per image (always drawn)."""
+    float64 [n] ∼ U(sigma_range), one per image (always drawn; from ``image_generators`` when given)."""
     if not 0 <= p <= 1:
         raise ConfigError(f"blur probability must be in [0, 1], got {p}")
     lo, hi = sigma_range
@@ -216,7 +225,12 @@ def blur_params(n: int, generator: torch.Generator | None = None, *, p: float = 
         raise ConfigError(f"blur sigma range must satisfy 0 < lo <= hi, got {sigma_range}")
     dev = generator.device if generator is not None else torch.device("cpu")
     u = float(torch.rand((), generator=generator, device=dev, dtype=torch.float64))
-    sigma = (lo + (hi - lo) * torch.rand(n, generator=generator, device=dev, dtype=torch.float64)).cpu()
+    if image_generators is None:
+        r = torch.rand(n, generator=generator, device=dev, dtype=torch.float64).cpu()
+    else:
+        r = torch.stack([torch.rand((), generator=g, device=g.device, dtype=torch.float64).cpu()
+                         for g in image_generators]) if n else torch.zeros(0, dtype=torch.float64)
+    sigma = lo + (hi - lo) * r
     return {"u": u, "apply": u > 1 - p, "sigma": sigma}
 
 
@@ -245,11 +259,16 @@ def gaussian_blur(images: torch.Tensor, generator: torch.Generator | None = None
 
 def strong_transform(images: torch.Tensor, jitter_generator: torch.Generator | None = None,
                      blur_generator: torch.Generator | None = None, *, jitter_strength: float = 0.2,
-                     jitter_p: float = 0.8, blur_p: float = 0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD
-                     ) -> tuple[torch.Tensor, dict]:
-    """Jitter then blur, DAFormer's order; returns the images and ``{"jitter": …, "blur": …}``."""
-    images, jp = color_jitter(images, jitter_generator, strength=jitter_strength, p=jitter_p, mean=mean, std=std)
-    images, bp = gaussian_blur(images, blur_generator, p=blur_p)
+                     jitter_p: float = 0.8, blur_p: float = 0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     jitter_image_generators=None, blur_image_generators=None) -> tuple[torch.Tensor, dict]:
+    """Jitter then blur, DAFormer's order; returns the images and ``{"jitter": …, "blur": …}``.
+    ``*_image_generators``: one generator per image for the per-image draws (see :func:`jitter_params`)."""
+    n = images.shape[0]
+    jp = jitter_params(n, jitter_generator, strength=jitter_strength, p=jitter_p,
+                       image_generators=jitter_image_generators)
+    images, jp = color_jitter(images, mean=mean, std=std, params=jp)
+    bp = blur_params(n, blur_generator, p=blur_p, image_generators=blur_image_generators)
+    images, bp = gaussian_blur(images, params=bp)
     return images, {"jitter": jp, "blur": bp}
 
 

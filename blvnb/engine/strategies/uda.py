@@ -60,7 +60,12 @@ noisier estimate of the same target counts.
 
 All randomness of a step (HRDA boxes, ClassMix, jitter, blur, BLV noise, DARS sampling) comes from
 ``loop.step_generator(seed, it, salt, device)``; the streams' crops from (seed, epoch, position) through
-:mod:`blvnb.data.sampling`. A resumed run is bitwise identical.
+:mod:`blvnb.data.sampling`. A resumed run is bitwise identical. Under DDP each process holds a share
+of the global batch: the batch-level draws (HRDA's box, whether to jitter / blur) use the same salt on
+every rank; the per-image draws (ClassMix's classes, jitter factors, blur σ) are salted with the image's
+index in the global batch, ClassMix's class set and the quality weight are reduced over the processes —
+so a split batch makes the draws one process makes. BLV's per-pixel noise and DARS's thresholds and
+sampling are per process (salted by rank): DARS's per-batch quota is then per share of the batch.
 """
 
 from __future__ import annotations
@@ -127,6 +132,31 @@ def step_generator(seed: int, it: int, salt: str, device="cpu") -> torch.Generat
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
 
 
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of this process (0, 1 without a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce over the process group (a no-op in one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t
+
+
+def batch_classes(labels: torch.Tensor) -> torch.Tensor:
+    """The sorted values present in the *global* source label batch (union over processes, 255 included)."""
+    present = torch.zeros(256, dtype=torch.int32, device=labels.device)
+    present[labels.reshape(-1).long().clamp(0, 255).unique()] = 1
+    return torch.nonzero(all_reduce_(present, "max")).reshape(-1)
+
+
 def ema_alpha(t: int, alpha: float = 0.999) -> float:
     r""":math:`\alpha_t = \min(1 - 1/(t + 1), \alpha)` (DAFormer's ``_update_ema``)."""
     return min(1.0 - 1.0 / (t + 1), alpha)
@@ -160,7 +190,11 @@ def teacher_mode(teacher: nn.Module) -> nn.Module:
 
 def quality_weight(confidence: torch.Tensor, threshold: float = 0.968) -> torch.Tensor:
     """One scalar per batch: the share of *all* target pixels whose max probability is ≥ ``threshold``."""
-    return (confidence >= threshold).float().mean()
+    # Σ [conf ≥ τ] / #pixels, over the global batch when it is split over processes
+    counts = torch.stack([(confidence >= threshold).sum().float(), torch.tensor(float(confidence.numel()),
+                                                                                 device=confidence.device)])
+    counts = all_reduce_(counts)
+    return counts[0] / counts[1]
 
 
 def daformer_margin_mask(n: int, h: int, w: int, device=None) -> torch.Tensor:
@@ -399,6 +433,11 @@ class UDAStrategy(Strategy):
         xs, ys = src["image"], src["label"]
         dev = xs.device
         gen = lambda salt, device="cpu": step_generator(self.seed, it, salt, device)  # noqa: E731
+        # per-image draws are keyed by the image's index in the *global* batch (rank r holds images
+        # r·n … r·n + n − 1), so that a batch split over processes draws what one process draws
+        rank, _ = rank_world()
+        n_local = xs.shape[0]
+        per_image = lambda salt: [gen(f"{salt}/{rank * n_local + i}") for i in range(n_local)]  # noqa: E731
         if isinstance(self.loss_fn, BLVLoss):
             self.loss_fn.set_iteration(it)  # σ(t) follows the loop's iteration counter (Table 9)
         aux_w = () if self.hrda else tuple(getattr(core, "aux_weights", ()))
@@ -415,7 +454,7 @@ class UDAStrategy(Strategy):
         fwd = model if self.source_only else core
         ps = self._forward(fwd, xs, box_s)
         ps["aux_weights"] = aux_w
-        loss_src = self._loss(ps, ys, None, gen("blv-source", dev), source=True)
+        loss_src = self._loss(ps, ys, None, gen(f"blv-source/rank{rank}", dev), source=True)
         stats = {"loss_source": loss_src.detach()}
         total = loss_src
         if self.source_only:
@@ -454,7 +493,7 @@ class UDAStrategy(Strategy):
                 quiet.setLevel(logging.ERROR)
                 try:
                     pl = pseudo_label(probs, self.prior, method="dars", alpha=self.o["pseudo_alpha"],
-                                      generator=gen("dars", dev))
+                                      generator=gen(f"dars/rank{rank}", dev))
                 finally:
                     quiet.setLevel(level)
                 w_t = torch.ones_like(conf)
@@ -467,7 +506,7 @@ class UDAStrategy(Strategy):
             self._record_pseudo(pl, labelled, tgt.get("label"), q)
 
             # 5. ClassMix with half of the classes of the source label batch
-            m, _ = mixlib.class_mix_masks(ys, gen("classmix"))
+            m, _ = mixlib.class_mix_masks(ys, classes=batch_classes(ys), image_generators=per_image("classmix"))
             m = m.to(dev)
             x_mix = mixlib.mix(m, xs, xt)
             y_mix = mixlib.mix(m, ys, pl.to(ys.dtype))
@@ -475,13 +514,15 @@ class UDAStrategy(Strategy):
             # 6. colour jitter and blur on the mixed image only, decided once per batch
             x_mix, _ = mixlib.strong_transform(x_mix, gen("jitter"), gen("blur"),
                                                jitter_strength=self.o["jitter_strength"],
-                                               jitter_p=self.o["jitter_p"], blur_p=self.o["blur_p"])
+                                               jitter_p=self.o["jitter_p"], blur_p=self.o["blur_p"],
+                                               jitter_image_generators=per_image("jitter"),
+                                               blur_image_generators=per_image("blur"))
 
         # 7. the mixed loss: pixel-weighted cross entropy, mean over all pixels
         box_m = core.crop_box(*x_mix.shape[-2:], gen("hrda-mix")) if self.hrda else None
         pm = self._forward(model, x_mix, box_m)
         pm["aux_weights"] = aux_w
-        loss_mix = self._loss(pm, y_mix, w_mix, gen("blv-mix", dev), source=False)
+        loss_mix = self._loss(pm, y_mix, w_mix, gen(f"blv-mix/rank{rank}", dev), source=False)
         total = total + loss_mix
         stats.update(loss_mix=loss_mix.detach(), quality=q, mix_share=m.float().mean(),
                      pl_kept=labelled.float().mean())
@@ -678,6 +719,7 @@ def build(cfg, data):
             # DARS (TD): the target label distribution counted on the target's validation set
             prior = torch.as_tensor(data.class_counts(data.dataset(target_kind, "val", train=False)))
 
+    iters = int(getattr(cfg, "iters", 0) or 0)
     loss_opts = dict(getattr(cfg, "loss_options", None) or {})
     loss_name = getattr(cfg, "loss", "ce")
     import inspect
@@ -687,7 +729,14 @@ def build(cfg, data):
     accepted = inspect.signature(LOSSES[loss_name][0]).parameters if loss_name in LOSSES else {}
     if "avg_non_ignore" in accepted and "avg_non_ignore" not in loss_opts:
         loss_opts["avg_non_ignore"] = False  # DAFormer's mmseg loss: mean over all pixels
-    loss = build_loss(loss_name, class_counts=src_counts, **loss_opts)
+    try:  # the supervised strategy's loss factory: sigma_schedule=σ0 gives Appendix C's σ(t) (Table 9 is UDA)
+        from blvnb.engine.strategies.supervised import make_loss
+    except ImportError:
+        make_loss = None
+    if make_loss is not None:
+        loss = make_loss(loss_name, loss_opts, src_counts, iters)
+    else:
+        loss = build_loss(loss_name, class_counts=src_counts, **loss_opts)
 
     fd_enabled, fd_reason = imagenet_weights(cfg)
     if o["fd"] is True or o["fd"] is False:
@@ -701,7 +750,6 @@ def build(cfg, data):
 
     strategy = UDAStrategy(loss, src_counts, seed=seed, options=user, prior=prior, fd_enabled=fd_enabled,
                            fd_reason=fd_reason, info=info)
-    iters = int(getattr(cfg, "iters", 0) or 0)
     # DAFormer's AdamW 6e-5 / 0.01 unless the run (cfg.lr, cfg.weight_decay) or the options say otherwise
     lr = user.get("lr", getattr(cfg, "lr", None) if getattr(cfg, "lr", None) is not None else o["lr"])
     wd = user.get("weight_decay", getattr(cfg, "weight_decay", None) if getattr(cfg, "weight_decay", None)
