@@ -80,7 +80,8 @@ def strategy(loss="ce", options=None, prior=None, fd=False, **loss_kw):
 def step(strat, model, b, it):
     """``strat.step`` with its statistics as floats (the strategy returns tensors: no device sync)."""
     loss, stats = strat.step(model, b, it)
-    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad for v in stats.values())
+    assert all(isinstance(v, float) or (isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad)
+               for v in stats.values())
     return loss, {k: float(v) for k, v in stats.items()}
 
 
@@ -465,6 +466,11 @@ def test_smoke_run_end_to_end(tmp_path, monkeypatch):
     src_only = run(RunConfig.from_profile("smoke", strategy="uda", dataset="gta5", target="cityscapes",
                                           strategy_options={"source_only": True}, progress=False))
     assert src_only["summary"]["source_only"] and src_only["key"] != rec["key"]
+    # BLV Table 9 (a UDA table): σ(t) rises with the loop's iteration
+    tv = run(RunConfig.from_profile("smoke", strategy="uda", dataset="gta5", target="cityscapes", loss="blv",
+                                    loss_options={"sigma_schedule": 6.0}, progress=False))
+    sig = tv["history"]["sigma"]
+    assert sig == sorted(sig) and sig[0] < sig[-1] <= 6.0 and tv["summary"]["blv_on"] == "both"
 
 
 def uda_resume_config():

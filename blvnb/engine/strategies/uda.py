@@ -456,6 +456,8 @@ class UDAStrategy(Strategy):
         ps["aux_weights"] = aux_w
         loss_src = self._loss(ps, ys, None, gen(f"blv-source/rank{rank}", dev), source=True)
         stats = {"loss_source": loss_src.detach()}
+        if isinstance(self.loss_fn, BLVLoss):
+            stats["sigma"] = float(self.loss_fn.sigma)
         total = loss_src
         if self.source_only:
             stats["loss"] = total.detach()
