@@ -522,3 +522,13 @@ def test_class_set_and_quality_weight_are_global_under_ddp(tmp_path):
         got = torch.load(f"{tmp_path / 'res'}.{r}", weights_only=True)
         assert got["classes"].tolist() == torch.unique(y).tolist()
         assert float(got["q"]) == pytest.approx(float((conf >= 0.5).float().mean()))
+
+
+def test_hrda_margins_from_the_batch_zero_the_target_weight():
+    model, strat = tiny_hrda(), strategy()
+    strat.setup(model, torch.device("cpu"))
+    b = batches()
+    b["target"]["valid"][:, :, :] = 0
+    b["target"]["valid"][:, :8] = 1  # only the top quarter of the crops may carry pseudo labels
+    _, st = step(strat, model, b, 0)
+    assert st["pl_kept"] == pytest.approx(0.25)

@@ -637,6 +637,22 @@ def _opt(cfg) -> dict:
     return o
 
 
+_PIXELS_CACHE: dict[tuple, Any] = {}
+
+
+def _pixels_per_image(ds, progress: bool = False):
+    """:func:`image_class_pixels` of a data set, remembered per (root, split, names) in this process: one
+    pass over GTA5's 24,966 labels, not one per run of a notebook."""
+    names = tuple(getattr(ds, "names", ()) or ())
+    key = (str(getattr(ds, "root", "")), str(getattr(ds, "split", "")), len(ds), hash(names)) if names else None
+    if key is not None and key in _PIXELS_CACHE:
+        return _PIXELS_CACHE[key]
+    pixels = image_class_pixels(ds, progress=progress)
+    if key is not None:
+        _PIXELS_CACHE[key] = pixels
+    return pixels
+
+
 def _split(kind: str) -> str:
     return "train" if kind == "cityscapes" else "all"
 
@@ -676,7 +692,10 @@ def build(cfg, data):
     paper = getattr(cfg, "profile", None) == "paper"
 
     src_base = data.dataset(source_kind, _split(source_kind), train=False)
-    src_counts = torch.as_tensor(data.class_counts(src_base), dtype=torch.int64)
+    pixels = _pixels_per_image(src_base, getattr(data, "progress", False)) if o["rcs"] else None
+    # BLV's q: the source domain's label pixels per class (the rare-class pass already has them)
+    src_counts = torch.as_tensor(pixels.sum(0) if pixels is not None else data.class_counts(src_base),
+                                 dtype=torch.int64)
 
     # crops: a square of the profile's crop height (DAFormer 512 of 512×1024 Cityscapes, HRDA 1024)
     if o["crop"] is not None:
@@ -695,7 +714,6 @@ def build(cfg, data):
     info: dict[str, Any] = {"crop": list(crop), "source_counts": src_counts.tolist()}
     order, crop_min = None, 0
     if o["rcs"]:
-        pixels = image_class_pixels(src_base, progress=getattr(data, "progress", False))
         min_px = scaled_min_pixels(o["rcs_min_pixels"], _label_area(src_base), REFERENCE_LABEL_AREA[source_kind])
         sampler = RareClassSampler(pixels, temperature=o["rcs_temperature"], min_pixels=min_px)
         h, w = src_size if src_size else tuple(src_base[0]["image"].shape[-2:])
