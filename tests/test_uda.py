@@ -532,3 +532,15 @@ def test_hrda_margins_from_the_batch_zero_the_target_weight():
     b["target"]["valid"][:, :8] = 1  # only the top quarter of the crops may carry pseudo labels
     _, st = step(strat, model, b, 0)
     assert st["pl_kept"] == pytest.approx(0.25)
+
+
+def test_summary_counts_pseudo_labels_inside_the_margins():
+    strat = strategy()
+    pl = torch.tensor([[[0, 1], [255, 18]]])
+    keep = (pl != 255) & torch.tensor([[[True, True], [True, False]]])
+    truth = torch.tensor([[[0, 2], [3, 255]]])
+    strat._record_pseudo(pl, keep, truth, torch.tensor(0.25))
+    a = strat._acc
+    assert a["pl_counts"].tolist() == [1, 1] + [0] * 17  # class 18 lies in the margin: not counted
+    assert a["truth_counts"].tolist() == [1, 0, 1] + [0] * 16
+    assert int(a["agree"]) == 1 and int(a["compared"]) == 2 and float(a["quality_sum"]) == 0.25

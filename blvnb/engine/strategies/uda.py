@@ -538,12 +538,18 @@ class UDAStrategy(Strategy):
         dev = a["steps"].device
         a["quality_sum"] += q.to(dev, torch.float64)
         a["steps"] += 1
-        # per-class counts by a masked one-hot sum: no boolean indexing, no device sync
-        a["pl_counts"] += (F.one_hot(pl.clamp(0, c - 1).long(), c) * keep[..., None]).sum((0, 1, 2)).to(dev)
+        # per-class counts by a scatter-add into C + 1 bins (the last one for pixels not counted): no
+        # boolean indexing, no device sync
+        def count(labels, mask):
+            idx = torch.where(mask, labels.long().clamp(0, c - 1), torch.full_like(labels, c, dtype=torch.long))
+            bins = torch.zeros(c + 1, dtype=torch.int64, device=idx.device)
+            return bins.scatter_add_(0, idx.reshape(-1), torch.ones_like(idx).reshape(-1))[:c].to(dev)
+
+        a["pl_counts"] += count(pl, keep)
         if truth is not None:
             t = truth.to(pl.device)
             both = keep & (t != IGNORE) & (t < c)
-            a["truth_counts"] += (F.one_hot(t.clamp(0, c - 1).long(), c) * both[..., None]).sum((0, 1, 2)).to(dev)
+            a["truth_counts"] += count(t, both)
             a["agree"] += (both & (pl == t)).sum().to(dev)
             a["compared"] += both.sum().to(dev)
 
