@@ -41,6 +41,8 @@ One iteration, in the order of DAFormer's ``DACS.forward_train`` (``mmseg/models
 **HRDA** (model = :class:`~blvnb.models.hrda.HRDA`): both losses are 0.9·CE(fused) + 0.1·CE(detail,
 label and weight cropped to the detail box); the boxes come from the step's generator.
 **Source only** (``strategy_options["source_only"]``): step 2 alone, no target stream.
+**Other losses by name** (``la``, ``focal``, …) replace the source loss; the mixed loss stays DAFormer's
+pixel-weighted cross entropy (with BLV's offsets when the loss is ``blv``).
 **BLV** (``cfg.loss == "blv"``): which of the two losses BLV perturbs is unpublished; BLV Sec. 3.4's
 argument (the source distribution stands in for the *target's*) implies the pseudo-labelled target
 pixels, so by default both the source and the mixed loss get the noise (``strategy_options["blv_on"]``:
