@@ -16,9 +16,11 @@ import torch.nn.functional as F
 from blvnb.classes import (BLV_TAIL, CLASSES, DARS_TAIL, HEAD_BLV, IGNORE, NUM_CLASSES, SYNTHIA_13, SYNTHIA_16,
                            label_id_to_train_id, train_id_to_label_id)
 from blvnb.engine import evaluate as ev
-from blvnb.engine.evaluate import (Confusion, confusion_matrix, evaluate, mean_iou, per_class_iou, predict_logits,
+from blvnb.engine.evaluate import (Confusion, confusion_matrix, evaluate, mean_iou, per_class_iou,
                                    summarize)
 from blvnb.errors import BlvnbError, ConfigError
+from blvnb.models import inference
+from blvnb.models.inference import predict_logits
 
 # --- confusion matrix ------------------------------------------------------------------------------
 
@@ -264,11 +266,11 @@ def _images(n=2, h=37, w=53, seed=0):
 
 
 def test_window_starts():
-    assert ev._starts(37, 16, 11) == [0, 11, 21]
-    assert ev._starts(53, 24, 16) == [0, 16, 29]
-    assert ev._starts(100, 30, 20) == [0, 20, 40, 60, 70]
-    assert ev._starts(30, 30, 20) == [0]
-    assert ev._starts(10, 30, 20) == [0]
+    assert inference._starts(37, 16, 11) == [0, 11, 21]
+    assert inference._starts(53, 24, 16) == [0, 16, 29]
+    assert inference._starts(100, 30, 20) == [0, 20, 40, 60, 70]
+    assert inference._starts(30, 30, 20) == [0]
+    assert inference._starts(10, 30, 20) == [0]
 
 
 @pytest.mark.parametrize("crop,stride", [((16, 24), None), ((16, 24), (11, 16)), ((64, 20), (5, 7)),

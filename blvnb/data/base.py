@@ -132,7 +132,8 @@ class SegmentationDataset(Dataset):
         self.root = Path(root).expanduser()
         self.split = self._check_split(split)
         self.transform = transform
-        self.labeled = labeled
+        # a split without labels (VOC's "unlabeled", Cityscapes' coarse train_extra) is always read unlabeled
+        self.labeled = labeled = labeled and self._split_has_labels()
         self._valid = np.zeros(1 << 16, dtype=bool)
         self._valid[sorted(self.valid_ids)] = True
 
@@ -147,9 +148,15 @@ class SegmentationDataset(Dataset):
                 "labeled=False to read images only).\n" + self._layout()
             )
 
-        found = sorted(
-            (p.name[: -len(self.image_suffix)], p) for p in image_dir.glob(self.image_glob) if p.is_file()
-        )
+        #: entries of a split list (VOC, ScanNet) that name no image; with check=False they are kept here
+        #: (for ``blvnb data check``) instead of raising
+        self.missing_entries: list[str] = []
+        found = self._find_images(image_dir)
+        if self.missing_entries and check:
+            raise DatasetError(
+                f"{self.title}: the split list of '{self.split}' names {len(self.missing_entries)} image(s) that do "
+                f"not exist under {image_dir}: {_few(self.missing_entries)}.\n" + self._layout()
+            )
         if not found:
             raise DatasetError(
                 f"{self.title}: no images matching {image_dir / self.image_glob} (empty split '{self.split}').\n"
@@ -188,9 +195,19 @@ class SegmentationDataset(Dataset):
 
     # --- hooks for the loaders -----------------------------------------------------------------------
 
+    def _find_images(self, image_dir: Path) -> list[tuple[str, Path]]:
+        """Sorted (sample name, image path) of the split. Default: every file matching ``image_glob``;
+        loaders whose splits are text lists (VOC, ScanNet) override it and record list entries without
+        an image in ``self.missing_entries``."""
+        return sorted((p.name[: -len(self.image_suffix)], p) for p in image_dir.glob(self.image_glob) if p.is_file())
+
     def _check_split(self, split: str) -> str:
         """Validate ``split`` and return it (loaders override)."""
         return split
+
+    def _split_has_labels(self) -> bool:
+        """Whether ``self.split`` has labels to read (loaders with image-only splits override)."""
+        return True
 
     def _image_dir(self) -> Path:
         raise NotImplementedError

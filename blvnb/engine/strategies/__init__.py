@@ -1,1 +1,2 @@
-STRATEGIES = {"uda": "blvnb.engine.strategies.uda:build"}  # the one line of worker uda: add it to core's dict
+STRATEGIES = {**globals().get("STRATEGIES", {}), "dars-rounds": __import__("blvnb.engine.strategies.dars_rounds", fromlist=["build"]).build}  # noqa: E501
+STRATEGIES = {**globals().get("STRATEGIES", {}), "uda": "blvnb.engine.strategies.uda:build"}
