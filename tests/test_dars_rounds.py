@@ -540,3 +540,29 @@ def test_a_round_killed_while_training_resumes_bitwise(tmp_path):
     for name, t in a["model"].items():
         assert torch.equal(t, b["model"][name]), name
     assert a["iter"] == b["iter"] == 8
+
+
+@dataclass(frozen=True)
+class ScaledCfg(FakeCfg):
+    scale_range: tuple = (0.75, 1.5)
+
+
+def test_round_config_shares_teachers_across_schedule_variants():
+    # DARS Tables 6/9/10: variants that differ from round 2 on share rounds 0 and 1 with the default
+    dflt = ScaledCfg(strategy_options={"round": 2, "labeler": "dars"})
+    same_r1 = ScaledCfg(strategy_options={"round": 2, "labeler": "dars", "alphas": [0.2, 0.2],
+                                          "betas": [[0.0, 0.0], [0.0, 0.0]]})  # base range: the run's
+    assert DR.round_config(same_r1, 1) == DR.round_config(dflt, 1) == ScaledCfg(
+        strategy_options={"round": 1, "labeler": "dars"})
+    assert DR.round_config(same_r1, 0) == DR.round_config(dflt, 0) == ScaledCfg(strategy_options={"round": 0})
+    # round 1 widened already: its round 0 is the default's, its round 1 is not
+    wide_r1 = ScaledCfg(strategy_options={"round": 1, "labeler": "dars", "alphas": [0.2], "betas": [[0.2, 0.5]]})
+    assert DR.round_config(wide_r1, 0) == DR.round_config(dflt, 0)
+    # another base range is another round 0; later rounds' α and β are dropped from the teacher
+    other = ScaledCfg(strategy_options={"round": 2, "labeler": "dars", "alphas": [0.3, 0.5],
+                                        "betas": [[0.0, 0.0], [0.2, 0.5]], "scale_range": [0.25, 1.0]})
+    t1 = DR.round_config(other, 1).strategy_options
+    assert t1 == {"round": 1, "labeler": "dars", "alphas": [0.3], "betas": [[0.0, 0.0]], "scale_range": [0.25, 1.0]}
+    assert DR.round_config(other, 0).strategy_options == {"round": 0, "alphas": [0.3], "betas": [[0.0, 0.0]],
+                                                          "scale_range": [0.25, 1.0]}
+    assert DR.round_config(other, 0) != DR.round_config(dflt, 0)

@@ -223,12 +223,46 @@ def round_settings(o: Mapping[str, Any], default_scale: Sequence[float] | None =
 
 def round_config(cfg, k: int):
     """The config of round ``k`` of ``cfg``'s self-training: the same options with ``round = k``; for
-    round 0 only the options that change it (:data:`ROUND0_KEYS`), so that every labeller shares it."""
+    round 0 only the options that change it (:data:`ROUND0_KEYS`), so that every labeller shares it.
+
+    The schedule is written in its canonical form for rounds 0 … k, so that one teacher serves every
+    variant that trains it the same way (DARS Tables 6, 9, 10 change only round 2): α and β of rounds
+    after ``k`` are dropped, and a schedule whose rounds 0 … k train as the default (released crop-361)
+    schedule's — same α and random-scale ranges from the same base range — is written as the default."""
     o = dict(cfg.strategy_options or {})
     o["round"] = int(k)
+    if o.get("alphas") is not None:
+        run_scale = getattr(cfg, "scale_range", None)
+        default_scale = tuple(run_scale) if run_scale is not None else None
+        if _trains_as_default(o, int(k), default_scale):
+            for key in ("schedule", "alphas", "betas", "scale_range"):
+                o.pop(key, None)
+        else:  # round 0's range comes from round 1's (its β undone): keep at least round 1
+            keep = max(int(k), 1)
+            o["alphas"] = list(o["alphas"])[:keep]
+            if o.get("betas") is not None:
+                o["betas"] = [list(b) for b in o["betas"]][:keep]
     if k == 0:
         o = {key: v for key, v in o.items() if key in ROUND0_KEYS}
     return cfg.with_(strategy="dars-rounds", strategy_options=o)
+
+
+def _trains_as_default(o: Mapping[str, Any], k: int, default_scale) -> bool:
+    """Whether rounds 0 … k of options ``o`` train exactly as those of the default schedule."""
+    def rounds(opts) -> list:
+        sched = schedule(opts, default_scale)
+        if len(sched) < max(k, 1):
+            return []
+        r0 = round_settings({**opts, "round": 0}, default_scale)[1]
+        return [tuple(round(float(v), 9) for v in r0)] + [
+            (round(float(r.alpha), 9), tuple(round(float(v), 9) for v in r.scale_range)) for r in sched[:k]]
+
+    try:
+        mine = rounds(o)
+    except ConfigError:
+        return False
+    default = rounds({key: v for key, v in o.items() if key not in ("schedule", "alphas", "betas", "scale_range")})
+    return bool(mine) and mine == default
 
 
 def lr_continuation(k: int, iters: int) -> dict[str, int]:
