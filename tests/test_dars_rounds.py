@@ -566,3 +566,16 @@ def test_round_config_shares_teachers_across_schedule_variants():
     assert DR.round_config(other, 0).strategy_options == {"round": 0, "alphas": [0.3], "betas": [[0.0, 0.0]],
                                                           "scale_range": [0.25, 1.0]}
     assert DR.round_config(other, 0) != DR.round_config(dflt, 0)
+
+
+def test_round_config_with_betas_alone():
+    # only round 2's widening differs from the released schedule: rounds 0 and 1 are the default's
+    cfg = ScaledCfg(strategy_options={"round": 2, "labeler": "dars", "betas": [[0.0, 0.0], [0.0, 0.0]]})
+    assert DR.round_config(cfg, 1) == ScaledCfg(strategy_options={"round": 1, "labeler": "dars"})
+    assert DR.round_config(cfg, 0) == ScaledCfg(strategy_options={"round": 0})
+    # round 1 widened: its teacher (round 0) is the default's, it itself keeps its β
+    wide = ScaledCfg(strategy_options={"round": 2, "labeler": "dars", "betas": [[0.2, 0.5], [0.2, 0.5]]})
+    assert DR.round_config(wide, 1).strategy_options == {"round": 1, "labeler": "dars", "alphas": [0.2],
+                                                         "betas": [[0.2, 0.5]]}
+    DR.round_options(DR.round_config(wide, 1).strategy_options)  # a valid schedule of one round
+    assert DR.round_config(wide, 0) == ScaledCfg(strategy_options={"round": 0})

@@ -231,17 +231,18 @@ def round_config(cfg, k: int):
     schedule's — same α and random-scale ranges from the same base range — is written as the default."""
     o = dict(cfg.strategy_options or {})
     o["round"] = int(k)
-    if o.get("alphas") is not None:
+    if o.get("alphas") is not None or o.get("betas") is not None:
         run_scale = getattr(cfg, "scale_range", None)
         default_scale = tuple(run_scale) if run_scale is not None else None
         if _trains_as_default(o, int(k), default_scale):
             for key in ("schedule", "alphas", "betas", "scale_range"):
                 o.pop(key, None)
-        else:  # round 0's range comes from round 1's (its β undone): keep at least round 1
+        else:  # rounds 0 … k only (round 0's range comes from round 1's, its β undone: keep round 1)
             keep = max(int(k), 1)
-            o["alphas"] = list(o["alphas"])[:keep]
-            if o.get("betas") is not None:
-                o["betas"] = [list(b) for b in o["betas"]][:keep]
+            sched = schedule(o, default_scale)
+            if keep < len(sched):
+                o["alphas"] = [float(r.alpha) for r in sched][:keep]
+                o["betas"] = [[float(r.beta_min), float(r.beta_max)] for r in sched][:keep]
     if k == 0:
         o = {key: v for key, v in o.items() if key in ROUND0_KEYS}
     return cfg.with_(strategy="dars-rounds", strategy_options=o)
