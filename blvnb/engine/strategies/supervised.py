@@ -107,6 +107,8 @@ def make_loss(name: str, options: dict, class_counts, total_iters: int) -> nn.Mo
     if "sigma_schedule" in options:
         if name != "blv":
             raise ConfigError(f"sigma_schedule is an option of the 'blv' loss, not of {name!r}")
+        if "sigma" in options:
+            raise ConfigError("give the BLV loss either sigma (fixed) or sigma_schedule (σ0 of σ(t)), not both")
         options["sigma"] = SigmaSchedule.for_run(total_iters, float(options.pop("sigma_schedule")))
     return build_loss(name, class_counts=class_counts, **options)
 
