@@ -369,9 +369,9 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
     for it in range(start, cfg.end_iter):
         for group in opt.param_groups:
             group["lr"] = scheduled_lr(group["base_lr"], it, cfg)
-        _seed_globals(cfg.seed, it, r, device)
         epoch_before = epoch_stream.epoch
         batches = {name: to_device(streams[name].next(), device, cfg.channels_last) for name in strategy.streams}
+        _seed_globals(cfg.seed, it, r, device)  # after loading: a new epoch's loader must not shift dropout draws
         images += sum(_batch_images(b) for b in batches.values()) * world_size()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp):
             loss, stats = strategy.step(net, batches, it)

@@ -129,8 +129,10 @@ class Stream:
         self._order = self.order(self.epoch)
         batches = self._epoch_batches()
         self._n_left = len(batches)
+        # the loader's own generator, so that starting an epoch never draws from the global one
         loader = DataLoader(self._slots, batch_sampler=batches, num_workers=self.num_workers,
-                            collate_fn=default_collate, persistent_workers=False)
+                            collate_fn=default_collate, persistent_workers=False,
+                            generator=seeded_generator(self.seed, "loader", self.epoch, self.position))
         self._loader_iter = iter(loader)
 
     # --- iteration -----------------------------------------------------------------------------------
