@@ -305,3 +305,32 @@ def test_paper_model_trains_with_its_aux_head():
                       Supervised(build_loss("ce")), device="cpu", progress=False)
     assert len(hist["loss"]) == 2 and all(math.isfinite(v) for v in hist["loss"])
     assert "aux_loss" in hist["history"]
+
+
+def test_a_round_continues_from_init_state_with_the_optimiser_and_schedule(tmp_path):
+    """DARS round k: start from the teacher's checkpoint (weights + optimiser), lr continuing at first_iter."""
+    teacher = tmp_path / "teacher.pt"
+    _run(iters=4, ckpt=teacher)
+    state = torch.load(teacher, weights_only=True)
+    torch.manual_seed(1)
+    model = TinyNet()
+    cfg = loop.TrainConfig(iters=4, first_iter=4, schedule_iters=12, lr=0.05)
+    hist = loop.train(model, {"labeled": Stream(Blocks(), 4, seed=2)}, cfg, Supervised(build_loss("ce")),
+                      device="cpu", progress=False, init_state=teacher)
+    assert hist["history"]["lr"] == pytest.approx([0.05 * (1 - t / 12) ** 0.9 for t in range(4, 8)])
+    assert not hist["resumed"] and hist["resumed_from"] == 4
+    moved = [not torch.equal(p, state["model"][k]) for k, p in model.state_dict().items()]
+    assert all(moved)  # it trained on from the teacher's weights ...
+    bad = {"model": nn.Linear(2, 2).state_dict()}
+    with pytest.raises(BlvnbError, match="another model"):  # ... and refuses another model's
+        loop.train(TinyNet(), {"labeled": Stream(Blocks(), 4, seed=2)}, cfg, Supervised(build_loss("ce")),
+                   device="cpu", progress=False, init_state=bad)
+
+
+def test_log_lines_with_images_per_second_when_not_on_a_terminal(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="blvnb.engine.loop"):
+        _run(iters=4, log_every=2)
+    lines = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+    assert len(lines) == 2 and "iteration 4/4" in lines[-1] and "ETA" in lines[-1]

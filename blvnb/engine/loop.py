@@ -21,8 +21,8 @@ handed to :func:`train`; the loop owns what they share:
 * checkpoints (atomic, loaded with ``weights_only=True``) holding the model, optimiser, scaler, the
   global iteration, the history, every stream's position and the strategy's state, so that a run killed
   at any iteration and started again ends bitwise identical to an uninterrupted one (issue 14 #1);
-* the history of every statistic the strategy returns, a progress bar on a terminal and a log line
-  with images/s and the ETA every ``log_every`` iterations otherwise.
+* the history of every statistic the strategy returns, a progress bar on a terminal and otherwise a
+  log line (INFO) with the loss, lr, images/s and the ETA every ``log_every`` iterations.
 
 **Randomness.** Nothing in an iteration may depend on generator state carried across iterations. A
 strategy draws from :func:`step_generator` (seeded by the run seed, the global iteration and a salt);
@@ -400,7 +400,7 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
             rate = images / max(now - t_log, 1e-9)
             eta = (now - t_log) / max(done - it_log, 1) * (cfg.end_iter - done)
             bar.set_postfix(loss=f"{values['loss'][-1]:.3f}", lr=f"{values['lr'][-1]:.2e}")
-            if show and not tty:
+            if is_main_process() and not (show and tty):  # a log line wherever no bar is drawn
                 log.info("%s: iteration %d/%d loss %.4f lr %.2e %.1f images/s ETA %.0f s", desc, done, cfg.end_iter,
                          values["loss"][-1], values["lr"][-1], rate, eta)
             images, t_log, it_log = 0, now, done

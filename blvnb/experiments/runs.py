@@ -201,8 +201,9 @@ def pretraining_config(cfg: RunConfig) -> RunConfig:
     """The profile's toy pretraining run for ``cfg.model``: supervised CE on disjoint toycity data (another
     style and data seed), not evaluated; its backbone is the "ImageNet" of runs with ``pretrained="toy"``."""
     spec = dict(get_profile(cfg.profile).pretraining)
-    return RunConfig(profile=cfg.profile, model=cfg.model, pretrained=None, evaluate=False, data_root=cfg.data_root,
-                     device=cfg.device, num_workers=cfg.num_workers, progress=cfg.progress, **spec)
+    return RunConfig.from_profile(cfg.profile, **{**dict(model=cfg.model, data_root=cfg.data_root, device=cfg.device,
+                                                         num_workers=cfg.num_workers, progress=cfg.progress),
+                                                  **spec, "pretrained": None, "evaluate": False})
 
 
 def dataset_root(kind: str, data_root: str | None, cfg: RunConfig | None = None, progress: bool = True,
@@ -352,8 +353,11 @@ def _subsample(history: dict[str, list[float]], max_points: int = 1000) -> tuple
 
 def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dict:
     ckpt = store.checkpoint_path(cfg.profile, key)
-    if force and loop.is_main_process():
-        ckpt.unlink(missing_ok=True)  # force = train again from scratch (issue 14 #2)
+    if force:  # train again from scratch (issue 14 #2), not from the final checkpoint
+        if loop.is_main_process():
+            ckpt.unlink(missing_ok=True)
+        if loop.world_size() > 1:
+            torch.distributed.barrier()  # no rank may read the old checkpoint
     data = RunData(cfg, key, device)
     model = build_run_model(cfg, data)
     built = get_builder(cfg.strategy)(cfg, data)
