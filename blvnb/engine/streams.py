@@ -41,8 +41,13 @@ def sample_generator(seed: int, epoch: int, position: int) -> torch.Generator:
     return seeded_generator(int(seed), "sample", int(epoch), int(position))
 
 
-def random_order(epoch: int, generator: torch.Generator, n: int) -> list[int]:
-    return torch.randperm(n, generator=generator).tolist()
+def random_order(epoch: int, generator: torch.Generator, n: int, at_least: int = 1) -> list[int]:
+    """A random permutation of ``range(n)``; several, concatenated, when one holds fewer than ``at_least``
+    (a labeled split smaller than a batch is repeated, as DARS repeats its labeled list)."""
+    out: list[int] = []
+    while len(out) < max(at_least, 1):
+        out += torch.randperm(n, generator=generator).tolist()
+    return out
 
 
 class _Slots(Dataset):
@@ -89,11 +94,8 @@ class Stream:
                               "use a batch size divisible by the number of processes")
         if len(dataset) == 0:
             raise ConfigError("a training stream needs a non-empty data set")
-        if drop_last and order is None and len(dataset) < batch_size:
-            raise ConfigError(f"the data set has {len(dataset)} samples, fewer than one batch of {batch_size}; "
-                              "use a smaller batch size or more images")
         self.dataset, self.batch_size, self.seed = dataset, batch_size, int(seed)
-        self.order_fn = order or (lambda epoch, g: random_order(epoch, g, len(dataset)))
+        self.order_fn = order or (lambda epoch, g: random_order(epoch, g, len(dataset), batch_size))
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.local_batch = batch_size // world_size
         self.epoch, self.position = 0, 0
