@@ -334,3 +334,12 @@ def test_log_lines_with_images_per_second_when_not_on_a_terminal(caplog):
         _run(iters=4, log_every=2)
     lines = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
     assert len(lines) == 2 and "iteration 4/4" in lines[-1] and "ETA" in lines[-1]
+
+
+@pytest.mark.parametrize("kw", [dict(amp=True, amp_dtype="bfloat16"), dict(amp=True, amp_dtype="float16"),
+                                dict(channels_last=True), dict(grad_clip=0.01, optimizer="adamw", betas=(0.8, 0.9))])
+def test_amp_channels_last_and_clipping_run(kw):
+    model, hist = _run(iters=3, **kw)
+    assert all(math.isfinite(v) for v in hist["loss"])
+    if kw.get("channels_last"):
+        assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)
