@@ -343,3 +343,14 @@ def test_amp_channels_last_and_clipping_run(kw):
     assert all(math.isfinite(v) for v in hist["loss"])
     if kw.get("channels_last"):
         assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_diverging_loss_is_an_error_that_names_the_iteration(tmp_path):
+    class Diverging(Supervised):
+        def step(self, model, batches, it):
+            loss, stats = super().step(model, batches, it)
+            return (loss * float("nan") if it == 2 else loss), {}
+
+    with pytest.raises(BlvnbError, match="iteration 2"):
+        _run(iters=5, strategy=Diverging(build_loss("ce")), ckpt=tmp_path / "c.pt", ckpt_every=4)
+    assert not (tmp_path / "c.pt").exists()  # no checkpoint of NaN weights

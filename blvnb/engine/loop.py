@@ -264,17 +264,25 @@ class _History:
     """Per-iteration statistics; tensors are turned into floats in bulk (one device sync per flush)."""
 
     values: dict[str, list[float]] = field(default_factory=dict)
-    pending: list[tuple[int, dict]] = field(default_factory=list)
+    pending: list[dict] = field(default_factory=list)
 
     def add(self, stats: dict) -> None:
-        self.pending.append((len(self.pending), {k: (v.detach() if isinstance(v, torch.Tensor) else v)
-                                                  for k, v in stats.items()}))
+        self.pending.append({k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in stats.items()})
 
-    def flush(self) -> dict[str, list[float]]:
-        for _, stats in self.pending:
+    def flush(self, desc: str = "train", first_iter: int = 0) -> dict[str, list[float]]:
+        """Floats of the pending statistics; a non-finite loss among them is an error (checked here, in
+        bulk, rather than with a device sync every iteration)."""
+        for stats in self.pending:
             for k, v in stats.items():
                 self.values.setdefault(k, []).append(float(v))
+        n = len(self.pending)
         self.pending.clear()
+        losses = self.values.get("loss", [])[-n:] if n else []
+        bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+        if bad:
+            it = first_iter + len(self.values["loss"]) - n + bad[0]
+            raise BlvnbError(f"{desc}: the loss became {losses[bad[0]]} at iteration {it}; lower the learning rate "
+                             "(or turn AMP off)")
         return self.values
 
 
@@ -343,6 +351,7 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
             except (ValueError, KeyError) as exc:
                 raise BlvnbError(f"the optimiser state of {where} does not fit this run's parameter groups: {exc}") from exc
     resumed = start > cfg.first_iter
+    hist0 = start - len(history.values.get("loss", []))  # global iteration of the history's first entry
 
     net = model
     if distributed:
@@ -357,7 +366,7 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
         if ckpt is not None and is_main_process():
             save_checkpoint(ckpt, {
                 "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scaler": scaler.state_dict(), "iter": it, "history": history.flush(), "seconds": seconds,
+                "scaler": scaler.state_dict(), "iter": it, "history": history.flush(desc, hist0), "seconds": seconds,
                 "streams": {n: s.state_dict() for n, s in streams.items()}, "strategy": strategy.state_dict()})
 
     tty = sys.stderr.isatty()
@@ -375,9 +384,6 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
         images += sum(_batch_images(b) for b in batches.values()) * world_size()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp):
             loss, stats = strategy.step(net, batches, it)
-        if not torch.isfinite(loss.detach()).item():
-            raise BlvnbError(f"{desc}: the loss became {float(loss)} at iteration {it}; lower the learning rate "
-                             "(or turn AMP off)")
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip:
@@ -394,8 +400,9 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
             strategy.on_epoch_end(model, epoch_before)
         bar.update(1)
         done = it + 1
+        if cfg.log_every and done % cfg.log_every == 0 or done == cfg.end_iter or device.type != "cuda":
+            values = history.flush(desc, hist0)
         if cfg.log_every and done % cfg.log_every == 0 or done == cfg.end_iter:
-            values = history.flush()
             now = time.perf_counter()
             rate = images / max(now - t_log, 1e-9)
             eta = (now - t_log) / max(done - it_log, 1) * (cfg.end_iter - done)
@@ -412,7 +419,7 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
         save(cfg.end_iter, seconds)
     if distributed:
         dist.barrier()
-    values = history.flush()
+    values = history.flush(desc, hist0)
     return {"history": values, "loss": values.get("loss", []), "seconds": seconds, "iters": cfg.iters,
             "resumed_from": start, "resumed": resumed}
 
