@@ -354,3 +354,11 @@ def test_a_diverging_loss_is_an_error_that_names_the_iteration(tmp_path):
     with pytest.raises(BlvnbError, match="iteration 2"):
         _run(iters=5, strategy=Diverging(build_loss("ce")), ckpt=tmp_path / "c.pt", ckpt_every=4)
     assert not (tmp_path / "c.pt").exists()  # no checkpoint of NaN weights
+
+
+def test_worker_processes_load_the_same_batches():
+    a = Stream(Blocks(10), 4, seed=5, num_workers=0)
+    b = Stream(Blocks(10), 4, seed=5, num_workers=2)
+    for _ in range(3):
+        x, y = a.next(), b.next()
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["index"], y["index"])
