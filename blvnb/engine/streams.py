@@ -81,28 +81,47 @@ class Stream:
 
     def __init__(self, dataset, batch_size: int, *, seed: int, order: Order | None = None, drop_last: bool = True,
                  num_workers: int = 0, rank: int | None = None, world_size: int | None = None):
-        if rank is None or world_size is None:
-            import torch.distributed as dist
-
-            dist_on = dist.is_available() and dist.is_initialized()
-            rank = dist.get_rank() if dist_on else 0 if rank is None else rank
-            world_size = dist.get_world_size() if dist_on else 1 if world_size is None else world_size
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if batch_size % world_size:
-            raise ConfigError(f"the global batch of {batch_size} cannot be split evenly over {world_size} processes; "
-                              "use a batch size divisible by the number of processes")
         if len(dataset) == 0:
             raise ConfigError("a training stream needs a non-empty data set")
         self.dataset, self.batch_size, self.seed = dataset, batch_size, int(seed)
         self.order_fn = order or (lambda epoch, g: random_order(epoch, g, len(dataset), batch_size))
-        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
-        self.local_batch = batch_size // world_size
+        self.drop_last, self._rank, self._world_size = drop_last, rank, world_size
+        if world_size is not None:
+            self._check_world(world_size)
         self.epoch, self.position = 0, 0
         self._order: list[int] | None = None
         self._loader_iter = None
         self._slots = _Slots(dataset, self.seed)
         self.num_workers = num_workers
+
+    # --- ranks ---------------------------------------------------------------------------------------
+
+    def _check_world(self, world_size: int) -> None:
+        if self.batch_size % world_size:
+            raise ConfigError(f"the global batch of {self.batch_size} cannot be split evenly over {world_size} "
+                              "processes; use a batch size divisible by the number of processes")
+
+    @property
+    def rank(self) -> int:
+        """This process's rank: as given, else the process group's (read when used, so a stream may be
+        built before torchrun's process group is joined)."""
+        if self._rank is not None:
+            return self._rank
+        import torch.distributed as dist
+
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    @property
+    def world_size(self) -> int:
+        if self._world_size is not None:
+            return self._world_size
+        import torch.distributed as dist
+
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self._check_world(world)
+        return world
 
     # --- order ---------------------------------------------------------------------------------------
 
@@ -119,11 +138,11 @@ class Stream:
         end = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
         if end == 0:
             raise ConfigError(f"epoch {self.epoch} has {len(order)} samples, fewer than one batch of {self.batch_size}")
-        out = []
+        out, rank, world = [], self.rank, self.world_size
         for start in range(self.position, end, self.batch_size):
             stop = min(start + self.batch_size, end)
-            share = -(-(stop - start) // self.world_size)
-            lo, hi = start + self.rank * share, min(stop, start + (self.rank + 1) * share)
+            share = -(-(stop - start) // world)
+            lo, hi = start + rank * share, min(stop, start + (rank + 1) * share)
             out.append([(order[p], self.epoch, p) for p in range(lo, hi)])
         return out
 
