@@ -92,6 +92,10 @@ def test_profiles_and_errors():
         RunConfig.from_profile("quick", iters="300")
     with pytest.raises(BlvnbError, match="dataset"):
         RunConfig.from_profile("quick", dataset="kitti")
+    for bad in (dict(crop=(64,)), dict(crop=(0, 128)), dict(size="64x128"), dict(scale_range=(2.0, 1.0)),
+                dict(seed="0"), dict(batch_size=0), dict(labeled_fraction="2/1")):
+        with pytest.raises(BlvnbError):
+            RunConfig.from_profile("quick", **bad)
 
 
 @pytest.mark.parametrize("name", ["../../x", "/x", "a/b", "..", ".hidden", "", "x" * 101, "a\x00b"])

@@ -137,6 +137,16 @@ class RunConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "iters" else 1):
                 raise ConfigError(f"{name} must be an integer >= {0 if name == 'iters' else 1}, got {v!r}")
+        for name in ("crop", "size", "base_size", "eval_crop"):
+            v = getattr(self, name)
+            if v is None and name in ("base_size", "eval_crop"):
+                continue
+            if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                 and x > 0 for x in v)):
+                raise ConfigError(f"{name} must be (height, width) in pixels, two positive integers; got {v!r}")
+        lo_hi = self.scale_range
+        if not (isinstance(lo_hi, tuple) and len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1]):
+            raise ConfigError(f"scale_range must be (min, max) with 0 < min <= max; got {lo_hi!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if self.labeled_fraction is not None:
