@@ -362,3 +362,12 @@ def test_worker_processes_load_the_same_batches():
     for _ in range(3):
         x, y = a.next(), b.next()
         assert torch.equal(x["image"], y["image"]) and torch.equal(x["index"], y["index"])
+
+
+def test_cross_entropy_and_resampling_keep_the_models_own_weights():
+    from blvnb.models.registry import build_model
+
+    ocr = build_model("hr18-ocr@small")
+    for name in ("ce", "rs"):
+        placed = Supervised(build_loss("ce"), recipe=recipes.recipe_for("hr18-ocr"), loss_name=name).placement(ocr)
+        assert [w for w, _ in placed] == [1.0, 0.4]

@@ -65,7 +65,9 @@ class Supervised(Strategy):
         inner = unwrap(model)
         head = getattr(inner, "head", None)
         n_head_aux = len(getattr(head, "aux_weights", ())) if head is not None else 0
-        place = self.recipe.loss_on if self.loss_name != "ce" else "main"
+        # a long-tail loss goes where the *_blv.py configs put BLV; cross entropy (also "rs") keeps the
+        # model's own weights everywhere
+        place = self.recipe.loss_on if self.loss_name not in ("ce", "rs") else "main"
         out = [(1.0, self.loss if place in ("main", "main+head_aux") else self.ce)]
         for j, w in enumerate(getattr(inner, "aux_weights", ())):
             own = j < n_head_aux  # the head's own extra outputs come first (SegModel.aux_weights)
