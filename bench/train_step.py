@@ -34,6 +34,14 @@ from blvnb.experiments.runs import RunConfig, RunData, build_run_model  # noqa: 
 STRATEGY_BENCHES: dict[str, dict] = {
     "supervised-ce": dict(strategy="supervised", loss="ce"),
     "supervised-blv": dict(strategy="supervised", loss="blv", loss_options={"sigma": 6.0}),
+    "mean-teacher": dict(strategy="mean-teacher", labeled_fraction="1/8"),
+    "mean-teacher-blv": dict(strategy="mean-teacher", labeled_fraction="1/8", loss="blv", loss_options={"sigma": 6.0}),
+    "uda-source-only": dict(strategy="uda", dataset="gta5", target="cityscapes", strategy_options={"source_only": True}),
+    "uda-daformer": dict(strategy="uda", dataset="gta5", target="cityscapes"),
+    "uda-daformer-blv": dict(strategy="uda", dataset="gta5", target="cityscapes", loss="blv", loss_options={"sigma": 6.0}),
+    "uda-dars-sd": dict(strategy="uda", dataset="gta5", target="cityscapes", strategy_options={"pseudo": "dars-sd"}),
+    # A DARS round's step is two supervised forwards (labeled + pseudo-labeled); building round k >= 1 trains
+    # its teacher first, so it is not in this bench (its labelling pass is timed by bench/dars_scale.py).
 }
 
 
