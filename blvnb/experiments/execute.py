@@ -54,9 +54,9 @@ def _opts(cfg) -> dict:
 def dependencies(cfg) -> list:
     """The runs ``cfg`` starts from: the teacher of a DARS round (round k − 1 of the same settings, the
     per-round lists cut to k − 1 entries; round 0 for round 1) and the pretraining run of a profile that
-    has one. ``blvnb.experiments.runs.dependencies(cfg)``, where it exists, is the authority."""
-    from blvnb.experiments import runs
-
+    has one. ``blvnb.experiments.runs.dependencies(cfg)``, where it exists, is the authority (runs.py is
+    loaded wherever a real RunConfig exists; a job that only checks a placeholder need not import torch)."""
+    runs = sys.modules.get("blvnb.experiments.runs")
     hook = getattr(runs, "dependencies", None)
     if hook is not None:
         return list(hook(cfg))
@@ -73,7 +73,7 @@ def dependencies(cfg) -> list:
                     teacher[name] = list(teacher[name])[: k - 1]
         deps.append(cfg.with_(strategy_options=teacher))
     if getattr(cfg, "pretrained", None):
-        pre = getattr(runs, "pretraining_config", None)
+        pre = getattr(runs, "pretraining_config", None)  # the profile's toy "ImageNet" run, if runs.py names it
         if pre is not None:
             deps.append(pre(cfg))
     return deps
