@@ -51,10 +51,14 @@ def _opts(cfg) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(so).items()}
 
 
+#: dars-rounds options that change round 0 (the strategy's ROUND0_KEYS): the teacher of every round 1
+ROUND0_KEYS = ("round", "schedule", "alphas", "scale_range", "betas", "head_lr_mult")
+
+
 def dependencies(cfg) -> list:
-    """The runs ``cfg`` starts from: the teacher of a DARS round (round k − 1 of the same settings, the
-    per-round lists cut to k − 1 entries; round 0 for round 1) and the pretraining run of a profile that
-    has one. ``blvnb.experiments.runs.dependencies(cfg)``, where it exists, is the authority (runs.py is
+    """The runs ``cfg`` starts from: the teacher of a DARS round (the strategy's ``round_config(cfg,
+    k - 1)``: the same options with round k − 1; round 0 keeps only what changes it) and the profile's
+    toy pretraining run (``runs.pretraining_config``) when ``cfg.pretrained == "toy"``. ``blvnb.experiments.runs.dependencies(cfg)``, where it exists, is the authority (runs.py is
     loaded wherever a real RunConfig exists; a job that only checks a placeholder need not import torch)."""
     runs = sys.modules.get("blvnb.experiments.runs")
     hook = getattr(runs, "dependencies", None)
@@ -63,17 +67,21 @@ def dependencies(cfg) -> list:
     deps = []
     so = _opts(cfg)
     k = int(so.get("round", 0) or 0)
+    round_config = None
     if cfg.strategy == "dars-rounds" and k >= 1:
+        try:  # the strategy's own rule: exactly the teacher its run will ask data.dependency for
+            from blvnb.engine.strategies.dars_rounds import round_config
+        except ImportError:
+            pass
+    if round_config is not None:
+        deps.append(round_config(cfg, k - 1))
+    elif cfg.strategy == "dars-rounds" and k >= 1:  # the same rule, while the strategy is not installed
+        teacher = {**so, "round": k - 1}
         if k == 1:
-            teacher = {"round": 0}
-        else:
-            teacher = {**so, "round": k - 1}
-            for name in ("alphas", "betas"):
-                if name in teacher:
-                    teacher[name] = list(teacher[name])[: k - 1]
+            teacher = {n: v for n, v in teacher.items() if n in ROUND0_KEYS}
         deps.append(cfg.with_(strategy_options=teacher))
-    if getattr(cfg, "pretrained", None):
-        pre = getattr(runs, "pretraining_config", None)  # the profile's toy "ImageNet" run, if runs.py names it
+    if getattr(cfg, "pretrained", None) == "toy":
+        pre = getattr(runs, "pretraining_config", None)  # the profile's toy "ImageNet" run
         if pre is not None:
             deps.append(pre(cfg))
     return deps
