@@ -66,6 +66,8 @@ def _runs_plan(a) -> None:
     plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
     if a.json:
         print(json.dumps(plan.to_json(), indent=1, default=str))
+        for t, row, arm, why in plan.unavailable:
+            print(f"blvnb: not run yet: {t} {row} / {arm}: {why}", file=sys.stderr)
     else:
         print(execute.format_plan(plan))
 

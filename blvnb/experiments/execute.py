@@ -205,6 +205,7 @@ def _table_order(t: str):
 class Plan:
     profile: str | None
     runs: dict[str, PlannedRun] = field(default_factory=dict)  # in dependency order
+    unavailable: list[tuple[str, str, str, str]] = field(default_factory=list)  # (table, row, arm, why)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -256,10 +257,13 @@ def plan_for(profile: str, only: Iterable[str] | None = None, seeds: Iterable[in
     get_profile(profile)  # unknown profile → ConfigError listing the known ones
     if data_root is None and not get_profile(profile).synthetic:
         data_root = "DATA_ROOT"  # planning only: a real data set's key does not depend on where it is mounted
-    items = []
+    items, missing = [], []
     for t in tables.resolve_tables(only):
         items += [(e.cfg, t) for e in tables.entries(t, profile, seeds, data_root)]
-    return build_plan(items, profile)
+        missing += [(t, *u) for u in tables.unavailable(t, profile)]
+    plan = build_plan(items, profile)
+    plan.unavailable = missing
+    return plan
 
 
 def format_plan(plan: Plan) -> str:
@@ -278,6 +282,8 @@ def format_plan(plan: Plan) -> str:
     by = {}
     for r in plan.order():
         by[r.cfg.strategy] = by.get(r.cfg.strategy, 0) + 1
+    for t, row, arm, why in plan.unavailable:
+        lines.append(f"not run yet: {t} {row} / {arm}: {why}")
     lines.append(f"{len(plan)} distinct runs ({', '.join(f'{n} {s}' for s, n in sorted(by.items()))}); "
                  f"estimated {plan.est_seconds / 60:.1f} minutes one after the other "
                  f"(profile {plan.profile}; see blvnb.experiments.execute.est_seconds)")
