@@ -26,12 +26,15 @@ def runconfig(monkeypatch, tmp_path):
     return runs.RunConfig
 
 
-def smoke_plan(profile="smoke"):
-    """Two supervised runs (two seeds) and a DARS round 1, whose teacher (round 0) the plan adds."""
+def smoke_plan(profile="smoke", round1=True):
+    """Two supervised runs (two seeds) and a DARS round 1, whose teacher (round 0) the plan adds. The
+    labeled half of smoke's 16 images: 1/8 of them would be fewer than one batch."""
     from blvnb.experiments import runs
 
     sup = [runs.RunConfig.from_profile(profile, seed=s) for s in (0, 1)]
-    r1 = tables.make_config(tables.dars(profile, 1), profile, 0)
+    if not round1:
+        return execute.build_plan([(c, "test") for c in sup], profile), None
+    r1 = tables.make_config(tables.dars(profile, 1, fraction="1/2", schedule="cityscapes-1/8-crop361"), profile, 0)
     return execute.build_plan([(c, "test") for c in sup + [r1]], profile), r1
 
 
@@ -106,7 +109,7 @@ def test_submitit_local_executor_two_runs_and_a_round_after_its_teacher(tmp_path
 
 def test_gpus_executor_one_process_per_device(tmp_path, picklable_fake, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
-    plan, r1 = smoke_plan()
+    plan, _ = smoke_plan(round1=False)
     done = execute.execute(plan, execute.dry_run, "gpus", gpus=["0", "1"], work_dir=tmp_path / "w")
     assert {r["cuda_visible_devices"] for r in done.values()} <= {"0", "1"}
     assert os.getpid() not in {r["pid"] for r in done.values()}

@@ -243,7 +243,9 @@ def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", f
     each round (sweeps). A spelled-out schedule equal to the released 1/8 crop-361 one is written by its
     name, so that the sweep point is the same run as the main one.
     """
-    sched = schedule if schedule is not None else DARS_SCHEDULES[(fraction or "1/8", crop)]
+    if schedule is None:  # the released schedule of the split (the 1/8 one for splits without their own)
+        schedule = DARS_SCHEDULES.get((fraction, crop), DARS_SCHEDULES[("1/8", crop)])
+    sched = schedule
     if alphas is not None or betas is not None:
         base = DARS_361 if isinstance(sched, str) else sched
         sched = (alphas if alphas is not None else base[0], betas if betas is not None else base[1], base[2])
