@@ -143,8 +143,10 @@ def _model_rate(model: str, device: str, amp: bool) -> tuple[float, str]:
 def est_seconds(cfg) -> float:
     """Estimated wall seconds of ``cfg`` on its profile's machine (CPU for smoke/quick, a GPU for
     gpu/paper): iterations × images per iteration × seconds per image of the model (scaled by crop area
-    from the benchmark's size) × the strategy's factor, + evaluation on the val split + a DARS round's
-    labelling of the unlabeled split (flip-averaged: 2 forwards), + a fixed start-up."""
+    from the benchmark's size; UDA trains on square crops of the crop's height) × the strategy's factor,
+    + evaluation on the val split (none for a pretraining run) + a DARS round's labelling of the unlabeled
+    split (flip-averaged: 2 forwards) or the mean teacher's Eq. (4) pass over it each epoch, + a fixed
+    start-up. The numbers are estimates for planning; ``train_seconds`` in the records is the truth."""
     prof = get_profile(cfg.profile)
     device = "cpu" if cfg.profile in ("smoke", "quick") else "gpu"
     amp = bool(getattr(cfg, "amp", prof.amp))
@@ -158,17 +160,23 @@ def est_seconds(cfg) -> float:
     per_image = 1.0 / rate
     iters = int(getattr(cfg, "iters", prof.iters))
     batch = int(getattr(cfg, "batch_size", prof.batch_size))
+    so = _opts(cfg)
+    if cfg.strategy == "uda":  # square crops of the crop's height (DAFormer: 512² of 512×1024)
+        side = 1024 if (not prof.synthetic and "hrda" in str(getattr(cfg, "model", ""))) else \
+            (512 if not prof.synthetic else crop[0])
+        crop = (side, side)
     train = iters * batch * per_image * crop[0] * crop[1] / ref * STRATEGY_FACTOR.get(cfg.strategy, 1.0)
     full_image = per_image * h * w / ref * FORWARD_SHARE
-    evaluate = n_val * full_image
+    evaluate = n_val * full_image if getattr(cfg, "evaluate", True) else 0.0
     label = 0.0
-    so = _opts(cfg)
+    n_unlabeled = n_train * (1.0 - _fraction(getattr(cfg, "labeled_fraction", None)))
     if cfg.strategy == "dars-rounds" and int(so.get("round", 0) or 0) >= 1:
-        n_unlabeled = n_train * (1.0 - _fraction(getattr(cfg, "labeled_fraction", None)))
-        n_unlabeled += int(so.get("extra_unlabeled", 0) or 0)
         if getattr(cfg, "target", None):  # UDA: the whole target train split
             n_unlabeled = n_train
-        label = 2 * n_unlabeled * full_image
+        label = 2 * (n_unlabeled + int(so.get("extra_unlabeled", 0) or 0)) * full_image  # flip-averaged
+    if cfg.strategy == "mean-teacher" and so.get("counts") == "eq4" and n_unlabeled:
+        epochs = iters * batch / n_unlabeled  # Eq. (4): the teacher predicts the unlabeled set each epoch
+        label = epochs * n_unlabeled * full_image
     return round(train + evaluate + label + FIXED_SECONDS[device], 1)
 
 
