@@ -496,7 +496,7 @@ def _dars_t8(p: str) -> list[Arm]:
     prof = get_profile(p)
     n = prof.n_train if prof.synthetic else 3000
     arms = [Arm("Np=0", "fully supervised", dars(p, 0, fraction=None, crop=713,
-                                                schedule=DARS_SCHEDULES[("1/8", 713)]))]
+                                                schedule=DARS_SCHEDULES[("1/8", 713)]), "sweep")]
     for m in (1, 2, 3):
         arms.append(Arm(f"Np={m}x" if prof.synthetic else f"Np={m * 3}k", "dars",
                         dars(p, 1, fraction=None, crop=713, schedule=DARS_SCHEDULES[("1/8", 713)],
