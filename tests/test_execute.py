@@ -213,3 +213,50 @@ def test_real_smoke_runs_locally_and_through_submitit(tmp_path, monkeypatch):
     done2 = execute.execute(plan, runs.run, "slurm", device="cpu", slurm=opts)
     assert set(done2) == set(plan.runs)
     assert all(execute.store_path("smoke", k).is_file() for k in plan.runs)
+
+
+def test_afterok_submits_everything_and_cancels_students_of_a_failed_teacher(monkeypatch):
+    """Slurm's afterok mode, with a stand-in for submitit: all jobs at once with their dependencies; a
+    failed teacher's students are cancelled (Slurm would leave them pending forever)."""
+    plan, r1 = smoke_plan()
+    teacher = execute.dependencies(r1)[0].key()
+    submitted, cancelled = [], []
+
+    class Job:
+        def __init__(self, key, after):
+            self.key, self.job_id, self.after = key, str(100 + len(submitted)), after
+
+        def done(self):
+            return self.key != r1.key()  # the student would wait on its teacher for ever
+
+        def result(self):
+            if self.key == teacher:
+                raise RuntimeError("Traceback ...\nCUDA out of memory")
+            return execute.dry_run(self.cfg)
+
+        def cancel(self, check=True):
+            cancelled.append(self.key)
+
+    class Executor:
+        def __init__(self, folder, cluster=None):
+            self.params = {}
+
+        def update_parameters(self, **kw):
+            self.params.update(kw)
+
+        def submit(self, fn, run_fn, cfg, force):
+            dep = self.params.get("slurm_additional_parameters", {}).get("dependency")
+            job = Job(cfg.key(), dep)
+            job.cfg = cfg
+            submitted.append(job)
+            return job
+
+    monkeypatch.setattr(execute, "_submitit", lambda: type("M", (), {"AutoExecutor": Executor}))
+    opts = execute.SlurmOptions(dependency="afterok", partition="gpu", poll_seconds=0.01)
+    with pytest.raises(BlvnbError, match="CUDA out of memory.*cancelled: its dependency"):
+        execute.execute(plan, execute.dry_run, "slurm", slurm=opts)
+    assert len(submitted) == 4  # everything at once
+    student = [j for j in submitted if j.key == r1.key()][0]
+    t_job = [j for j in submitted if j.key == teacher][0]
+    assert student.after == f"afterok:{t_job.job_id}"
+    assert cancelled == [r1.key()]

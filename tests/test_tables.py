@@ -162,6 +162,19 @@ def test_table_run_groups_records_and_runs_each_key_once():
     assert list(df.columns[:4]) == ["row", "arm", "seed", "key"]
 
 
+def test_two_tables_asking_for_the_same_run_make_one_record():
+    calls = []
+    t3 = tables.run("blv-t3", "quick", run_fn=_fake_run(calls), progress=False)
+    t14 = tables.run("blv-t14", "quick", run_fn=_fake_run(calls), progress=False)
+    assert len(calls) == len(set(calls))
+    a = t3.grouped["DAFormer †"]["baseline"][0]
+    b = t14.grouped["Baseline"]["baseline"][0]
+    assert a["key"] == b["key"] and b["cached"]
+    assert calls.count(a["key"]) == 1
+    store = execute.store_path("quick", a["key"]).parent
+    assert len(list(store.glob("*.json"))) == len(set(calls))
+
+
 def test_committed_records_are_read_never_recomputed(tmp_path):
     cfg = tables.runs_for("blv-t1", "quick")[0]
     rec = _fake_run([])(cfg)

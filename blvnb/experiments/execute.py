@@ -434,6 +434,11 @@ def _default_work_dir(plan: Plan) -> Path:
     return store.results_root() / (plan.profile or "mixed") / "jobs"
 
 
+def _depends_on(r: PlannedRun, key: str, runs: dict[str, PlannedRun]) -> bool:
+    """Whether ``r`` starts, directly or through its teachers, from run ``key``."""
+    return any(d == key or (d in runs and _depends_on(runs[d], key, runs)) for d in r.deps)
+
+
 def _blocked(r: PlannedRun, done: dict, failed: dict) -> str | None:
     bad = [d for d in r.deps if d in failed]
     return f"not started: its dependency {bad[0][:16]} failed" if bad else None
@@ -577,6 +582,7 @@ def _run_slurm(todo, run_fn, done, force, device, opts: SlurmOptions, work: Path
     failed: dict[str, str] = {}
     jobs: dict[str, object] = {}  # key → submitit job
     pending = list(todo)
+    todo_by_key = {r.key: r for r in todo}
 
     def submit(r, after: list[str] | None = None):
         ex.update_parameters(name=f"blvnb-{r.key[:8]}")
@@ -611,6 +617,12 @@ def _run_slurm(todo, run_fn, done, force, device, opts: SlurmOptions, work: Path
             except Exception as exc:  # a job's failure, with its traceback in the job's log
                 failed[key] = f"job {job.job_id} failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}" \
                               f" (logs in {folder})"
+                # afterok: Slurm would keep the students pending forever ("DependencyNeverSatisfied")
+                for k2, (r2, job2) in list(jobs.items()):
+                    if _depends_on(r2, key, todo_by_key):
+                        job2.cancel(check=False)
+                        del jobs[k2]
+                        failed[k2] = f"cancelled: its dependency {key[:16]} failed"
         if jobs:
             time.sleep(opts.poll_seconds)
         elif pending and not any(all(d in done for d in r.deps) for r in pending):
