@@ -180,3 +180,72 @@ def train_id_to_synthia_id(array: np.ndarray) -> np.ndarray:
     for k, v in SYNTHIA_ID_TO_TRAIN.items():
         table[v] = k
     return table[np.asarray(array, dtype=np.uint8)]
+
+
+# --- PASCAL VOC 2012 (DARS Table 3) ----------------------------------------------------------------
+#: The 21 classes of VOC 2012 segmentation in their official order: the stored index is the train id.
+#: 255 marks the "void" band drawn around objects and hard pixels; it is ignored.
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+VOC_NUM_CLASSES = len(VOC_CLASSES)
+#: Values a VOC label PNG may hold: the 21 class indices and 255 (void).
+VOC_VALID_IDS: frozenset[int] = frozenset(range(VOC_NUM_CLASSES)) | {IGNORE}
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """The VOC devkit's palette (``VOClabelcolormap.m``): index bits spread over R, G, B from the top bit.
+
+    Bit 3j of the index sets bit 7−j of red, bit 3j+1 of green and bit 3j+2 of blue; index 255 (void)
+    comes out as (224, 224, 192).
+    """
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+VOC_COLORS: np.ndarray = voc_colormap()[:VOC_NUM_CLASSES]
+
+
+# --- ScanNet 2-D (DARS Tables 12-13) ---------------------------------------------------------------
+#: The 20 classes of the ScanNet benchmark, in its order, with their NYU40 ids (the values stored in
+#: the exported ``label-filt`` PNGs). Every other NYU40 id, and 0 (unannotated), is ignored.
+SCANNET_CLASSES: tuple[str, ...] = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
+    "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink", "bathtub", "otherfurniture",
+)
+SCANNET_NYU40_IDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
+SCANNET_NUM_CLASSES = len(SCANNET_CLASSES)
+#: NYU40 palette of the ScanNet benchmark scripts, for the 20 benchmark classes (train-id order).
+SCANNET_COLORS: np.ndarray = np.array([
+    (174, 199, 232), (152, 223, 138), (31, 119, 180), (255, 187, 120), (188, 189, 34), (140, 86, 75),
+    (255, 152, 150), (214, 39, 40), (197, 176, 213), (148, 103, 189), (196, 156, 148), (23, 190, 207),
+    (247, 182, 210), (219, 219, 141), (255, 127, 14), (158, 218, 229), (44, 160, 44), (112, 128, 144),
+    (227, 119, 194), (82, 84, 163),
+], dtype=np.uint8)
+#: Values a ScanNet NYU40 label PNG may hold (0 = unannotated, 1..40).
+SCANNET_VALID_IDS: frozenset[int] = frozenset(range(41))
+_NYU40_TO_TRAIN = np.full(256, IGNORE, dtype=np.uint8)
+for _t, _nyu in enumerate(SCANNET_NYU40_IDS):
+    _NYU40_TO_TRAIN[_nyu] = _t
+
+
+def nyu40_to_train_id(array):
+    """NYU40 ids -> ScanNet benchmark train ids (0..19); 0 and the other 20 NYU40 classes -> 255."""
+    return _lookup(_NYU40_TO_TRAIN, array, IGNORE)
+
+
+def train_id_to_nyu40(array) -> np.ndarray:
+    """ScanNet train ids (0..19) -> NYU40 ids (uint8); 255 -> 0 (unannotated)."""
+    table = np.zeros(256, dtype=np.uint8)
+    table[: SCANNET_NUM_CLASSES] = SCANNET_NYU40_IDS
+    return table[np.asarray(array, dtype=np.uint8)]

@@ -1,6 +1,8 @@
 """Command line: ``blvnb data ...`` and ``blvnb reproduce``.
 
     blvnb data toycity --out DIR --style cityscapes --n-train N --n-val M --size HxW --seed S
+    blvnb data toycity --out DIR --style voc|scannet --n-train N --n-val M --size HxW --seed S [--n-aug K]
+    blvnb data check ROOT --dataset NAME        # every problem of a data root in one run (exit 1 if any)
     blvnb data prepare --profile quick          # the cached toycity trees a profile uses
     blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D] [--no-build]
     blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
@@ -22,11 +24,25 @@ from blvnb.errors import BlvnbError
 
 
 def _data_toycity(a) -> None:
-    from blvnb.data import toycity
+    from blvnb.data import toycity, toycity_layouts
 
-    out = toycity.write_tree(a.out, a.style, n_train=a.n_train, n_val=a.n_val, size=toycity.parse_size(a.size),
-                             seed=a.seed, progress=not a.quiet)
+    size = toycity.parse_size(a.size)
+    if a.style in toycity_layouts.LAYOUT_STYLES:
+        options = {"n_aug": a.n_aug} if a.style == "voc" and a.n_aug is not None else {}
+        out = toycity_layouts.write_tree(a.out, a.style, n_train=a.n_train, n_val=a.n_val, size=size, seed=a.seed,
+                                         progress=not a.quiet, **options)
+    else:
+        out = toycity.write_tree(a.out, a.style, n_train=a.n_train, n_val=a.n_val, size=size, seed=a.seed,
+                                 progress=not a.quiet)
     print(f"wrote toycity ({a.style}) to {out}")
+
+
+def _data_check(a) -> int:
+    from blvnb.data.check import check_tree
+
+    report = check_tree(a.root, a.dataset, splits=a.split or None, progress=not a.quiet)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _data_prepare(a) -> None:
@@ -131,13 +147,22 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="synthetic data sets").add_subparsers(dest="data_cmd", required=True)
     t = data.add_parser("toycity", help="write a toycity tree in a real data set's layout")
     t.add_argument("--out", required=True)
-    t.add_argument("--style", default="cityscapes", choices=("cityscapes", "gta", "synthia"))
+    t.add_argument("--style", default="cityscapes", choices=("cityscapes", "gta", "synthia", "voc", "scannet"))
     t.add_argument("--n-train", type=int, default=200)
     t.add_argument("--n-val", type=int, default=60)
     t.add_argument("--size", default="128x256", help="HxW, e.g. 128x256")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n-aug", type=int, default=None, help="voc: extra unlabeled images of the augmented set (default 3 x n-train)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=_data_toycity)
+    from blvnb.data.check import CHECKS
+
+    c = data.add_parser("check", help="validate a data root: every image, label and split list, all problems at once")
+    c.add_argument("root")
+    c.add_argument("--dataset", required=True, choices=tuple(CHECKS))
+    c.add_argument("--split", nargs="*", help="only these splits (default: all of the data set's)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(fn=_data_check)
     p = data.add_parser("prepare", help="generate (once) the cached toycity trees a profile uses")
     p.add_argument("--profile", default="quick")
     p.add_argument("--quiet", action="store_true")
@@ -192,11 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        a.fn(a)
+        rc = a.fn(a)
     except BlvnbError as exc:
         print(f"blvnb: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return int(rc or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,3 +50,43 @@ class CityscapesDataset(SegmentationDataset):
 
     def _to_train_ids(self, raw: np.ndarray) -> np.ndarray:
         return label_id_to_train_id(raw)
+
+
+class CityscapesCoarseDataset(CityscapesDataset):
+    """Cityscapes' coarse ``train_extra`` images (DARS Table 8), always read **without** labels.
+
+    Layout: ``ROOT/leftImg8bit/train_extra/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` (19,998 images).
+    DARS ignores the coarse annotations and pseudo-labels these images, so no label folder is needed.
+    ``split`` is ``"unlabeled"`` or ``"train_extra"`` (the same images). ``max_images`` caps how many are
+    used (DARS Table 8: N_p = 3k, 6k, 9k): an evenly spaced selection over the sorted names, so every city
+    contributes and a larger cap's images include a smaller cap's only when it is a multiple.
+    """
+
+    kind = "cityscapes-coarse"
+    title = "Cityscapes coarse (train_extra)"
+    image_pattern = "ROOT/leftImg8bit/train_extra/<city>/<city>_<seq>_<frame>_leftImg8bit.png"
+    label_pattern = "(none read: the coarse labels are ignored)"
+    download_hint = "The real data: https://www.cityscapes-dataset.com (leftImg8bit_trainextra.zip)."
+
+    def __init__(self, root, split: str = "unlabeled", names=None, transform=None, check: bool = True,
+                 labeled: bool = False, max_images: int | None = None):
+        from blvnb.errors import ConfigError
+
+        if max_images is not None and (not isinstance(max_images, int) or isinstance(max_images, bool) or max_images < 1):
+            raise ConfigError(f"max_images must be a positive integer or None, got {max_images!r}")
+        self.max_images = max_images
+        super().__init__(root, split, names, transform, check, labeled=False)
+
+    def _check_split(self, split: str) -> str:
+        check_split_choice(self.title, split, ("unlabeled", "train_extra"))
+        return "train_extra"
+
+    def _split_has_labels(self) -> bool:
+        return False
+
+    def _find_images(self, image_dir: Path):
+        found = super()._find_images(image_dir)
+        if self.max_images is not None and self.max_images < len(found):
+            step = len(found) / self.max_images
+            found = [found[int(i * step)] for i in range(self.max_images)]
+        return found

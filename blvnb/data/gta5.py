@@ -39,8 +39,11 @@ class GTA5Dataset(SegmentationDataset):
             self.title, split, ("all", "train"), "GTA5 has no official split (both mean every image); use names= for a subset."
         )
 
+    #: the image folder under ROOT ("images"; CyCADA-translated images live in another folder)
+    image_folder = "images"
+
     def _image_dir(self) -> Path:
-        return self.root / "images"
+        return self.root / self.image_folder
 
     def _label_dir(self) -> Path:
         return self.root / "labels"
@@ -53,3 +56,26 @@ class GTA5Dataset(SegmentationDataset):
 
     def _to_train_ids(self, raw: np.ndarray) -> np.ndarray:
         return label_id_to_train_id(raw)
+
+
+class GTA5TranslatedDataset(GTA5Dataset):
+    """GTA5 with CyCADA-translated images (DARS Appendix C): the same labels, images from another folder.
+
+    Layout: ``ROOT/<image_folder>/NNNNN.png`` (default ``images_translated``) beside ``ROOT/labels``;
+    pass ``image_folder=`` for another name (e.g. the folder the translated set was unpacked to).
+    """
+
+    kind = "gta5-translated"
+    title = "GTA5 (translated images)"
+    image_folder = "images_translated"
+    image_pattern = "ROOT/images_translated/NNNNN.png   (or image_folder=...)"
+
+    def __init__(self, root, split: str = "all", names=None, transform=None, check: bool = True,
+                 labeled: bool = True, image_folder: str | None = None):
+        if image_folder is not None:
+            from blvnb.errors import ConfigError
+
+            if not isinstance(image_folder, str) or not image_folder or "/" in image_folder or image_folder in (".", ".."):
+                raise ConfigError(f"image_folder must be a folder name under the GTA5 root, got {image_folder!r}")
+            self.image_folder = image_folder
+        super().__init__(root, split, names, transform, check, labeled)

@@ -146,3 +146,13 @@ def plot_iou_vs_share(iou: Sequence[float], shares: Sequence[float], *, title: s
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+from blvnb.viz.interactive import (  # noqa: E402  (interactive figures: plotly, served from the book)
+    Interactive, blv_toy, blv_toy_figure, dars_ratio_figure, dars_ratio_sweep, iou_explorer,
+)
+# The chapters' result tables and figures (BLV and DARS chapters); imported last: they use the helpers
+# above. ``tables.per_class_table`` (arms side by side, with the paper's rows) is reached through the
+# module, beside this module's single-arm ``per_class_table``.
+from blvnb.viz import figures, tables  # noqa: E402
+from blvnb.viz.tables import group, seed_table, side_by_side  # noqa: E402
