@@ -163,19 +163,22 @@ class Table:
 
 
 def unsupported(spec: Spec) -> str | None:
-    """Why the library cannot run ``spec`` yet, or None: a data set without a loader (VOC, ScanNet:
-    issue 13), or a strategy option / loss / pseudo-labelling method its strategy does not take. Such
+    """Why the library cannot run ``spec`` yet, or None: a data set that runs do not take yet (VOC,
+    ScanNet: issue 13), or a strategy option / loss / pseudo-labelling method its strategy does not take. Such
     arms are left out of plans (and named by :func:`unavailable`) until the strategy takes them; a
     strategy module that does not exist yet is assumed to take everything."""
     import importlib
 
-    from blvnb.data import DATASETS
+    from blvnb.experiments import runs
 
+    datasets = getattr(runs, "DATASETS", None)  # what a RunConfig takes (a loader alone is not enough)
+    if datasets is None:
+        from blvnb.data import DATASETS as datasets
     over = dict(spec.overrides)
     for name in ("dataset", "target"):
         ds = over.get(name)
-        if ds is not None and ds not in DATASETS:
-            return f"no loader for data set {ds!r} yet (issue 13)"
+        if ds is not None and ds not in datasets:
+            return f"runs cannot train on data set {ds!r} yet (they take {', '.join(datasets)})"
     try:
         module = importlib.import_module("blvnb.engine.strategies." + spec.strategy.replace("-", "_"))
     except ImportError:
@@ -619,8 +622,8 @@ TABLES: dict[str, Table] = {t.id: t for t in [
           _Q + "baseline and DARS at the first seed (a second architecture for Table 1's claim); gpu and paper "
           "at every seed. Other methods' rows are cited."),
     Table("dars-t3", "dars", "PASCAL VOC 2012", _dars_t3,
-          "Needs the VOC loader (issue 13); until it exists the table has no runs and shows the paper's "
-          "numbers. Other methods' rows are cited."),
+          "Runs on VOC once a RunConfig takes the voc data set (issue 13); until then the table has no runs "
+          "and shows the paper's numbers. Other methods' rows are cited."),
     Table("dars-t4", "dars", "Pseudo-labelling methods, one round and iterative", _dars_t4,
           _Q + "the round-0 teacher, ST, CBST and DARS (round 1, α = 20 %) and DARS + IT at every seed; the "
           "+TS rows and ST/CBST + IT at the first seed."),
@@ -642,9 +645,9 @@ TABLES: dict[str, Table] = {t.id: t for t in [
     Table("dars-t11", "dars", "Augmentation types (fully supervised)", _dars_t11,
           _Q + "none and random scaling at the first seed; gpu and paper run all four."),
     Table("dars-t12", "dars", "ScanNet, one round", _dars_t12,
-          "Needs the ScanNet loader (issue 13); until it exists the table has no runs."),
+          "Runs on ScanNet once a RunConfig takes the scannet data set (issue 13); until then no runs."),
     Table("dars-t13", "dars", "ScanNet, iterative training", _dars_t13,
-          "Needs the ScanNet loader (issue 13); until it exists the table has no runs."),
+          "Runs on ScanNet once a RunConfig takes the scannet data set (issue 13); until then no runs."),
     Table("dars-t14", "dars", "GTA5 → Cityscapes, DARS (TD)", _dars_t14,
           "PSPNet50 on the uda strategy (its EMA teacher's pseudo labels pass through DARS with the target's "
           "prior: DARS's iterative rounds become DAFormer's continuous teacher); source only and DARS (TD), "
