@@ -64,15 +64,15 @@ T1_ROWS = {
 }
 #: the Table 1 row the subset profiles run: PSPNet50, whose CE run is also DARS's fully supervised oracle
 T1_QUICK = ("r50-psp",)
-#: DARS's progressive schedules: (α per round, (β_min, β_max) per round, round 1's random-scale range).
-#: The two 1/8 ones are blvnb.pseudo.rounds.RELEASED_SCHEDULES and are named, not spelled out, so that a
-#: sweep point equal to them is the same run; the 1/4 ones are the released 1/4 configs (recipes.md (c)).
-DARS_361 = ((0.2, 0.5), ((0.0, 0.0), (0.2, 0.5)), (0.25, 1.0))
+#: DARS's progressive schedules: a name of blvnb.pseudo.rounds.RELEASED_SCHEDULES (the two 1/8 ones), or
+#: (α per round, (β_min, β_max) per round) — the released 1/4 configs (recipes.md (c)). Round 1 starts from
+#: the run's random-scale range (the profile's; the paper profile's DARS recipe sets the released one).
+DARS_DEFAULT = "cityscapes-1/8-crop361"  # the dars-rounds strategy's default: never written out
 DARS_SCHEDULES = {
-    ("1/8", 361): "cityscapes-1/8-crop361",
+    ("1/8", 361): DARS_DEFAULT,
     ("1/8", 713): "cityscapes-1/8-crop713",
-    ("1/4", 361): ((0.4, 0.6), ((0.0, 0.0), (0.2, 0.5)), (0.25, 1.0)),
-    ("1/4", 713): ((0.4, 0.65), ((0.0, 0.0), (0.2, 0.25)), (0.5, 2.0)),
+    ("1/4", 361): ((0.4, 0.6), ((0.0, 0.0), (0.2, 0.5))),
+    ("1/4", 713): ((0.4, 0.65), ((0.0, 0.0), (0.2, 0.25))),
 }
 
 
@@ -241,29 +241,32 @@ def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", f
     """DARS self-training round ``k`` (0 = the labeled-only teacher) in the form of the ``dars-rounds``
     strategy: the options of the whole schedule with ``round = k``; round 0 carries only what changes it.
 
-    ``schedule``: a name of the released schedules or (alphas, betas, round-1 scale range); default the
-    released one of (split, crop) in :data:`DARS_SCHEDULES`. ``alphas``/``betas`` replace its α / β of
-    each round (sweeps). A spelled-out schedule equal to the released 1/8 crop-361 one is written by its
-    name, so that the sweep point is the same run as the main one.
+    ``schedule``: a released schedule's name or (alphas, betas); default the released one of (split, crop)
+    in :data:`DARS_SCHEDULES`. ``alphas``/``betas`` replace its α / β of each round (sweeps). Only what
+    differs from the named schedule is written out, so that a sweep point equal to the main schedule is
+    the same run (one key) as the main one.
     """
+    from blvnb.pseudo.rounds import released_schedule
+
     if schedule is None:  # the released schedule of the split (the 1/8 one for splits without their own)
         schedule = DARS_SCHEDULES.get((fraction, crop), DARS_SCHEDULES[("1/8", crop)])
-    sched = schedule
-    if alphas is not None or betas is not None:
-        base = DARS_361 if isinstance(sched, str) else sched
-        sched = (alphas if alphas is not None else base[0], betas if betas is not None else base[1], base[2])
-    opts: dict = {"round": k}
-    if isinstance(sched, str):
-        if sched != DARS_SCHEDULES[("1/8", 361)]:  # the strategy's default: not spelled out
-            opts["schedule"] = sched
+    named = schedule if isinstance(schedule, str) else None
+    if named:
+        rounds = released_schedule(named)
+        base_a, base_b = [r.alpha for r in rounds], [[r.beta_min, r.beta_max] for r in rounds]
     else:
-        # floats throughout: 0 and 0.0 must not make two keys of one run
-        a = [float(x) for x in sched[0]]
-        b = [[float(x) for x in pair] for pair in sched[1]]
-        r = [float(x) for x in sched[2]]
-        if (a, b, r) != ([float(x) for x in DARS_361[0]], [[float(x) for x in p] for p in DARS_361[1]],
-                         [float(x) for x in DARS_361[2]]):
-            opts.update(alphas=a, betas=b, scale_range=r)
+        base_a, base_b = list(schedule[0]), [list(b) for b in schedule[1]]
+    # floats throughout: 0 and 0.0 must not make two keys of one run
+    a = [float(x) for x in (alphas if alphas is not None else base_a)]
+    b = [[float(x) for x in pair] for pair in (betas if betas is not None else base_b)]
+    base_a, base_b = [float(x) for x in base_a], [[float(x) for x in p] for p in base_b]
+    opts: dict = {"round": k}
+    if named and named != DARS_DEFAULT:
+        opts["schedule"] = named
+    if not named or a != base_a:
+        opts.update(alphas=a, betas=b)  # spelled-out ratios carry their β too
+    elif b != base_b:
+        opts["betas"] = b
     if k:
         opts["labeler"] = labeler
         if calibration:
@@ -438,7 +441,7 @@ def _dars_t1(p: str) -> list[Arm]:
 
 
 def _dars_t2(p: str) -> list[Arm]:
-    sched = ((0.2, 0.45), ((0.0, 0.0), (0.2, 0.5)), (0.25, 1.0))  # released DeepLab v2 config: α 20 → 45 %
+    sched = ((0.2, 0.45), ((0.0, 0.0), (0.2, 0.5)))  # released DeepLab v2 config: α 20 → 45 %
     recipe = dict(lr=0.002, batch_size=8) if _paper(p) else None
     return [Arm("Deeplabv2", "baseline", dars(p, 0, row="r101-deeplabv2", schedule=sched, recipe=recipe), "sweep"),
             Arm("DARS", "dars", dars(p, 2, row="r101-deeplabv2", schedule=sched, recipe=recipe), "sweep")]
@@ -516,14 +519,14 @@ def _dars_t11(p: str) -> list[Arm]:
 
 
 def _dars_t12(p: str) -> list[Arm]:
-    sched = ((0.5,), ((0.0, 0.0),), (0.25, 1.0))
+    sched = ((0.5,), ((0.0, 0.0),))
     return [Arm("Baseline", "baseline", dars(p, 0, dataset="scannet"), "sweep")] + [
         Arm(row, lab, dars(p, 1, lab, dataset="scannet", schedule=sched), "sweep")
         for row, lab in (("ST", "st"), ("CBST", "cbst"), ("DARS (Ours)", "dars"))]
 
 
 def _dars_t13(p: str) -> list[Arm]:
-    sched = ((0.5, 0.5), ((0.0, 0.0), (0.2, 0.5)), (0.25, 1.0))
+    sched = ((0.5, 0.5), ((0.0, 0.0), (0.2, 0.5)))
     arms = []
     for f in ("1/8", "1/4"):
         subset = "sweep" if f == "1/8" else "skip"
