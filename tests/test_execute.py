@@ -182,6 +182,12 @@ def test_import_rejects_bad_records_naming_the_file(tmp_path, content, msg):
     assert records.list_committed("gpu") == []  # nothing copied when one file is bad
 
 
+def test_a_pretraining_record_needs_no_metrics(tmp_path):
+    rec = {**good_record("pre1"), "metrics": {"evaluated": False}}
+    write(tmp_path / "s" / "gpu" / "runs" / "pre1.json", rec)
+    assert records.import_records(tmp_path / "s")
+
+
 def test_import_errors_for_missing_folder_and_wrong_names(tmp_path):
     with pytest.raises(BlvnbError, match="no such file or folder"):
         records.import_records(tmp_path / "nowhere")
