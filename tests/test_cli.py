@@ -34,10 +34,7 @@ import pytest  # noqa: E402
 def runs_env(monkeypatch, tmp_path):
     from blvnb.experiments import runs
 
-    from fake_runconfig import FakeRunConfig, needs_fake
 
-    if needs_fake():
-        monkeypatch.setattr(runs, "RunConfig", FakeRunConfig)
     monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("BLVNB_RECORDS", str(tmp_path / "records"))
     return tmp_path

@@ -11,16 +11,12 @@ import pytest
 from blvnb.errors import BlvnbError, ConfigError
 from blvnb.experiments import execute, records, tables
 
-import fake_runconfig
-from fake_runconfig import FakeRunConfig, needs_fake
 
 
 @pytest.fixture(autouse=True)
 def runconfig(monkeypatch, tmp_path):
     from blvnb.experiments import runs
 
-    if needs_fake():
-        monkeypatch.setattr(runs, "RunConfig", FakeRunConfig)
     monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("BLVNB_RECORDS", str(tmp_path / "records"))
     return runs.RunConfig
@@ -76,16 +72,7 @@ def test_a_failed_teacher_stops_its_students_and_the_error_lists_them():
     assert all(execute.store_path("smoke", k).is_file() for k in sup)
 
 
-@pytest.fixture
-def picklable_fake():
-    """Jobs unpickle in another process: send the stand-in RunConfig by value (cloudpickle)."""
-    cloudpickle = pytest.importorskip("cloudpickle")
-    cloudpickle.register_pickle_by_value(fake_runconfig)
-    yield
-    cloudpickle.unregister_pickle_by_value(fake_runconfig)
-
-
-def test_submitit_local_executor_two_runs_and_a_round_after_its_teacher(tmp_path, picklable_fake):
+def test_submitit_local_executor_two_runs_and_a_round_after_its_teacher(tmp_path):
     pytest.importorskip("submitit")
     plan, r1 = smoke_plan()
     lines = []
@@ -107,7 +94,7 @@ def test_submitit_local_executor_two_runs_and_a_round_after_its_teacher(tmp_path
         assert json.loads(execute.store_path("smoke", k).read_text())["key"] == k
 
 
-def test_gpus_executor_one_process_per_device(tmp_path, picklable_fake, monkeypatch):
+def test_gpus_executor_one_process_per_device(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
     plan, _ = smoke_plan(round1=False)
     done = execute.execute(plan, execute.dry_run, "gpus", gpus=["0", "1"], work_dir=tmp_path / "w")
@@ -202,7 +189,6 @@ def test_import_errors_for_missing_folder_and_wrong_names(tmp_path):
 # --- end to end through the real runs.run (passes once runs.py follows CONTRACT.md) ---------------------
 
 @pytest.mark.slow
-@pytest.mark.skipif(needs_fake(), reason="runs.py does not have the contract's RunConfig yet")
 def test_real_smoke_runs_locally_and_through_submitit(tmp_path, monkeypatch):
     from blvnb.experiments import runs
 

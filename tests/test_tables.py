@@ -9,16 +9,13 @@ import pytest
 from blvnb.errors import BlvnbError, ConfigError
 from blvnb.experiments import execute, profiles, records, tables
 
-from fake_runconfig import FakeRunConfig, needs_fake
 
 
 @pytest.fixture(autouse=True)
 def runconfig(monkeypatch, tmp_path):
-    """The contract's RunConfig (a stand-in until runs.py has ``key()``) and private stores."""
+    """Private stores for the plans and executors."""
     from blvnb.experiments import runs
 
-    if needs_fake():
-        monkeypatch.setattr(runs, "RunConfig", FakeRunConfig)
     monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("BLVNB_RECORDS", str(tmp_path / "records"))
     return runs.RunConfig
