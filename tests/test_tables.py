@@ -196,3 +196,24 @@ def test_a_broken_committed_record_stops_with_its_name():
     path.write_text("{not json")
     with pytest.raises(BlvnbError, match=re.escape(str(path))):
         tables.run("blv-t1", "quick", run_fn=_fake_run([]), progress=False)
+
+
+def test_dars_sweep_points_share_their_teachers():
+    """One round-0 teacher per split and seed serves every DARS table that starts from it; Table 6's
+    round-2 variants share round 1 with Table 4 (only their round 2 differs)."""
+    from blvnb.engine.strategies.dars_rounds import round_config
+    from blvnb.experiments import tables
+
+    def keys(table, row):
+        return {e.cfg.key() for e in tables.entries(table, "quick", [0]) if e.row == row}
+
+    base = keys("dars-t4", "Baseline")
+    assert len(base) == 1
+    for table, row in (("dars-t6", "2 / 20 / 0 / 0"), ("dars-t6", "2 / 50 / 0 / 0"), ("dars-t2", "DARS")):
+        e = next(e for e in tables.entries(table, "quick", [0]) if e.row == row)
+        r1 = round_config(e.cfg, 1)
+        if table == "dars-t6":  # round 1 at α = 20 %, β = 0: Table 4's DARS run
+            assert r1.key() in keys("dars-t4", "DARS")
+            assert round_config(e.cfg, 0).key() in base
+    d2 = next(e for e in tables.entries("dars-t2", "quick", [0]) if e.row == "DARS").cfg
+    assert round_config(d2, 0).key() in keys("dars-t2", "Deeplabv2")  # the declared baseline is its teacher

@@ -729,7 +729,12 @@ def make_config(spec: Spec, profile: str, seed: int, data_root: str | None = Non
     kw.update({k: v for k, v in _thaw(spec.recipe).items() if k in known})
     if data_root is not None:
         kw["data_root"] = data_root
-    return cls.from_profile(profile, seed=seed, **kw)
+    cfg = cls.from_profile(profile, seed=seed, **kw)
+    if cfg.strategy == "dars-rounds":  # the form its students name it by (a round-0 arm is their teacher's run)
+        from blvnb.engine.strategies.dars_rounds import round_config
+
+        cfg = round_config(cfg, int(cfg.strategy_options.get("round", 0)))
+    return cfg
 
 
 @dataclass
