@@ -421,6 +421,7 @@ class FakeData:
 
     def dataset(self, kind, split, *, train=True, indices=None, scale_range=None, crop=None, pseudo_dir=None,
                 rotate=None, blur=False):
+        indices = range(len(self.images)) if indices is None else indices
         self.asked.append(dict(kind=kind, split=split, train=train, indices=list(indices), scale_range=scale_range,
                                pseudo_dir=pseudo_dir, rotate=rotate, blur=blur))
         sub = ImageSet(0)
@@ -452,6 +453,17 @@ def test_build_round_zero_trains_the_labeled_split_alone(tmp_path):
     assert data.asked[-1]["indices"] == [0, 1] and data.asked[-1]["scale_range"] == (0.25, 1.0)
     assert data.asked[-1]["rotate"] == 10.0 and data.asked[-1]["blur"]  # DARS's augmentation
     assert built.strategy.summary()["round"] == 0
+
+
+def test_build_round_zero_with_every_label(tmp_path):
+    # DARS Table 8: the fully supervised model is round 0 on the whole training split; no later round
+    # can run without unlabeled images
+    data = FakeData(tmp_path)
+    built = DR.build(BuildCfg(strategy_options={"round": 0}, labeled_fraction=None), data)
+    assert built.streams == {"labeled": ("stream", 8, 4)} and data.asked[-1]["indices"] == list(range(8))
+    assert built.strategy.summary()["unlabeled_images"] == 0
+    with pytest.raises(ConfigError, match="needs unlabeled images"):
+        DR.build(BuildCfg(strategy_options={"round": 1, "labeler": "dars"}, labeled_fraction=None), data)
 
 
 def test_build_round_two_labels_with_round_one_and_continues_it(tmp_path):

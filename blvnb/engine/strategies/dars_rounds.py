@@ -528,8 +528,14 @@ def build(cfg, data) -> Built:
     alpha, scale = round_settings(o, tuple(run_scale) if run_scale is not None else None)
     train_view = _train_view(data, rotate=o["rotate"], blur=bool(o["blur"]))
     kind = getattr(cfg, "dataset", "cityscapes")
-    labeled_idx, unlabeled_idx = data.split_indices(cfg.labeled_fraction)
-    labeled_idx, unlabeled_idx = list(labeled_idx), list(unlabeled_idx)
+    if cfg.labeled_fraction is None:  # every training label (DARS Table 8's fully supervised round 0)
+        labeled_idx, unlabeled_idx = list(range(len(data.dataset(kind, "train", train=False)))), []
+    else:
+        labeled_idx, unlabeled_idx = data.split_indices(cfg.labeled_fraction)
+        labeled_idx, unlabeled_idx = list(labeled_idx), list(unlabeled_idx)
+    if k >= 1 and not unlabeled_idx:
+        raise ConfigError(f"dars-rounds: round {k} needs unlabeled images to pseudo-label, but labeled_fraction="
+                          f"{cfg.labeled_fraction!r} leaves none; give a labeled fraction such as '1/8'")
     seed = int(getattr(cfg, "seed", 0))
     loss = _build_loss(cfg, data, kind, labeled_idx)
     info: dict[str, Any] = {"round": k, "alpha": alpha, "scale_range": list(scale),
