@@ -131,3 +131,12 @@ def test_explorer_keeps_the_arms_run_at_every_seed():
     assert dr.explorer(table4(), {"CBST": "CBST"}, title="t") is None
     with pytest.raises(ResultsError, match="label space"):
         dr.explorer(table4(), {"DARS": "DARS"}, title="t", class_names=SCANNET_CLASSES)
+
+
+def test_paper_values_after_a_printed_gain():
+    # DARS Table 6 prints "(+0.26) 68.27±0.12": the value is 68.27, not the gain before it
+    from blvnb.viz.tables import _first_number
+
+    assert _first_number("(+0.26) 68.27±0.12") == "68.27"
+    assert _first_number("(-0.47) 67.54±0.26") == "67.54"
+    assert _first_number("68.01±0.12") == "68.01" and _first_number("−0.5") == "-0.5"

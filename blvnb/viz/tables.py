@@ -384,7 +384,8 @@ class SideBySide:
 
 
 def _first_number(text) -> str | None:
-    m = re.search(r"[-−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", str(text))
+    # a leading "(+0.26)" is the paper's gain beside the value (DARS Table 6): the value follows it
+    m = re.search(r"[-−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.sub(r"^\s*\([^)]*\)\s*", "", str(text)))
     return m.group(0).replace("−", "-") if m else None
 
 
