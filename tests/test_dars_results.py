@@ -140,3 +140,8 @@ def test_paper_values_after_a_printed_gain():
     assert _first_number("(+0.26) 68.27±0.12") == "68.27"
     assert _first_number("(-0.47) 67.54±0.26") == "67.54"
     assert _first_number("68.01±0.12") == "68.01" and _first_number("−0.5") == "-0.5"
+
+
+def test_ran_is_short_in_plain_text():
+    ran = dr.Ran("dars-t4", "smoke", table4(), [("ST + IT", "st+it", "why")])
+    assert repr(ran) == "Ran('dars-t4', 'smoke': 10 records, 1 rows left out)"

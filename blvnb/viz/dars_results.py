@@ -29,7 +29,7 @@ __all__ = ["Ran", "run_table", "arm_records", "values", "decide", "decide_values
 
 # --- running a table -------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(repr=False)
 class Ran:
     """The outcome of :func:`run_table`: the records (``runs``, a :class:`~blvnb.experiments.tables.TableRuns`,
     None when nothing could run), the arms the library cannot run yet (``missing``: (row, arm, why)) and
@@ -58,6 +58,11 @@ class Ran:
             return 0.0
         sec = {r["key"]: float(r["record"].get("train_seconds") or 0.0) for r in self.runs.records}
         return sum(sec.values()) / 60.0
+
+    def __repr__(self) -> str:
+        n = len(self.runs.records) if self.runs is not None else 0
+        return (f"Ran({self.table!r}, {self.profile!r}: {n} records, {len(self.missing)} rows left out"
+                + (f", error {self.error!r}" if self.error else "") + ")")
 
     def _repr_markdown_(self) -> str:
         lines = []
