@@ -416,8 +416,8 @@ class FakeData:
         torch.save({"model": Tiny().state_dict(), "optimizer": None}, self.ckpt)
 
     def split_indices(self, fraction):
-        assert fraction == "1/8"
-        return [0, 1], [2, 3, 4, 5, 6, 7]
+        assert fraction in ("1/8", None)
+        return ([0, 1], [2, 3, 4, 5, 6, 7]) if fraction else (list(range(8)), [])
 
     def dataset(self, kind, split, *, train=True, indices=None, scale_range=None, crop=None, pseudo_dir=None,
                 rotate=None, blur=False):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from blvnb.classes import NUM_CLASSES
+from blvnb.classes import NUM_CLASSES, SCANNET_CLASSES, VOC_CLASSES
 from blvnb.data import build_dataset, toycity
 from blvnb.data.base import read_index_png
 from blvnb.data.transforms import AugmentedDataset, eval_transform, train_transform
@@ -50,7 +50,18 @@ DATASETS = {
     "cityscapes": ("cityscapes", ("cityscapes",)),
     "gta5": ("gta", ("gta5", "gta", "GTA5")),
     "synthia": ("synthia", ("synthia", "synthia/RAND_CITYSCAPES", "RAND_CITYSCAPES")),
+    # DARS Tables 3, 12, 13: other label spaces; toycity writes them in their layouts (blvnb.data.toycity_layouts)
+    "voc": ("voc", ("VOCdevkit/VOC2012", "VOCdevkit", "voc", "VOC2012")),
+    "scannet": ("scannet", ("scannet", "ScanNet")),
 }
+
+#: data sets whose classes are not Cityscapes' 19: their class names, in train-id order
+LABEL_SPACES = {"voc": VOC_CLASSES, "scannet": SCANNET_CLASSES}
+
+
+def num_classes_of(kind: str) -> int:
+    """The number of classes a model trained on data set ``kind`` predicts (19 unless another label space)."""
+    return len(LABEL_SPACES[kind]) if kind in LABEL_SPACES else NUM_CLASSES
 
 #: fields that change where and how fast a run executes, not what it computes: not in the key
 EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile")
@@ -224,6 +235,11 @@ def dataset_root(kind: str, data_root: str | None, cfg: RunConfig | None = None,
     style, subdirs = DATASETS[kind]
     if data_root is None:
         size, n, n_val, seed = (cfg.size, cfg.n_train, cfg.n_val, cfg.data_seed) if cfg else ((128, 256), 200, 60, 0)
+        if kind in LABEL_SPACES:  # toycity relabelled into VOC's / ScanNet's classes and written in their layouts
+            from blvnb.data import toycity_layouts
+
+            return toycity_layouts.ensure(style, n_train=n_train if n_train is not None else n, n_val=n_val,
+                                          size=tuple(size), seed=seed, progress=progress)
         return toycity.ensure(style, n_train=n_train if n_train is not None else n, n_val=n_val, size=tuple(size),
                               seed=seed, progress=progress)
     root = Path(data_root).expanduser()
@@ -285,12 +301,19 @@ class RunData:
     def base_dataset(self, kind: str, split: str, *, labeled: bool = True):
         return build_dataset(kind, self.root(kind), split=split, labeled=labeled)
 
+    @staticmethod
+    def _split(kind: str, split: str) -> str:
+        """VOC's training images are its SBD-augmented set ("aug": the official train list and the rest,
+        DARS's labeled and unlabeled images; :meth:`split_indices`)."""
+        return "aug" if kind == "voc" and split == "train" else split
+
     def dataset(self, kind: str, split: str, *, train: bool = True, indices=None, scale_range=None, crop=None,
                 pseudo_dir=None, labeled: bool = True, rotate: float | None = None, blur: bool = False):
         """Data set ``kind``/``split`` seen through the run's training augmentation (``train=True``: random
         scale ``scale_range`` or the run's, crop ``crop`` or the run's, flip; DARS's ``rotate``/``blur``),
         or un-augmented (``train=False``). ``indices`` select images of the split; ``pseudo_dir``
         replaces the labels by that folder's PNGs; ``labeled=False`` reads images only."""
+        split = self._split(kind, split)
         base = self.base_dataset(kind, split, labeled=labeled and pseudo_dir is None)
         if indices is not None:
             names = [base.names[int(i)] for i in indices]
@@ -307,10 +330,20 @@ class RunData:
         return AugmentedDataset(base, tf)
 
     def split_indices(self, fraction) -> tuple[list[int], list[int]]:
-        """(labeled, unlabeled) indices of Cityscapes-train for the nested split ``fraction`` (e.g. "1/8")."""
+        """(labeled, unlabeled) indices of the training images for the nested split ``fraction`` (e.g.
+        "1/8"): of Cityscapes-train, or of the run's data set when it has its own label space (ScanNet:
+        frames; VOC: its augmented set). ``fraction=None``: every training image labeled — except VOC,
+        whose official train list is labeled and the rest of the augmented set unlabeled (DARS Table 3)."""
         from blvnb.data.splits import fraction_text, nested_splits
 
-        names = self.base_dataset("cityscapes", "train").names
+        kind = self.cfg.dataset if self.cfg.dataset in LABEL_SPACES else "cityscapes"
+        names = self.base_dataset(kind, self._split(kind, "train")).names
+        if fraction is None:
+            if kind != "voc":
+                return list(range(len(names))), []
+            official = set(self.base_dataset("voc", "train").names)
+            return ([i for i, n in enumerate(names) if n in official],
+                    [i for i, n in enumerate(names) if n not in official])
         key = fraction_text(fraction)
         split = nested_splits(names, seed=0, fractions=[key])[key]
         pos = {n: i for i, n in enumerate(names)}
@@ -320,8 +353,12 @@ class RunData:
         return Stream(dataset, batch_size, seed=self.seed, order=order, num_workers=self.cfg.num_workers)
 
     def class_counts(self, dataset) -> np.ndarray:
-        """Valid pixels per class of ``dataset``'s labels (int64 [19])."""
-        return counts_from_labels(dataset, progress=False)
+        """Valid pixels per class of ``dataset``'s labels (int64 [C]: 19, or the run's label space's)."""
+        return counts_from_labels(dataset, num_classes_of(self.cfg.dataset), progress=False)
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh model of the run's architecture with its data set's classes (a DARS round's teacher)."""
+        return build_model(self.cfg.model, num_classes=num_classes_of(self.cfg.dataset))
 
     def dependency(self, cfg2: RunConfig) -> dict:
         """The record of another run (run first when missing), with its ``checkpoint`` path."""
@@ -348,7 +385,7 @@ def build_run_model(cfg: RunConfig, data: RunData | None = None) -> torch.nn.Mod
         kw["pretrained"] = True
     elif cfg.pretrained not in (None, "toy"):
         kw["weights"] = str(Path(cfg.pretrained).expanduser())
-    model = build_model(cfg.model, num_classes=NUM_CLASSES, **kw)
+    model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset), **kw)
     if cfg.pretrained == "toy":
         rec = run(pretraining_config(cfg))
         _load_backbone(model, Path(rec["checkpoint"]))
@@ -381,12 +418,14 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
     metrics: dict = {"evaluated": False}
     n_val = 0
     if cfg.evaluate:
-        val = data.dataset("cityscapes", "val", train=False)
+        kind = cfg.dataset if cfg.dataset in LABEL_SPACES else "cityscapes"  # UDA and the rest: Cityscapes val
+        val = data.dataset(kind, "val", train=False)
         n_val = len(val)
         part = Subset(val, range(loop.rank(), len(val), loop.world_size()))  # ranks share the val set
         model.eval()
+        space = {"num_classes": num_classes_of(kind), "dataset": "generic"} if kind in LABEL_SPACES else {}
         metrics = evaluate(model, DataLoader(part, batch_size=1, num_workers=cfg.num_workers), device=device,
-                           mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress,
+                           mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress, **space,
                            amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None)
         metrics.pop("confusion", None)
     history, every = _subsample(result["history"])

@@ -335,11 +335,13 @@ def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: M
     t0 = time.perf_counter()
     kw = dict(mode=options["teacher_mode"], crop=options["teacher_crop"], stride=options["teacher_stride"],
               flip=bool(options["flip"]))
+    classes = int(torch.as_tensor(prior).numel())  # the label space's (VOC 21, ScanNet 20, Cityscapes 19)
     source = TeacherSource(teacher, _ByName(dataset), device=device, dtype=_DTYPES[options["confidence_dtype"]],
-                           out_size=_raw_size(dataset), **kw)
+                           out_size=_raw_size(dataset), num_classes=classes, **kw)
     if options["calibration"] is not None:
         source.calibrator = _fit_calibrator(options["calibration"], TeacherSource(teacher, calibration_data,
-                                                                                  device=device, **kw), seed)
+                                                                                  device=device, num_classes=classes,
+                                                                                  **kw), seed)
     labeler = StreamingLabeler(prior, method=options["labeler"], alpha=alpha, threshold=options["threshold"],
                                num_classes=source.num_classes, seed=seed, device=device, state_dir=out / "state",
                                progress=progress, batch=batch, prior_total=options["prior_total"])
@@ -528,11 +530,9 @@ def build(cfg, data) -> Built:
     alpha, scale = round_settings(o, tuple(run_scale) if run_scale is not None else None)
     train_view = _train_view(data, rotate=o["rotate"], blur=bool(o["blur"]))
     kind = getattr(cfg, "dataset", "cityscapes")
-    if cfg.labeled_fraction is None:  # every training label (DARS Table 8's fully supervised round 0)
-        labeled_idx, unlabeled_idx = list(range(len(data.dataset(kind, "train", train=False)))), []
-    else:
-        labeled_idx, unlabeled_idx = data.split_indices(cfg.labeled_fraction)
-        labeled_idx, unlabeled_idx = list(labeled_idx), list(unlabeled_idx)
+    # labeled_fraction None: every label (DARS Table 8's fully supervised round 0; VOC: its official train list)
+    labeled_idx, unlabeled_idx = data.split_indices(cfg.labeled_fraction)
+    labeled_idx, unlabeled_idx = list(labeled_idx), list(unlabeled_idx)
     if k >= 1 and not unlabeled_idx:
         raise ConfigError(f"dars-rounds: round {k} needs unlabeled images to pseudo-label, but labeled_fraction="
                           f"{cfg.labeled_fraction!r} leaves none; give a labeled fraction such as '1/8'")

@@ -138,7 +138,7 @@ def build(cfg, data) -> Built:
     """The supervised run of ``cfg``: its labeled training set (a nested split when
     ``cfg.labeled_fraction`` is set), the loss, the stream, and the model's recipe."""
     recipe = recipe_for(cfg.model)
-    split = "train" if cfg.dataset == "cityscapes" else "all"
+    split = "train" if cfg.dataset in ("cityscapes", "voc", "scannet") else "all"  # GTA5, SYNTHIA: one split
     indices = data.split_indices(cfg.labeled_fraction)[0] if cfg.labeled_fraction else None
     train_set = data.dataset(cfg.dataset, split, train=True, indices=indices)
     options = dict(cfg.loss_options or {})
