@@ -120,7 +120,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: options that change round 0 (supervised on the labeled split): the others only matter from round 1 on,
 #: so every labeller and ratio shares one round-0 run (:func:`round_config`)
-ROUND0_KEYS = ("round", "schedule", "alphas", "scale_range", "betas", "head_lr_mult", "rotate", "blur")
+#: (the schedule's α and β do not: round 0 trains with the range round 1 starts from, see round_settings)
+ROUND0_KEYS = ("round", "scale_range", "head_lr_mult", "rotate", "blur")
 
 #: options that change what the labeller writes (the manifest, with the teacher and the images)
 LABEL_KEYS = ("labeler", "threshold", "calibration", "teacher_mode", "teacher_crop", "teacher_stride", "flip",
@@ -243,7 +244,7 @@ def round_config(cfg, k: int):
             if keep < len(sched):
                 o["alphas"] = [float(r.alpha) for r in sched][:keep]
                 o["betas"] = [[float(r.beta_min), float(r.beta_max)] for r in sched][:keep]
-    if k == 0:
+    if k == 0:  # round 0 trains with the range round 1 starts from: the schedule's α and β do not change it
         o = {key: v for key, v in o.items() if key in ROUND0_KEYS}
     return cfg.with_(strategy="dars-rounds", strategy_options=o)
 
