@@ -24,7 +24,8 @@ from blvnb.viz.tables import ResultsError, items, metric_value
 __all__ = ["Ran", "run_table", "arm_records", "values", "decide", "decide_values", "side_by_side", "explorer",
            "config_of", "load_model", "run_data", "unlabeled_view", "val_view", "labeled_prior",
            "teacher_histogram", "table5_kl", "pseudo_maps", "summary_value", "head_share", "first_losses",
-           "size_accuracy", "label_groups", "row_map", "image_names", "size_inputs", "plot_shares", "label_space_metrics"]
+           "size_accuracy", "label_groups", "row_map", "image_names", "size_inputs", "plot_shares",
+           "label_space_metrics"]
 
 
 # --- running a table -------------------------------------------------------------------------------------
@@ -243,19 +244,18 @@ def config_of(table: str, profile: str, row, arm, seed: int, data_root: str | No
 
 
 def load_model(cfg, record: Mapping, device="auto"):
-    """The trained model of a run (``record["checkpoint"]``), in eval mode."""
-    import torch
-
+    """The trained model of a run (``record["checkpoint"]``), in eval mode, with its data set's classes."""
     from blvnb.devices import resolve_device
     from blvnb.engine import loop
+    from blvnb.experiments.runs import num_classes_of
     from blvnb.models.registry import build_model
 
     ckpt = record.get("checkpoint")
     if not ckpt:
         raise ResultsError(f"run {record.get('key', '?')} has no checkpoint")
-    model = build_model(cfg.model, num_classes=NUM_CLASSES)
+    model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset))
     loop.load_model_state(model, loop.load_checkpoint(ckpt)["model"], ckpt)
-    return model.to(resolve_device(device)).eval().requires_grad_(False) if isinstance(model, torch.nn.Module) else model
+    return model.to(resolve_device(device)).eval().requires_grad_(False)
 
 
 def run_data(cfg, device="auto"):
@@ -331,7 +331,8 @@ def table5_kl(teacher, unlabeled, held_out, prior, *, focal_teacher=None, alpha:
     fz = _logits(focal_teacher, unlabeled, device) if focal_teacher is not None else None
     g = torch.Generator().manual_seed(int(seed))
     variants = calibration.table5_variants(z, zh, yh, focal_logits=fz, generator=g)
-    rows = calibration.distribution_table(prior, variants, alpha=alpha, generator=torch.Generator().manual_seed(int(seed)))
+    rows = calibration.distribution_table(prior, variants, alpha=alpha,
+                                          generator=torch.Generator().manual_seed(int(seed)))
     return pd.DataFrame([{"method": r.name, "KL(labeled ‖ pseudo)": r.kl, "labelled %": 100 * r.labeled_fraction}
                          for r in rows]).set_index("method")
 
