@@ -21,7 +21,7 @@ from blvnb.viz.tables import Item, ResultsError, items, metric_value
 
 __all__ = ["select", "has", "present", "records", "by_arm", "with_arm", "arm_values", "iou_values", "verdict",
            "verdicts_markdown", "ratios", "gain_share_values", "class_shares", "count_estimates", "load_model",
-           "eval_dataset", "logit_separation", "tail_rich_indices"]
+           "eval_dataset", "label_shares", "logit_separation", "tail_rich_indices"]
 
 Selector = str | tuple
 
@@ -65,7 +65,7 @@ def with_arm(results, row: str, arm: str, spec, *, profile: str, seeds: Sequence
 
     out = [dict(e) for e in (results.records if hasattr(results, "records") else results)]
     for s in seeds:
-        cfg = tables.make_config(spec, profile, int(s), data_root)
+        cfg = tables.make_config(spec, profile, int(s), data_root).with_(progress=False)
         if device is not None:
             cfg = cfg.with_(device=device)
         out.append({"row": row, "arm": arm, "seed": int(s), "key": cfg.key(), "record": runs.run(cfg)})
@@ -275,6 +275,18 @@ def logit_separation(results, arms: Mapping[str, Selector], dataset, *, n_pixels
             if i == 0:
                 out["features"][name] = (x, y)
     return out
+
+
+def label_shares(profile: str, data_root: str | None = None, kind: str = "cityscapes", split: str = "train") -> np.ndarray:
+    """The per-class shares of the valid pixels of a data set's real labels, as the runs of ``profile`` read
+    it (``kind`` "cityscapes", "gta5" or "synthia"; GTA5 and SYNTHIA have one split, "all")."""
+    from blvnb.devices import resolve_device
+    from blvnb.experiments.runs import RunConfig, RunData
+
+    cfg = RunConfig.from_profile(profile, data_root=data_root, progress=False)
+    data = RunData(cfg, "eval", resolve_device("cpu"))
+    c = np.asarray(data.class_counts(data.dataset(kind, split, train=False)), dtype=float)
+    return c / c.sum()
 
 
 def tail_rich_indices(dataset, n: int = 3, tail: Sequence[int] | None = None) -> list[int]:
