@@ -12,6 +12,7 @@ anything :func:`blvnb.viz.tables.items` accepts (a ``TableRuns`` first of all).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ from blvnb.classes import CLASSES, NUM_CLASSES
 from blvnb.viz.tables import Item, ResultsError, items, metric_value
 
 __all__ = ["select", "has", "present", "records", "by_arm", "with_arm", "arm_values", "iou_values", "verdict",
-           "verdicts_markdown", "ratios", "gain_share_values", "class_shares", "count_estimates", "load_model",
+           "verdicts_markdown", "ratios", "gain_share_values", "gain_share_verdict", "class_shares", "count_estimates", "load_model",
            "eval_dataset", "label_shares", "logit_separation", "tail_rich_indices"]
 
 Selector = str | tuple
@@ -162,8 +163,9 @@ def ratios(results, method: Selector, baseline: Selector, metric="train_seconds"
 def gain_share_values(results, method: Selector, baseline: Selector, shares: Sequence[float]
                       ) -> tuple[dict[str, list[float]], dict[str, float], list[int]]:
     """BLV Fig. 3 as numbers: ``({class: [IoU gain per seed]}, {class: log10 pixel share}, seeds)``, paired
-    by seed, for the classes whose IoU is defined in every seed of both arms and whose share is > 0 (the
-    input of the ``blv-fig3`` correlation claim)."""
+    by seed, for the classes whose IoU is defined in every seed of both arms, not 0 in both arms in every
+    seed (a class neither model ever segments says nothing about where BLV helps), and whose share is > 0
+    (the input of the ``blv-fig3`` correlation claim)."""
     sh = np.asarray(shares, dtype=float)
     if sh.shape != (NUM_CLASSES,):
         raise ResultsError(f"shares must hold {NUM_CLASSES} values, got shape {sh.shape}")
@@ -172,10 +174,35 @@ def gain_share_values(results, method: Selector, baseline: Selector, shares: Seq
     gains = 100.0 * (m - b)  # seeds × classes, % points
     values, x = {}, {}
     for c, name in enumerate(CLASSES):
-        if sh[c] > 0 and np.isfinite(gains[:, c]).all():
+        never = bool((m[:, c] == 0).all() and (b[:, c] == 0).all())
+        if sh[c] > 0 and np.isfinite(gains[:, c]).all() and not never:
             values[name] = gains[:, c].tolist()
             x[name] = float(np.log10(sh[c]))
     return values, x, seeds
+
+
+def gain_share_verdict(claim_id: str, results, method: Selector, baseline: Selector, shares: Sequence[float], *,
+                       profile: str, note: str = "", save: bool = True):
+    """The verdict of a "gain falls as the pixel share grows" claim (BLV Fig. 3): the per-seed Spearman
+    correlation of :func:`gain_share_values`. With fewer than 3 usable classes (a model that segments almost
+    nothing, as in the smoke profile) there is no rank correlation: the verdict is inconclusive and says so."""
+    from dataclasses import replace
+
+    from blvnb import claims
+
+    claim = claims.get(claim_id)
+    values, x, seeds = gain_share_values(results, method, baseline, shares)
+    used = (f"{len(values)} classes (those with an IoU in every run and above 0 in some run); x = log10 of the "
+            "pixel share the BLV run counted.")
+    note = f"{note} {used}".strip()
+    if len(values) < 3:
+        v = replace(claim.not_run(profile), outcome="inconclusive", seeds=tuple(seeds),
+                    chapter=os.environ.get("BLVNB_NOTEBOOK"), note=f"{note} A rank correlation needs at least 3 classes.")
+    else:
+        v = claim.evaluate(values, x=x, profile=profile, seeds=seeds, note=note)
+    if save:
+        claims.save(v)
+    return v
 
 
 def class_shares(record: Mapping) -> np.ndarray:
@@ -214,7 +241,7 @@ def count_estimates(record: Mapping, truth: Sequence[float]):
         if q.sum() <= 0:
             continue
         q = q / q.sum()
-        kl = float(np.sum(np.where(t > 0, t * (np.log(np.maximum(t, 1e-12)) - np.log(np.maximum(q, 1e-12))), 0.0)))
+        kl = float(np.sum(np.where(t > 0, t * (np.log(np.maximum(t, 1e-12)) - np.log(np.maximum(q, 1e-6))), 0.0)))
         rows.append({"estimate": h.get("source"), "epoch": h.get("epoch"), "KL(truth ‖ estimate)": round(kl, 4),
                      "tail share % (estimate)": round(100 * float(q[list(BLV_TAIL)].sum()), 2),
                      "tail share % (truth)": round(100 * float(t[list(BLV_TAIL)].sum()), 2)})
