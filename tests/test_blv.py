@@ -77,16 +77,110 @@ def test_equals_cross_entropy_without_variation_and_equal_counts():
     assert torch.allclose(both_off, ce, rtol=1e-6, atol=1e-6)
 
 
-def test_balance_scale_is_eq3_and_released_differs():
+def test_balance_scale_is_eq3_released_is_eq3_and_first_upload_differs():
     assert np.allclose(balance_scale(COUNTS).numpy(), c_over_max(COUNTS), atol=1e-7)
     assert np.allclose(balance_scale(COUNTS, False).numpy(), 1.0)
-    rel = balance_scale(COUNTS, "released").numpy()
+    # the current release (e08cc6c) uses Eq. (3)'s weight
+    assert np.allclose(balance_scale(COUNTS, "released").numpy(), c_over_max(COUNTS), atol=1e-7)
+    first = balance_scale(COUNTS, "first-upload").numpy()
     q = np.log(np.asarray(COUNTS))
-    assert np.allclose(rel, (q.max() - q) / (q.max() - q.min()), atol=1e-7)
-    assert rel[0] == 0 and balance_scale(COUNTS).numpy()[0] > 0  # the released weight drops the largest class
+    assert np.allclose(first, (q.max() - q) / (q.max() - q.min()), atol=1e-7)
+    assert first[0] == 0 and balance_scale(COUNTS).numpy()[0] > 0  # the first upload drops the largest class
     # counts and shares (Eq. (4)'s normalised q) give the same weights
     shares = np.asarray(COUNTS) / sum(COUNTS)
     assert np.allclose(balance_scale(shares).numpy(), balance_scale(COUNTS).numpy(), atol=1e-7)
+
+
+# --- against the authors' released loss (tests/vendor/blv_release_loss.py) ---------------------------
+
+def _vendored():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "vendor" / "blv_release_loss.py"
+    spec = importlib.util.spec_from_file_location("blv_release_loss", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Injected:
+    """Stands in for the release's ``torch.distributions.Normal``: ``sample(shape)`` returns given noise."""
+
+    def __init__(self, delta):
+        self.delta = delta
+
+    def sample(self, shape):
+        assert tuple(shape) == tuple(self.delta.shape)
+        return self.delta.clone()
+
+
+def _released_inputs(seed=0, shape=(2, 19, 12, 20), sigma=4.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape, generator=g, dtype=torch.float32)
+    target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    target[:, :3] = 255  # ignored pixels: the release averages over all pixels, these included
+    # δ ~ N(0, σ), drawn exactly as blvnb draws it from a generator seeded with `seed + 1` (one call of
+    # normal_ for a tensor this small), so both losses see the same noise
+    from blvnb.losses.blv import CPU_CHUNK
+
+    assert math.prod(shape) <= CPU_CHUNK
+    delta = torch.empty(shape, dtype=torch.float32).normal_(0.0, sigma, generator=gen(seed + 1))
+    return logits, target, delta
+
+
+def test_current_release_crashes_on_the_plain_list_its_configs_pass_and_first_upload_builds():
+    rel = _vendored()
+    with pytest.raises(TypeError, match="Tensor"):
+        rel.BlvLossE08cc6c(rel.RELEASED_CLS_NUM_LIST, sigma=4)
+    rel.BlvLoss494d428(rel.RELEASED_CLS_NUM_LIST, sigma=4)  # the first upload builds from the list
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_released_mode_equals_the_current_release_given_the_same_noise(seed):
+    from blvnb.losses.blv import RELEASED_OPTIONS
+
+    rel = _vendored()
+    counts = rel.RELEASED_CLS_NUM_LIST
+    logits, target, delta = _released_inputs(seed)
+    # the current release only builds from a float32 tensor of counts (see the test above)
+    theirs_fn = rel.BlvLossE08cc6c(torch.tensor(counts, dtype=torch.float32), sigma=4)
+    theirs_fn.sampler = _Injected(delta)
+    x1 = logits.clone().requires_grad_(True)
+    theirs = theirs_fn(x1, target, ignore_index=255)
+    theirs.backward()
+
+    x2 = logits.clone().requires_grad_(True)
+    ours = blv_loss(x2, target, counts, generator=gen(seed + 1), **RELEASED_OPTIONS)
+    ours.backward()
+    assert RELEASED_OPTIONS == {"sigma": 4.0, "clamp": "released", "balance": "released", "avg_non_ignore": False}
+    assert abs(float(ours.detach()) - float(theirs.detach())) <= 1e-6 * abs(float(theirs.detach()))
+    assert torch.allclose(x2.grad, x1.grad, rtol=1e-5, atol=1e-9)
+    # and the same perturbed logits, offset by offset
+    scale = torch.log(torch.tensor(counts, dtype=torch.float64).sum()) - torch.log(torch.tensor(counts, dtype=torch.float64))
+    expected = logits.double() + delta.double().clamp(-1, 1).abs() * (scale / scale.max()).view(1, -1, 1, 1)
+    got = blv_logits(logits, counts, sigma=4.0, clamp="released", balance="released", generator=gen(seed + 1))
+    assert torch.allclose(got.double(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_first_upload_mode_equals_the_first_upload_and_differs_from_the_current_release(seed):
+    rel = _vendored()
+    counts = rel.RELEASED_CLS_NUM_LIST
+    logits, target, delta = _released_inputs(seed)
+    first = rel.BlvLoss494d428(counts, sigma=4)
+    first.sampler = _Injected(delta)
+    theirs = float(first(logits, target, ignore_index=255))
+    ours = float(blv_loss(logits, target, counts, sigma=4.0, clamp="released", balance="first-upload",
+                          avg_non_ignore=False, generator=gen(seed + 1)))
+    assert abs(ours - theirs) <= 1e-6 * abs(theirs)
+    current = rel.BlvLossE08cc6c(torch.tensor(counts, dtype=torch.float32), sigma=4)
+    current.sampler = _Injected(delta)
+    assert abs(float(current(logits, target, ignore_index=255)) - theirs) > 1e-4 * abs(theirs)
+    # the two weights move the perturbed logits apart by up to ~0.1 (the released configs' counts)
+    a = blv_logits(logits, counts, sigma=4.0, clamp="released", balance="released", generator=gen(seed + 1))
+    b = blv_logits(logits, counts, sigma=4.0, clamp="released", balance="first-upload", generator=gen(seed + 1))
+    assert 0.05 < float((a - b).abs().max()) < 0.2
 
 
 def test_zero_count_class_is_finite_and_as_rare_as_the_rarest():
@@ -281,7 +375,9 @@ def test_counts_from_teacher_counts_argmax_at_image_size():
 
     teacher = Teacher().train()
     loader = [{"image": torch.zeros(2, 3, 8, 8)}, {"image": torch.zeros(1, 3, 8, 8)}]
-    counts = fq.counts_from_teacher(teacher, loader, num_classes=3)
+    from blvnb.engine.teacher import counts_from_teacher  # the engine runs the teacher (issue 9: one-way imports)
+
+    counts = counts_from_teacher(teacher, loader, num_classes=3)
     assert counts.tolist() == [0, 3 * 32, 3 * 32] and teacher.training
 
 

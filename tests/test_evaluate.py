@@ -16,9 +16,11 @@ import torch.nn.functional as F
 from blvnb.classes import (BLV_TAIL, CLASSES, DARS_TAIL, HEAD_BLV, IGNORE, NUM_CLASSES, SYNTHIA_13, SYNTHIA_16,
                            label_id_to_train_id, train_id_to_label_id)
 from blvnb.engine import evaluate as ev
-from blvnb.engine.evaluate import (Confusion, confusion_matrix, evaluate, mean_iou, per_class_iou, predict_logits,
+from blvnb.engine.evaluate import (Confusion, confusion_matrix, evaluate, mean_iou, per_class_iou,
                                    summarize)
 from blvnb.errors import BlvnbError, ConfigError
+from blvnb.models import inference
+from blvnb.models.inference import predict_logits
 
 # --- confusion matrix ------------------------------------------------------------------------------
 
@@ -50,12 +52,14 @@ def test_confusion_ignore_dropped_and_numpy_equals_torch():
     m_t = confusion_matrix(torch.from_numpy(p), torch.from_numpy(t), num_classes=3)
     assert m_np.tolist() == m_t.tolist() == M3
     assert int(m_np.sum()) == 8  # 9 pixels, one ignored
-    # ground truth outside [0, C) that is not 255 is not evaluated either
+    # ground truth outside [0, C) that is not the ignore index is an error, not silently dropped (issue 14)
     t2 = t.copy()
     t2[0, 0] = 7
-    assert int(confusion_matrix(p, t2, num_classes=3).sum()) == 7
-    # another ignore value
-    assert int(confusion_matrix(p, t, num_classes=3, ignore_index=0).sum()) == 8 - 3
+    with pytest.raises(BlvnbError, match="target holds 7"):
+        confusion_matrix(p, t2, num_classes=3)
+    # another ignore value (the 255 pixel becomes a 0 first)
+    t0 = np.where(t == 255, 0, t).astype(np.uint8)
+    assert int(confusion_matrix(p, t0, num_classes=3, ignore_index=0).sum()) == 8 - 3
 
 
 def test_confusion_matches_naive_loop():
@@ -264,11 +268,11 @@ def _images(n=2, h=37, w=53, seed=0):
 
 
 def test_window_starts():
-    assert ev._starts(37, 16, 11) == [0, 11, 21]
-    assert ev._starts(53, 24, 16) == [0, 16, 29]
-    assert ev._starts(100, 30, 20) == [0, 20, 40, 60, 70]
-    assert ev._starts(30, 30, 20) == [0]
-    assert ev._starts(10, 30, 20) == [0]
+    assert inference._starts(37, 16, 11) == [0, 11, 21]
+    assert inference._starts(53, 24, 16) == [0, 16, 29]
+    assert inference._starts(100, 30, 20) == [0, 20, 40, 60, 70]
+    assert inference._starts(30, 30, 20) == [0]
+    assert inference._starts(10, 30, 20) == [0]
 
 
 @pytest.mark.parametrize("crop,stride", [((16, 24), None), ((16, 24), (11, 16)), ((64, 20), (5, 7)),

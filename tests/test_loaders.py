@@ -305,3 +305,48 @@ def test_dataloader_collates(cs):
     batch = next(iter(torch.utils.data.DataLoader(CityscapesDataset(cs), batch_size=2)))
     assert batch["image"].shape == (2, 3, H, W) and batch["label"].shape == (2, H, W)
     assert batch["name"] == ["aachen_000000_000019", "aachen_000001_000019"]
+
+
+# --- broken symbolic links are reported, never dropped (issue 14 #4) -------------------------------------
+
+def test_dangling_image_link_is_reported_with_its_target(cs):
+    link = cs / "leftImg8bit/train/aachen/aachen_000009_000019_leftImg8bit.png"
+    link.symlink_to(cs / "nowhere.png")
+    with pytest.raises(DatasetError, match=r"broken.*aachen_000009_000019_leftImg8bit.png -> .*nowhere.png"):
+        CityscapesDataset(cs, "train")
+
+
+def test_image_link_loop_is_reported(tmp_path):
+    root = _gta_tree(tmp_path / "gta")
+    (root / "images/00008.png").symlink_to("00009.png")
+    (root / "images/00009.png").symlink_to("00008.png")
+    with pytest.raises(DatasetError, match=r"00008.png -> 00009.png.*00009.png -> 00008.png"):
+        GTA5Dataset(root)
+
+
+def test_broken_link_to_a_city_folder_is_reported(cs):
+    (cs / "leftImg8bit/train/zurich").symlink_to(cs / "no-such-city")
+    with pytest.raises(DatasetError, match=r"train/zurich -> .*no-such-city"):
+        CityscapesDataset(cs, "train")
+
+
+def test_working_links_are_read_and_broken_label_links_are_named(cs, tmp_path):
+    # a link that resolves is an ordinary sample
+    elsewhere = tmp_path / "elsewhere.png"
+    _write_rgb(elsewhere, _rgb(5))
+    (cs / "leftImg8bit/train/bremen/bremen_000001_000019_leftImg8bit.png").symlink_to(elsewhere)
+    lab = cs / "gtFine/train/bremen/bremen_000001_000019_gtFine_labelIds.png"
+    lab.symlink_to(tmp_path / "gone.png")
+    with pytest.raises(DatasetError, match=r"bremen_000001_000019_gtFine_labelIds.png \(a broken link to .*gone.png\)"):
+        CityscapesDataset(cs, "train")
+    ds = CityscapesDataset(cs, "train", check=False)
+    assert "bremen_000001_000019" in ds.names and len(ds) == 4
+    with pytest.raises(DatasetError, match=r"is a broken link to .*gone.png"):
+        ds[ds.names.index("bremen_000001_000019")]
+    _write_gray(tmp_path / "gone.png", CS_IDS)
+    assert np.array_equal(CityscapesDataset(cs, "train")[3]["label"].numpy(), CS_TRAIN)
+
+
+def test_names_given_as_a_string_is_a_config_error_naming_it(cs):
+    with pytest.raises(ConfigError, match=r"names must be a list.*'aachen_000000_000019'"):
+        CityscapesDataset(cs, names="aachen_000000_000019")

@@ -117,7 +117,7 @@ def test_focal_loss_by_hand_and_gamma_zero_is_cross_entropy():
 
 # --- GCL ---------------------------------------------------------------------------------------------
 
-def test_gcl_cloud_subtracts_released_scaled_noise():
+def test_gcl_cloud_subtracts_noise_scaled_by_log_qmax_over_qk():
     logits = torch.zeros(4, 4, 128, 128)
     shift = gcl_logits(logits, COUNTS, generator=gen(3))
     assert shift.max() <= 0

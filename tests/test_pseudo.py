@@ -16,6 +16,8 @@ from blvnb.errors import BlvnbError, ConfigError
 from blvnb.pseudo import distribution as D
 from blvnb.pseudo import labelers as L
 from blvnb.pseudo import rounds as R
+from blvnb.pseudo import sampling as S
+from blvnb.pseudo import streaming
 
 PRIOR = torch.tensor([0.40, 0.25, 0.15, 0.08, 0.05, 0.04, 0.02, 0.01])
 
@@ -152,7 +154,7 @@ def test_search_over_many_chunks_equals_one_pass(dtype, strategy):
 def test_streaming_labeler_agrees_with_pseudo_label(tmp_path, method, dtype):
     probs = heavy_ties(n=5, dtype=dtype)
     g = torch.Generator().manual_seed(7)
-    seed = L._seed_from(torch.Generator().manual_seed(7))  # the seed pseudo_label draws from g
+    seed = S.seed_from(torch.Generator().manual_seed(7))  # the seed pseudo_label draws from g
     labels, th = L.pseudo_label_with_thresholds(probs, PRIOR, method=method, alpha=0.2, generator=g)
     lab = L.StreamingLabeler(PRIOR, method=method, alpha=0.2, seed=seed, device="cpu", progress=False)
     report = lab.run(L.TensorSource(probs), tmp_path / "out")
@@ -212,14 +214,14 @@ def test_quota_on_the_device_is_exact_integer_arithmetic():
     counts[5][6] = 20  # more than passed in pass 1 (a source that is not deterministic)
     expect = quota_reference(n, tot, seen0, counts)
     for step in (1, 5, 12):  # batches of images: same budget
-        q = L._Quota(n, tot, seen0)
+        q = S.Quota(n, tot, seen0)
         got = []
         for a in range(0, 12, step):
             got += q.take(torch.tensor(counts[a:a + step])).tolist()
         assert got == expect
     # resuming from the counts seen so far continues the same budget
     seen = [s + sum(r[j] for r in counts[:7]) for j, s in enumerate(seen0)]
-    assert L._Quota(n, tot, seen).take(torch.tensor(counts[7:])).tolist() == expect[7:]
+    assert S.Quota(n, tot, seen).take(torch.tensor(counts[7:])).tolist() == expect[7:]
 
 
 def test_gpu_sampling_on_cpu_tensors_is_exact_and_independent_of_the_batch():
@@ -227,26 +229,26 @@ def test_gpu_sampling_on_cpu_tensors_is_exact_and_independent_of_the_batch():
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 4, (5, 300), generator=g).to(torch.uint8)
     labels[labels == 3] = 255  # ignored pixels stay ignored
-    groups, counts = L._group_counts(labels, 3)  # 3 classes and "not labelled"
+    groups, counts = S.group_counts(labels, 3)  # 3 classes and "not labelled"
     keep = (counts * torch.tensor([0.5, 1.0, 0.1, 1.0])).long()  # class 1: nothing to drop
     whole = labels.clone()
-    L._thin_torch(whole, groups, counts, keep, seed=9, first=10)
-    assert L._group_counts(whole, 3)[1][:, :3].tolist() == keep[:, :3].tolist()
+    S._thin_torch(whole, groups, counts, keep, seed=9, first=10)
+    assert S.group_counts(whole, 3)[1][:, :3].tolist() == keep[:, :3].tolist()
     assert bool(((whole == labels) | (whole == 255)).all())  # only drops, and class 1 untouched
     assert torch.equal(whole == 1, labels == 1)
     parts = labels.clone()
     for a, b in ((0, 2), (2, 3), (3, 5)):  # the same images in other batches: the same pixels
-        L._thin_torch(parts[a:b], None, counts[a:b], keep[a:b], seed=9, first=10 + a)
+        S._thin_torch(parts[a:b], None, counts[a:b], keep[a:b], seed=9, first=10 + a)
     assert torch.equal(parts, whole)
     other = labels.clone()
-    L._thin_torch(other, groups, counts, keep, seed=8, first=10)
+    S._thin_torch(other, groups, counts, keep, seed=8, first=10)
     assert not torch.equal(other, whole)
     # uniform: over many seeds, every candidate kept about k / c of the time
     one = torch.zeros(1, 40, dtype=torch.uint8)
     kept = torch.zeros(40)
     for seed in range(2000):
         x = one.clone()
-        L._thin_torch(x, None, torch.tensor([[40, 0]]), torch.tensor([[10, 0]]), seed=seed, first=0)
+        S._thin_torch(x, None, torch.tensor([[40, 0]]), torch.tensor([[10, 0]]), seed=seed, first=0)
         kept += (x[0] == 0).float()
     assert (kept.sum() == 2000 * 10) and float((kept / 2000 - 0.25).abs().max()) < 0.06
 
@@ -267,7 +269,7 @@ class ListSource:
 @pytest.mark.parametrize("sampler", ["numpy", "torch"])  # torch: the GPU's sampling, on the CPU
 def test_streaming_labels_do_not_depend_on_the_batch(monkeypatch, sampler):
     if sampler == "torch":
-        monkeypatch.setattr(L, "_thin", L._thin_torch)
+        monkeypatch.setattr(streaming, "thin", S._thin_torch)
     a, b = heavy_ties(n=5, size=(24, 32), seed=1), heavy_ties(n=4, size=(16, 40), seed=2)
     images = [a[0], a[1], b[0], a[2], a[3], a[4], b[1], b[2], b[3]]  # two sizes, interleaved
     out = {}
@@ -366,7 +368,7 @@ def test_cuda_thresholds_counts_and_streaming(tmp_path, dtype):
     assert L.kept_counts(labels, 8).tolist() == torch.minimum(th.targets, th.predicted).tolist()
     again = L.pseudo_label(gpu, PRIOR, generator=torch.Generator("cuda").manual_seed(5))
     assert torch.equal(labels, again)
-    seed = L._seed_from(torch.Generator("cuda").manual_seed(5))
+    seed = S.seed_from(torch.Generator("cuda").manual_seed(5))
     for batch in (1, 2, None):  # the labels do not depend on how many images go at once
         lab = L.StreamingLabeler(PRIOR, seed=seed, device="cuda", progress=False, batch=batch)
         report = lab.run(L.TensorSource(gpu), tmp_path / str(batch))
@@ -406,20 +408,20 @@ def test_progressive_schedule_of_the_released_configs():
         R.released_schedule("voc")
 
 
-def test_teacher_source_labels_a_dataset_into_its_label_layout(tmp_path):
-    from blvnb.data import build_dataset
-    from blvnb.data.toycity import write_tree
+@pytest.mark.parametrize("bad", [-0.1, 1.5, 2, float("nan"), float("inf"), "0.9", True])
+def test_st_threshold_outside_0_1_is_refused_naming_the_value(bad):
+    """Issue 14 #5: ST with a threshold outside [0, 1] used to label 0 % or 100 % of the pixels silently."""
+    probs = heavy_ties(n=2)
+    with pytest.raises(ConfigError, match=r"\[0, 1\]") as e:
+        L.pseudo_label(probs, None, method="st", threshold=bad)
+    assert repr(bad) in str(e.value)
+    with pytest.raises(ConfigError, match=r"\[0, 1\]") as e:
+        L.StreamingLabeler(method="st", threshold=bad, device="cpu", progress=False)
+    assert repr(bad) in str(e.value)
 
-    root = write_tree(tmp_path / "cs", "cityscapes", n_train=3, n_val=1, size=(32, 64), seed=0, progress=False)
-    ds = build_dataset("cityscapes", root, "train", labeled=False)
-    model = torch.nn.Conv2d(3, 19, 1)
-    src = L.TeacherSource(model, ds, device="cpu")
-    probs = src[0]
-    assert probs.dtype == torch.float16 and tuple(probs.shape) == (19, 32, 64)
-    prior = D.labeled_prior(build_dataset("cityscapes", root, "train"))
-    report = L.StreamingLabeler(prior, device="cpu", progress=False).run(src, tmp_path / "pseudo")
-    for i in range(3):
-        rel = ds.label_path(i).relative_to(ds.root)
-        assert rel.as_posix().startswith("gtFine/train/")
-        assert tuple(L.read_pseudo_label(tmp_path / "pseudo" / rel).shape) == (32, 64)
-    assert report.images == 3 and int(report.kept.sum()) > 0
+
+@pytest.mark.parametrize("edge", [0, 0.0, 1, 1.0])
+def test_st_threshold_at_the_ends_of_0_1_is_accepted(edge):
+    probs = heavy_ties(n=2)
+    labels = L.pseudo_label(probs, None, method="st", threshold=edge)
+    assert labels.shape == probs[:, 0].shape

@@ -273,3 +273,71 @@ def test_bad_arguments(tmp_path):
         with pytest.raises(ConfigError, match="128x256|at least"):
             T.parse_size(bad)
     assert not os.listdir(tmp_path)
+
+
+# --- writing over an older tree (issue 14 #3) --------------------------------------------------------------
+
+def _images(root):
+    return sorted(p.name for p in (root / "images").iterdir())
+
+
+def test_an_older_toycity_tree_is_replaced_as_a_whole(tmp_path):
+    out = tmp_path / "gta"
+    T.write_tree(out, "gta", 4, 1, size=(32, 64), seed=0, progress=False)
+    assert len(_images(out)) == 5
+    T.write_tree(out, "gta", 2, 0, size=(32, 64), seed=1, progress=False)
+    assert _images(out) == ["00001.png", "00002.png"]  # no image of the older tree is left
+    assert json.loads((out / "toycity.json").read_text())["seed"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["gta"]  # no temporary folder left beside it
+    new = np.asarray(Image.open(out / "images/00001.png"))
+    assert np.array_equal(new, T.render("gta", 0, seed=1, size=(32, 64))[0])
+
+
+def test_an_empty_folder_is_used_and_a_foreign_one_or_a_file_refused(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    T.write_tree(empty, "gta", 1, 0, size=(32, 64), progress=False)
+    assert (empty / "toycity.json").is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(ConfigError, match=r"mine is not empty.*thesis.tex"):
+        T.write_tree(mine, "gta", 1, 0, size=(32, 64), progress=False)
+    assert os.listdir(mine) == ["thesis.tex"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match=r"afile exists and is not a folder"):
+        T.write_tree(afile, "gta", 1, 0, size=(32, 64), progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["afile", "empty", "mine"]
+
+
+def test_a_failed_write_keeps_the_older_tree_untouched(tmp_path, monkeypatch):
+    out = tmp_path / "gta"
+    T.write_tree(out, "gta", 3, 0, size=(32, 64), progress=False)
+    before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    calls = {"n": 0}
+    real = T.render_full
+
+    def dies_on_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "render_full", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        T.write_tree(out, "gta", 5, 0, size=(32, 64), seed=7, progress=False)
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == before
+    assert json.loads((out / "toycity.json").read_text())["seed"] == 0
+    assert sorted(os.listdir(tmp_path)) == ["gta"]
+
+
+def test_sizes_and_counts_are_checked_before_any_work(tmp_path):
+    for size in ((100_000, 100_000), (64, 9000), (4096, 4096)):
+        with pytest.raises(ConfigError, match="too large"):
+            T.write_tree(tmp_path / "x", "gta", 1, 0, size=size, progress=False)
+    with pytest.raises(ConfigError, match="too large"):
+        T.parse_size("100000x100000")
+    with pytest.raises(ConfigError, match="nothing to write"):
+        T.write_tree(tmp_path / "x", "gta", 0, 0, size=(32, 64), progress=False)
+    assert not os.listdir(tmp_path)

@@ -9,7 +9,9 @@ command that makes a synthetic data set of the same layout.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import os
 import struct
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +37,47 @@ def _few(items: Sequence[str], show: int = _SHOW) -> str:
     """``a, b, c ... and 7 more`` for error messages."""
     head = ", ".join(str(x) for x in items[:show])
     return head + (f" ... and {len(items) - show} more" if len(items) > show else "")
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def broken_links(root: Path, pattern: str) -> list[Path]:
+    """Symbolic links on the way of the relative glob ``pattern`` under ``root`` whose target cannot be
+    reached — dangling, or a loop. ``Path.glob`` skips a broken link to a folder and returns a broken link
+    to a file that ``is_file()`` then rejects: either way the sample would vanish without a word.
+    """
+    parts = pattern.split("/")
+    found: list[Path] = []
+    dirs = [root]
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        nxt: list[Path] = []
+        for d in dirs:
+            try:
+                with os.scandir(d) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError:
+                continue
+            for e in entries:
+                if not fnmatch.fnmatchcase(e.name, part):
+                    continue
+                path = Path(e.path)
+                if e.is_symlink() and not path.exists():  # exists() is False for a dangling link and a loop
+                    found.append(path)
+                elif not last and path.is_dir():
+                    nxt.append(path)
+        dirs = nxt
+    return found
+
+
+def describe_links(paths: Sequence[Path]) -> list[str]:
+    """``path -> target`` for each link, for error messages."""
+    return [f"{p} -> {_link_target(p)}" for p in paths]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -142,6 +185,15 @@ class SegmentationDataset(Dataset):
         image_dir = self._image_dir()
         if not image_dir.is_dir():
             raise DatasetError(f"{self.title}: image folder {image_dir} is missing.\n" + self._layout())
+        # broken image links would vanish from the glob below without a word (issue 14 #4)
+        broken = broken_links(image_dir, self.image_glob)
+        if broken:
+            raise DatasetError(
+                f"{self.title}: {len(broken)} symbolic link(s) among the images under {image_dir} are broken "
+                f"(their target is missing, or the links form a loop), so those samples cannot be read: "
+                f"{_few(describe_links(broken))}. Restore the targets, or remove the links to leave the "
+                "samples out."
+            )
         if labeled and not self._label_dir().is_dir():
             raise DatasetError(
                 f"{self.title}: label folder {self._label_dir()} is missing (build the data set with "
@@ -167,6 +219,11 @@ class SegmentationDataset(Dataset):
             raise DatasetError(f"{self.title}: several images share a sample name under {image_dir}")
 
         if names is not None:
+            if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+                raise ConfigError(
+                    f"{self.title}: names must be a list of sample names, got {type(names).__name__} {names!r} "
+                    f"(for one sample write names=[{names!r}])"
+                )
             wanted = list(dict.fromkeys(str(n) for n in names))
             if not wanted:
                 raise DatasetError(f"{self.title}: the list of names selects nothing (it is empty)")
@@ -185,7 +242,8 @@ class SegmentationDataset(Dataset):
         self._labels: list[Path] = [self._label_path_for(n, p) for n, p in found]
 
         if check and labeled:
-            missing = [str(lp) for lp in self._labels if not lp.is_file()]
+            missing = [f"{lp} (a broken link to {_link_target(lp)})" if lp.is_symlink() else str(lp)
+                       for lp in self._labels if not lp.is_file()]
             if missing:
                 raise DatasetError(
                     f"{self.title}: {len(missing)} of {len(self.names)} images have no label file: "
@@ -270,7 +328,8 @@ class SegmentationDataset(Dataset):
     def _read_checked(self, i: int) -> np.ndarray:
         path = self._labels[i]
         if not path.is_file():
-            raise DatasetError(f"{self.title}: label file {path} of image {self._images[i]} is missing")
+            what = f"is a broken link to {_link_target(path)}" if path.is_symlink() else "is missing"
+            raise DatasetError(f"{self.title}: label file {path} of image {self._images[i]} {what}")
         raw = self._read_raw_label(path)
         if raw.ndim != 2:
             raise DatasetError(f"{self.title}: label {path} has shape {raw.shape}; expected H×W")
@@ -317,6 +376,7 @@ def check_split_choice(title: str, split: str, choices: Sequence[str], note: str
 
 __all__ = [
     "SegmentationDataset",
+    "broken_links",
     "check_split_choice",
     "png_size",
     "read_index_png",

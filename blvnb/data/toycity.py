@@ -73,6 +73,10 @@ STYLES = ("cityscapes", "gta", "synthia")
 #: Bump whenever the generated pixels change: it is part of the cache key of :func:`ensure`.
 GENERATOR_VERSION = 1
 MIN_SIZE = (32, 64)
+#: The largest image toycity draws: at most this many pixels (e.g. 2048x4096, twice Cityscapes' side) and
+#: :data:`MAX_SIDE` per side. Larger sizes would only exhaust memory while an image is drawn.
+MAX_PIXELS = 2048 * 4096
+MAX_SIDE = 8192
 
 #: Cityscapes' pixel shares (fraction of *all* pixels, ignore included), the target of the generator.
 CITYSCAPES_SHARES: dict[str, float] = {
@@ -1014,20 +1018,40 @@ def _paint(cv: _Canvas, st: _Style, rng: np.random.Generator) -> np.ndarray:
 
 # --- public API ------------------------------------------------------------------------------------
 
+def _check_hw(H: int, W: int, what: str) -> tuple[int, int]:
+    if H < MIN_SIZE[0] or W < MIN_SIZE[1]:
+        raise ConfigError(f"{what} is too small; need at least {MIN_SIZE[0]}x{MIN_SIZE[1]} (H >= {MIN_SIZE[0]}, "
+                          f"W >= {MIN_SIZE[1]})")
+    if H > MAX_SIDE or W > MAX_SIDE or H * W > MAX_PIXELS:
+        raise ConfigError(f"{what} is too large; toycity draws at most {MAX_PIXELS} pixels per image "
+                          f"({MAX_SIDE} per side), e.g. 1024x2048 (Cityscapes' size) or 2048x4096")
+    return H, W
+
+
 def _check(style: str, size, index: int | None = None, seed: int | None = None) -> tuple[int, int]:
     if style not in _STYLE:
         raise ConfigError(f"unknown toycity style {style!r}; expected one of {', '.join(STYLES)}")
     try:
+        if isinstance(size, (str, bytes)):
+            raise TypeError
         H, W = (int(v) for v in size)
     except (TypeError, ValueError):
         raise ConfigError(f"toycity size must be a pair (H, W) of integers, got {size!r}") from None
-    if H < MIN_SIZE[0] or W < MIN_SIZE[1]:
-        raise ConfigError(f"toycity size {H}x{W} is too small; need H >= {MIN_SIZE[0]} and W >= {MIN_SIZE[1]}")
+    _check_hw(H, W, f"toycity size {H}x{W}")
     if index is not None and index < 0:
         raise ConfigError(f"toycity image index must be >= 0, got {index}")
-    if seed is not None and seed < 0:
-        raise ConfigError(f"toycity seed must be >= 0, got {seed}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ConfigError(f"toycity seed must be an integer >= 0, got {seed!r}")
     return H, W
+
+
+def _check_counts(n_train, n_val) -> None:
+    for name, n in (("n_train", n_train), ("n_val", n_val)):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ConfigError(f"{name} must be an integer >= 0, got {n!r}")
+    if n_train + n_val == 0:
+        raise ConfigError(f"nothing to write: n_train={n_train} and n_val={n_val}; ask for at least one image "
+                          "(e.g. --n-train 200 --n-val 60)")
 
 
 def render_full(style: str, index: int, seed: int = 0, size: tuple[int, int] = (128, 256)):
@@ -1066,9 +1090,7 @@ def parse_size(text: str) -> tuple[int, int]:
         H, W = int(parts[0].strip()), int(parts[1].strip())
     except ValueError:
         raise ConfigError(f"bad image size {text!r}; expected HEIGHTxWIDTH, e.g. 128x256") from None
-    if H < MIN_SIZE[0] or W < MIN_SIZE[1]:
-        raise ConfigError(f"image size {text!r} is too small; need at least {MIN_SIZE[0]}x{MIN_SIZE[1]}")
-    return H, W
+    return _check_hw(H, W, f"image size {text!r}")
 
 
 def write_png16(path, array) -> None:
@@ -1128,12 +1150,77 @@ def write_tree(out, style: str, n_train: int, n_val: int, size=(128, 256), seed:
 
     gta and synthia are written as one numbered sequence (train first); cityscapes val images are image
     indices ``n_train ..``, so no val image repeats a train image.
+
+    The tree is written into a new folder beside ``out`` and renamed to ``out`` when complete, so
+    ``out`` never holds a half-written tree or images of two generations: an older toycity tree there
+    (a folder with ``toycity.json``) is replaced as a whole, an empty folder is used, and a folder
+    holding anything else, or a file, is refused before any image is drawn (:class:`ConfigError`).
     """
     H, W = _check(style, size, seed=seed)
-    for name, n in (("n_train", n_train), ("n_val", n_val)):
-        if not isinstance(n, (int, np.integer)) or n < 0:
-            raise ConfigError(f"{name} must be an integer >= 0, got {n!r}")
-    out = Path(out)
+    _check_counts(n_train, n_val)
+    out = _check_out(Path(out).expanduser())
+    tmp = _temp_beside(out)
+    try:
+        _write_into(tmp, style, n_train, n_val, (H, W), seed, progress)
+        _replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _check_out(out: Path) -> Path:
+    """``out`` if toycity may write there (see :func:`write_tree`), else a ConfigError naming it."""
+    if out.is_symlink() and out.is_dir():
+        out = out.resolve()  # replace the folder the link points at, not the link
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise ConfigError(f"--out {out} exists and is not a folder; give a new or empty folder "
+                              "(or one that holds an older toycity tree, which is replaced)")
+        try:
+            entries = sorted(p.name for p in out.iterdir())
+        except OSError as e:
+            raise ConfigError(f"cannot read the folder --out {out}: {e}") from None
+        if entries and "toycity.json" not in entries:
+            raise ConfigError(f"--out {out} is not empty and holds no toycity tree (no toycity.json; it has "
+                              f"{', '.join(entries[:5])}{' ...' if len(entries) > 5 else ''}); toycity replaces only "
+                              "an older toycity tree. Give a new or empty folder.")
+    return out
+
+
+def _temp_beside(out: Path) -> Path:
+    """A new empty folder next to ``out`` (same file system, so that a rename moves it into place)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write toycity to {out}: {e.strerror or e} ({e.filename or out.parent}); "
+                          "give --out a folder in a writable place") from None
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the complete tree ``tmp`` to ``out``: an empty ``out`` is removed first, an older toycity tree
+    is moved aside, replaced, then deleted (restored if the second rename fails)."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    old.rmdir()
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("replaced the older toycity tree in %s", out)
+
+
+def _write_into(out: Path, style: str, n_train: int, n_val: int, size, seed: int, progress: bool) -> Path:
+    """Write the tree into the (new, empty) folder ``out``."""
+    H, W = size
     total = n_train + n_val
     bar = _progress(total, f"toycity {style} {H}x{W}", progress)
     log.info("writing %d toycity %s images (%dx%d, seed %d) to %s", total, style, H, W, seed, out)
@@ -1196,19 +1283,21 @@ def ensure(style: str, n_train: int, n_val: int, size=(128, 256), seed: int = 0,
     directory next to its final place and renamed when complete, so an interrupted run never leaves a
     half tree under the final name.
     """
-    _check(style, size, seed=seed)
-    for name, n in (("n_train", n_train), ("n_val", n_val)):
-        if not isinstance(n, (int, np.integer)) or n < 0:
-            raise ConfigError(f"{name} must be an integer >= 0, got {n!r}")
+    H, W = _check(style, size, seed=seed)
+    _check_counts(n_train, n_val)
     root = Path(cache_dir or os.environ.get("BLVNB_CACHE") or Path.home() / ".cache" / "blvnb").expanduser()
     final = root / "toycity" / cache_key(style, n_train, n_val, size, seed)
     if final.is_dir():
         log.debug("toycity cache hit: %s", final)
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
-        write_tree(tmp, style, n_train, n_val, size, seed, progress)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write the toycity cache under {final.parent}: {e.strerror or e}; set "
+                          "BLVNB_CACHE to a writable folder") from None
+    try:
+        _write_into(tmp, style, n_train, n_val, (H, W), seed, progress)
         try:
             os.rename(tmp, final)
         except OSError:

@@ -5,7 +5,7 @@ Conventions used throughout this module (said once, here):
 * Labels are train ids ``0 .. C-1``; ``ignore_index`` (255) marks pixels that are not evaluated.
 * The confusion matrix has **rows = ground truth, columns = prediction**, int64.
 * Metrics are **fractions in [0, 1]**; the book multiplies by 100 when it prints percentages.
-* Logits are resized with ``F.interpolate(..., mode="bilinear", align_corners=False)`` everywhere.
+* Logits are resized by :func:`blvnb.models.inference.resize_logits` (bilinear, align_corners=False).
 * Overlapping sliding windows and the horizontal-flip pass are combined by **averaging logits**
   (not softmax probabilities). The arg-max is what evaluation uses; averaging probabilities instead
   (as DARS's released ``semseg`` code does) changes it only where two classes are nearly tied.
@@ -30,11 +30,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm  # text bars: the book shows no widgets
 
 from blvnb.classes import BLV_TAIL, CLASSES, DARS_TAIL, HEAD_BLV, IGNORE, NUM_CLASSES, SYNTHIA_13, SYNTHIA_16
+from blvnb.devices import resolve_device
 from blvnb.errors import BlvnbError, ConfigError
+from blvnb.models.inference import predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,20 @@ def confusion_matrix(pred, target, num_classes: int = NUM_CLASSES, ignore_index:
         out of the C×C matrix and a warning says how many (use ``misses=True`` or :class:`Confusion`).
 
     Raises:
-        BlvnbError: shapes differ, or the inputs are not integers.
+        BlvnbError: shapes differ, the inputs are not integers, ``num_classes`` is not a positive integer, or
+        ``target`` holds values other than 0..C-1 and ``ignore_index`` (they would be dropped silently).
     """
-    full = _confusion_full(pred, target, num_classes, ignore_index)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r} ({type(num_classes).__name__})")
+    t = _as_label_tensor(target, "target", pred.device if isinstance(pred, torch.Tensor) and
+                         not isinstance(target, torch.Tensor) else None)
+    bad = (t != ignore_index) & ((t < 0) | (t >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(t[bad]).tolist()
+        raise BlvnbError(f"target holds {', '.join(str(v) for v in values[:5])}{' ...' if len(values) > 5 else ''}: "
+                         f"outside the class ids 0..{num_classes - 1} and the ignore index {ignore_index}; map the "
+                         "ground truth to train ids first (blvnb.classes.label_id_to_train_id)")
+    full = _confusion_full(pred, t, num_classes, ignore_index)
     if misses:
         return full
     n_miss = int(full[:, -1].sum())
@@ -295,129 +307,10 @@ def summarize(confusion, dataset: str = "cityscapes", class_names: Sequence[str]
     return out
 
 
-# --- inference -------------------------------------------------------------------------------------
-
-def _forward(model, x: torch.Tensor, size: tuple[int, int], num_classes: int, amp_dtype) -> torch.Tensor:
-    """Model logits for ``x``, resized to ``size`` (bilinear, align_corners=False), float32."""
-    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        out = model(x)
-    if isinstance(out, dict):
-        if "out" not in out:
-            raise BlvnbError(f"the model returned a dict without an 'out' key (keys: {sorted(out)})")
-        out = out["out"]
-    if not isinstance(out, torch.Tensor) or out.ndim != 4:
-        raise BlvnbError("the model must return N×C×h×w logits, or a dict with them under 'out'")
-    if out.shape[1] != num_classes:
-        raise BlvnbError(f"the model returned {out.shape[1]} channels, expected num_classes={num_classes}")
-    out = out.float()
-    if tuple(out.shape[-2:]) != tuple(size):
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-    return out
-
-
-def _starts(length: int, window: int, stride: int) -> list[int]:
-    """Window start offsets covering [0, length); the last window ends at the border."""
-    if length <= window:
-        return [0]
-    n = math.ceil((length - window) / stride) + 1
-    return sorted({min(i * stride, length - window) for i in range(n)})
-
-
-def _pair(v, name: str) -> tuple[int, int]:
-    if isinstance(v, int):
-        v = (v, v)
-    try:
-        h, w = (int(a) for a in v)
-    except (TypeError, ValueError):
-        raise BlvnbError(f"{name} must be an int or a pair (h, w), got {v!r}") from None
-    if h < 1 or w < 1:
-        raise BlvnbError(f"{name} must be positive, got {v!r}")
-    return h, w
-
-
-def _slide(model, images, crop, stride, num_classes, amp_dtype, window_batch) -> torch.Tensor:
-    n, _, h, w = images.shape
-    ch, cw = crop
-    sh, sw = stride
-    # an image smaller than the crop is padded bottom/right with 0 (the input as given, i.e. after
-    # normalisation), and the logits are cropped back at the end
-    ph, pw = max(h, ch), max(w, cw)
-    if (ph, pw) != (h, w):
-        images = F.pad(images, (0, pw - w, 0, ph - h), value=0.0)
-    wins = [(y, x) for y in _starts(ph, ch, sh) for x in _starts(pw, cw, sw)]
-    logits = images.new_zeros((n, num_classes, ph, pw), dtype=torch.float32)
-    count = images.new_zeros((1, 1, ph, pw), dtype=torch.float32)
-    for i in range(0, len(wins), window_batch):
-        chunk = wins[i:i + window_batch]
-        # k windows of every image, stacked: (k·N)×3×ch×cw, window-major
-        crops = torch.cat([images[:, :, y:y + ch, x:x + cw] for y, x in chunk])
-        out = _forward(model, crops, (ch, cw), num_classes, amp_dtype)
-        for j, (y, x) in enumerate(chunk):
-            logits[:, :, y:y + ch, x:x + cw] += out[j * n:(j + 1) * n]
-            count[:, :, y:y + ch, x:x + cw] += 1
-    # average overlapping windows
-    logits /= count
-    return logits[:, :, :h, :w]
-
-
-@torch.no_grad()
-def predict_logits(model, images: torch.Tensor, *, mode: str = "whole", crop=None, stride=None,
-                   flip: bool = False, num_classes: int = NUM_CLASSES, amp_dtype: torch.dtype | None = None,
-                   window_batch: int = 8) -> torch.Tensor:
-    """Logits N×C×H×W at the resolution of ``images`` (N×3×H×W, already normalised).
-
-    ``model(x)`` may return logits at any resolution, or a dict holding them under ``"out"``; they are
-    upsampled bilinearly (align_corners=False) to the size of the input or window.
-
-    Args:
-        mode: ``"whole"`` — one forward pass on the full image; ``"slide"`` — ``crop``-sized windows
-            with step ``stride`` (default ⌈2/3 · crop⌉, as DARS's released evaluation), covering the image
-            with the last window snapped to the border; logits of overlapping windows are averaged. An
-            image smaller than the crop is zero-padded bottom/right, then the logits are cropped back.
-        crop, stride: int or (h, w); ``crop`` is required for ``"slide"``.
-        flip: also run the horizontally flipped input and average its logits, flipped back, with the
-            plain ones.
-        amp_dtype: None (float32) or torch.bfloat16 / torch.float16 — autocast on the input's device type
-            around the model's forward; logits are accumulated in float32.
-        window_batch: windows per forward pass in ``"slide"`` mode (each with all N images).
-
-    Runs under ``torch.no_grad()``; does not change the model's train/eval mode (call ``model.eval()``).
-    """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise BlvnbError(f"images must be an N×3×H×W tensor, got {getattr(images, 'shape', type(images))}")
-    if not images.is_floating_point():
-        raise BlvnbError(f"images must be a float tensor (normalised), got dtype {images.dtype}")
-    h, w = images.shape[-2:]
-    if mode == "whole":
-        def run(x):
-            return _forward(model, x, (h, w), num_classes, amp_dtype)
-    elif mode == "slide":
-        if crop is None:
-            raise BlvnbError("mode='slide' needs crop=(h, w), e.g. crop=(769, 769) for Cityscapes")
-        crop_hw = _pair(crop, "crop")
-        stride_hw = _pair(stride, "stride") if stride is not None else tuple(math.ceil(c * 2 / 3) for c in crop_hw)
-
-        def run(x):
-            return _slide(model, x, crop_hw, stride_hw, num_classes, amp_dtype, max(1, int(window_batch)))
-    else:
-        raise ConfigError(f"unknown inference mode {mode!r}; expected 'whole' or 'slide'")
-    logits = run(images)
-    if flip:
-        # not in place: in "whole" mode ``logits`` may be the model's own output tensor
-        logits = (logits + run(images.flip(-1)).flip(-1)) / 2
-    return logits
-
-
 def _uses_channels_last(model) -> bool:
     """True if some 4-D parameter is stored channels_last (and not also plain contiguous)."""
     return any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
                for p in model.parameters())
-
-
-def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def evaluate(model, loader, *, device, mode: str = "whole", crop=None, stride=None, flip: bool = False,
@@ -431,9 +324,10 @@ def evaluate(model, loader, *, device, mode: str = "whole", crop=None, stride=No
     confusion matrix is accumulated on ``device`` and summed over ``torch.distributed`` ranks when a
     process group is initialised (with a DistributedSampler, padded duplicates are counted twice).
     ``"confusion"`` is the C×C matrix as a nested list. The model's device, mode (call ``model.eval()``)
-    and memory format are the caller's; a channels_last model gets channels_last inputs.
+    and memory format are the caller's; a channels_last model gets channels_last inputs. ``device``:
+    :func:`blvnb.devices.resolve_device` ("auto" / "cuda" = this process's GPU, ``LOCAL_RANK`` under torchrun).
     """
-    device = _resolve_device(device)
+    device = resolve_device(device)
     conf = Confusion(num_classes, ignore_index, device=device)
     conf.full  # allocate the counts outside inference mode, so they stay ordinary tensors
     channels_last = _uses_channels_last(model)
@@ -465,5 +359,5 @@ def evaluate(model, loader, *, device, mode: str = "whole", crop=None, stride=No
 
 __all__ = [
     "Confusion", "confusion_matrix", "per_class_iou", "per_class_accuracy", "pixel_accuracy", "mean_iou",
-    "summarize", "predict_logits", "evaluate",
+    "summarize", "evaluate",
 ]

@@ -8,8 +8,8 @@ N×C×h×w logits (resized to the labels' size inside) and N×H×W train-id labe
 name       loss                                         ``class_counts``  keywords (defaults)
 =========  ===========================================  ================  =======================
 ``ce``     cross entropy                                —                 avg_non_ignore
-``blv``    BLV, Eq. (3) (:mod:`.blv`)                   required          sigma=6, clamp="paper",
-                                                                          distribution="gaussian",
+``blv``    BLV, Eq. (3) (:mod:`.blv`); the released     required          sigma=6, clamp="paper",
+           loss (e08cc6c) with ``**RELEASED_OPTIONS``                     distribution="gaussian",
                                                                           variation, balance, generator
 ``la``     logit adjustment                             required          tau=1
 ``lovasz`` Lovász-softmax                               —                 per_image=False, classes
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from torch import nn
 
 from blvnb.errors import ConfigError
-from blvnb.losses.blv import BLVLoss, SigmaSchedule, blv_logits, blv_loss, cross_entropy
+from blvnb.losses.blv import RELEASED_OPTIONS, BLVLoss, SigmaSchedule, blv_logits, blv_loss, cross_entropy
 from blvnb.losses.long_tail import (
     CrossEntropyLoss,
     FocalLoss,
@@ -78,5 +78,5 @@ def build_loss(name: str, class_counts=None, **kw) -> nn.Module:
     return cls(**kw)
 
 
-__all__ = ["LOSSES", "BLVLoss", "SigmaSchedule", "blv_logits", "blv_loss", "build_loss", "cross_entropy",
+__all__ = ["LOSSES", "RELEASED_OPTIONS", "BLVLoss", "SigmaSchedule", "blv_logits", "blv_loss", "build_loss", "cross_entropy",
            "list_losses"]

@@ -12,21 +12,28 @@ they are: :class:`BLVLoss` perturbs only in ``training`` mode, and nothing else 
 :func:`blv_logits`.
 
 The three sources of the method do not agree in every detail; each difference is an option, and the
-defaults follow the paper:
+defaults follow the paper. The released loss is ``fully_sup/mmseg/models/losses/blv_loss.py`` of the
+authors' repository ``grantword8/BLV``, which has had two versions: the first upload (commit ``494d428``,
+June 2023) and the current release (commit ``e08cc6c``, July 2023, "Fix blv_loss.py bug"), which changed
+only the class weight, to Eq. (3)'s:
 
-=========================  ===========================  ===========================  ==========================
-                           Eq. (3)                      Algorithm 1 / Appendix B     released loss (mmseg)
-=========================  ===========================  ===========================  ==========================
-noise                      $|\delta|$, unbounded        ``clamp(δ, 0, 1).abs()``     ``clamp(δ, -1, 1).abs()``
-``clamp=``                 —                            ``"paper"`` (default)        ``"released"``
-class weight               $c_k/\max c$                 ``frequency_list / max``     $(\log q_{max}-\log q_k)/\max$
-``balance=``               ``"paper"`` (default)        ``"paper"``                  ``"released"``
-σ                          6 (4 for SYNTHIA→CS)         6 (4 for SYNTHIA→CS)         4 in the released configs
-mean over                  —                            —                            all pixels (mmseg default)
-=========================  ===========================  ===========================  ==========================
+============  =====================  ========================  =========================  ==============================
+              Eq. (3)                Algorithm 1 / App. B      release ``e08cc6c``        first upload ``494d428``
+============  =====================  ========================  =========================  ==============================
+noise         $|\delta|$, unbounded  ``clamp(δ, 0, 1).abs()``  ``clamp(δ, -1, 1).abs()``  ``clamp(δ, -1, 1).abs()``
+``clamp=``    —                      ``"paper"`` (default)     ``"released"``             ``"released"``
+class weight  $c_k/\max c$           ``frequency_list / max``  $c_k/\max c$ (Eq. (3))     $(\log q_{max}-\log q_k)/\max$
+``balance=``  ``"paper"`` (default)  ``"paper"``               ``"released"``             ``"first-upload"``
+σ             6 (4 for SYNTHIA→CS)   6 (4 for SYNTHIA→CS)      4 in the configs           4 in the configs
+mean over     —                      —                         all pixels (mmseg)         all pixels (mmseg)
+============  =====================  ========================  =========================  ==============================
 
-(The released loss is ``fully_sup/mmseg/models/losses/blv_loss.py`` in the authors' repository
-``grantword8/BLV``; its weight is zero for the most frequent class, while Eq. (3)'s is not.)
+So the current release differs from the paper in the clamp, σ and the average only:
+:data:`RELEASED_OPTIONS` gives all of them. ``balance="released"`` computes the same numbers as
+``"paper"``; it is kept as its own name so that a run says which source it follows. The first upload's
+weight is zero for the most frequent class, Eq. (3)'s is not. (As released, ``e08cc6c``'s new line
+``torch.log(sum(cls_num_list))`` raises ``TypeError`` for the plain Python list of counts its configs pass:
+``sum`` of a list of ints is an int, which ``torch.log`` does not take.)
 
 **Resolution.** The logits are resized to the label size first (bilinear, ``align_corners=False``) and
 the noise is drawn at the label size, after resizing, as in the released code (mmsegmentation resizes
@@ -47,6 +54,7 @@ parallel threads (:func:`draw_in_parallel`); see ``bench/blv_overhead.py``.
 from __future__ import annotations
 
 import math
+import numbers
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -55,15 +63,61 @@ import torch.nn.functional as F
 from torch import nn
 
 from blvnb.classes import IGNORE
-from blvnb.errors import ConfigError
+from blvnb.errors import ConfigError, DatasetError
 from blvnb.losses.frequencies import Counts, as_counts, class_vector, fill_zero_counts
 
 #: How the sample is clipped before its absolute value: Algorithm 1 ("paper") or the released loss.
 CLAMPS = ("paper", "released")
 #: Table 6's variation forms; every one is clipped to [0, 1].
 DISTRIBUTIONS = ("gaussian", "uniform", "beta", "exponential")
-#: The class weight: Eq. (3) ("paper"), the released loss ("released"), Table 8's "w/o balance" ("none").
-BALANCES = ("paper", "released", "none")
+#: The class weight: Eq. (3) ("paper"), the current released loss (commit e08cc6c, "released": the same
+#: weight as Eq. (3)), the first upload of the released loss (commit 494d428, "first-upload"), Table 8's
+#: "w/o balance" ("none").
+BALANCES = ("paper", "released", "first-upload", "none")
+#: The options that reproduce the current released loss (commit e08cc6c) with its configs' σ.
+RELEASED_OPTIONS = {"sigma": 4.0, "clamp": "released", "balance": "released", "avg_non_ignore": False}
+
+
+# --- input checks (every loss in blvnb calls these first) -----------------------------------------------
+
+def check_number(name: str, value, *, minimum: float | None = None) -> float:
+    """``value`` as a float if it is a finite real number (not a bool, not a string) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def check_inputs(logits, target, ignore_index: int = IGNORE) -> None:
+    """Validate a loss's inputs: N×C×… float logits and N×… integer train ids in 0..C-1 or ``ignore_index``.
+
+    Spatial sizes may differ for N×C×h×w logits (they are resized to the labels). Shapes, dtypes and empty
+    inputs raise :class:`ConfigError`, label values outside the classes :class:`DatasetError`; each message
+    names what it found. The value check is one pass over the labels (and, on a GPU, one synchronisation).
+    """
+    if not isinstance(logits, torch.Tensor) or not (logits.is_floating_point() or logits.is_complex()):
+        what = f"a tensor of dtype {logits.dtype}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError(f"logits must be a float tensor N×C×H×W, got {what}")
+    if not isinstance(target, torch.Tensor):
+        raise ConfigError(f"labels must be a tensor of integer train ids N×H×W, got {type(target).__name__}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ConfigError(f"labels must hold integer train ids, got dtype {target.dtype}; convert class ids with "
+                          ".long() (and pass labels, not probabilities or one-hot maps)")
+    if logits.ndim < 2 or target.ndim != logits.ndim - 1 or logits.shape[0] != target.shape[0] or (
+            logits.ndim != 4 and tuple(logits.shape[2:]) != tuple(target.shape[1:])):
+        raise ConfigError(f"logits of shape {tuple(logits.shape)} do not fit labels of shape {tuple(target.shape)}; "
+                          "expected logits N×C×H×W (or N×C×h×w, resized) and labels N×H×W")
+    if logits.numel() == 0 or target.numel() == 0:
+        raise ConfigError(f"empty input: logits of shape {tuple(logits.shape)}, labels of shape {tuple(target.shape)}; "
+                          "every dimension must be at least 1")
+    num_classes = logits.shape[1]
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(target[bad]).tolist()
+        shown = ", ".join(str(v) for v in values[:5]) + (f" ... ({len(values)} values)" if len(values) > 5 else "")
+        raise DatasetError(f"labels hold {shown}: outside the class ids 0..{num_classes - 1} of the logits and the "
+                           f"ignore index {ignore_index}")
 
 
 # --- the pieces of Eq. (3) ---------------------------------------------------------------------------
@@ -72,10 +126,13 @@ def balance_scale(class_counts: Counts, balance: str | bool = "paper") -> torch.
     r"""The per-class weight of the offset, float32 [C] in [0, 1] (CPU).
 
     ``"paper"``: $c_k / \max_i c_i$ with $c_k = \log(\sum_j q_j / q_k)$ (Eq. (3)).
-    ``"released"``: $(\log q_{max} - \log q_k) / \max$, the released loss's weight (0 for the largest class).
+    ``"released"``: the current released loss (commit ``e08cc6c``), $(\log \sum_j q_j - \log q_k) / \max$:
+    Eq. (3)'s weight, the same numbers as ``"paper"``.
+    ``"first-upload"``: the released loss as first uploaded (commit ``494d428``),
+    $(\log q_{max} - \log q_k) / \max$ (0 for the largest class; GCL's weight too).
     ``"none"`` (or ``False``): 1 for every class, Table 8's "w/o balance". ``True`` means ``"paper"``.
     A class with zero pixels counts as the rarest class (:func:`~blvnb.losses.frequencies.fill_zero_counts`).
-    When every weight is 0 (a single class; equal counts with ``"released"``) the scale is 0.
+    When every weight is 0 (a single class; equal counts with ``"first-upload"``) the scale is 0.
     """
     balance = {True: "paper", False: "none"}.get(balance, balance)
     if balance not in BALANCES:
@@ -83,11 +140,11 @@ def balance_scale(class_counts: Counts, balance: str | bool = "paper") -> torch.
     q = fill_zero_counts(class_counts)
     if balance == "none":
         return torch.ones(q.numel(), dtype=torch.float32)
-    if balance == "paper":
-        # $c_k = \log(\sum_j q_j / q_k)$
+    if balance in ("paper", "released"):
+        # $c_k = \log(\sum_j q_j / q_k)$ (Eq. (3); the release since e08cc6c: log Σq − log q_k)
         c = torch.log(q.sum() / q)
     else:
-        # released: $c_k = \log q_{max} - \log q_k$
+        # first upload (494d428): $c_k = \log q_{max} - \log q_k$
         c = torch.log(q.max()) - torch.log(q)
     # $c_k / \max_i c_i$
     return (c / c.max() if c.max() > 0 else torch.zeros_like(c)).float()
@@ -107,9 +164,7 @@ def sample_variation(shape, *, sigma: float = 6.0, clamp: str = "paper", distrib
         raise ConfigError(f"unknown clamp {clamp!r}; expected one of {CLAMPS}")
     if distribution not in DISTRIBUTIONS:
         raise ConfigError(f"unknown distribution {distribution!r}; expected one of {DISTRIBUTIONS}")
-    if not sigma >= 0:
-        raise ConfigError(f"sigma must be >= 0, got {sigma}")
-    sigma = float(sigma)
+    sigma = check_number("sigma", sigma, minimum=0.0)
     # Algorithm 1 clamps to [0, 1], the released loss to [-1, 1]; both then take the absolute value
     low = 0.0 if clamp == "paper" else -1.0
 
@@ -218,6 +273,12 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, weight: torch.T
     With ``weight`` (per class) the weighted sum is still divided by the number of pixels (as
     mmsegmentation does), not by the sum of the weights (as ``F.cross_entropy(reduction="mean")`` does).
     """
+    check_inputs(logits, target, ignore_index)
+    return _cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
+
+
+def _cross_entropy(logits, target, *, weight=None, ignore_index: int = IGNORE, avg_non_ignore: bool = True):
+    """:func:`cross_entropy` without the input checks (for losses that made them already)."""
     logits = to_label_size(logits, target)
     loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")
     return reduce_pixels(loss, target, ignore_index, avg_non_ignore)
@@ -233,9 +294,10 @@ def blv_loss(logits: torch.Tensor, target: torch.Tensor, class_counts: Counts, *
     the mean over valid pixels (see :func:`reduce_pixels`). Always perturbs: use :class:`BLVLoss` in a
     model's training loop, which perturbs only in training mode.
     """
+    check_inputs(logits, target, ignore_index)
     z = blv_logits(to_label_size(logits, target), class_counts, sigma=sigma, clamp=clamp,
                    distribution=distribution, generator=generator, variation=variation, balance=balance)
-    return cross_entropy(z, target, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
+    return _cross_entropy(z, target, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
 
 
 # --- σ over time (Appendix C) ------------------------------------------------------------------------
@@ -294,7 +356,7 @@ class BLVLoss(nn.Module):
                  avg_non_ignore: bool = True):
         super().__init__()
         self.schedule = sigma if isinstance(sigma, SigmaSchedule) else None
-        self.sigma = self.schedule(0) if self.schedule else float(sigma)
+        self.sigma = self.schedule(0) if self.schedule else check_number("sigma", sigma, minimum=0.0)
         self.clamp, self.distribution, self.generator = clamp, distribution, generator
         self.ignore_index, self.variation, self.balance = ignore_index, variation, balance
         self.avg_non_ignore = avg_non_ignore
@@ -352,8 +414,11 @@ __all__ = [
     "BLVLoss",
     "CLAMPS",
     "DISTRIBUTIONS",
+    "RELEASED_OPTIONS",
     "SigmaSchedule",
     "balance_scale",
+    "check_inputs",
+    "check_number",
     "blv_logits",
     "blv_loss",
     "cross_entropy",

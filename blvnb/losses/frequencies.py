@@ -13,7 +13,8 @@ setting                                source
 =====================================  ================================================================
 fully supervised (Sec. 3.2)            :func:`counts_from_labels` on the training labels
 semi-supervised, "†" (Table 13)        :func:`counts_from_labeled_subset`: the labeled images only
-semi-supervised, "‡" (Sec. 3.3)        :func:`counts_from_pseudo_labels` / :func:`counts_from_teacher`:
+semi-supervised, "‡" (Sec. 3.3)        :func:`counts_from_pseudo_labels` / the engine's
+                                       :func:`blvnb.engine.teacher.counts_from_teacher`:
                                        Eq. (4) on the teacher's pseudo labels of the unlabeled set,
                                        re-estimated after every epoch (``BLVLoss.set_class_counts``)
 domain adaptation (Sec. 3.4)           :func:`counts_from_source`: the labeled source domain
@@ -36,8 +37,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from blvnb.classes import IGNORE, NUM_CLASSES
 from blvnb.errors import ConfigError
@@ -46,19 +45,11 @@ Counts = Sequence[float] | np.ndarray | torch.Tensor
 
 
 def as_counts(class_counts: Counts) -> torch.Tensor:
-    """Validate per-class counts and return them as a float64 CPU tensor of shape [C] (zeros kept)."""
-    if isinstance(class_counts, torch.Tensor):
-        q = class_counts.detach().to("cpu", torch.float64)
-    else:
-        try:
-            q = torch.as_tensor(np.asarray(class_counts, dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"class_counts must be a sequence of numbers, one per class; got {class_counts!r}") from exc
-    if q.ndim != 1 or q.numel() < 1:
-        raise ConfigError(f"class_counts must be one number per class (a 1-D sequence); got shape {tuple(q.shape)}")
-    if not torch.isfinite(q).all() or (q < 0).any():
-        raise ConfigError(f"class_counts must be finite and non-negative; got {q.tolist()}")
+    """Validate per-class counts and return them as a float64 CPU tensor of shape [C] (zeros kept), by the
+    one validation of counts (:func:`blvnb.pseudo.distribution.check_counts`); all zero is an error here."""
+    from blvnb.pseudo.distribution import check_counts
+
+    q = check_counts(class_counts, name="class_counts")
     if not (q > 0).any():
         raise ConfigError("class_counts are all zero: no pixel was counted. Count the classes of the training "
                           "labels, e.g. blvnb.losses.frequencies.counts_from_labels(train_set)")
@@ -73,9 +64,11 @@ def fill_zero_counts(class_counts: Counts) -> torch.Tensor:
 
 
 def class_prior(class_counts: Counts) -> torch.Tensor:
-    """π_k = q_k / Σ_j q_j (float64 [C]) after :func:`fill_zero_counts` — Eq. (4)'s normalisation."""
-    q = fill_zero_counts(class_counts)
-    return q / q.sum()
+    """π_k = q_k / Σ_j q_j (float64 [C]) after :func:`fill_zero_counts` — Eq. (4)'s normalisation, by the one
+    counts → shares function (:func:`blvnb.pseudo.distribution.prior_from_counts`)."""
+    from blvnb.pseudo.distribution import prior_from_counts
+
+    return prior_from_counts(fill_zero_counts(class_counts), name="class_counts")
 
 
 def class_vector(fn: Callable[..., torch.Tensor], class_counts: Counts, *args, device, dtype) -> torch.Tensor:
@@ -154,34 +147,6 @@ def counts_from_pseudo_labels(pseudo_labels: Iterable, num_classes: int = NUM_CL
     return est.counts.numpy()
 
 
-@torch.no_grad()
-def counts_from_teacher(model: nn.Module, loader: Iterable[dict], num_classes: int = NUM_CLASSES,
-                        device: str | torch.device = "cpu", progress: bool = False) -> np.ndarray:
-    """Semi-supervised "‡" (Sec. 3.3): Eq. (4) on the teacher's arg-max predictions over ``loader``.
-
-    ``loader`` yields batches ``{"image": N×3×H×W, ...}`` of the unlabeled set; the logits are upsampled
-    to the image size (bilinear) before the arg-max, as a pseudo label is. Counting happens on the
-    device; only C integers come back. The model's train/eval mode is restored afterwards. The engine
-    calls this after every epoch and passes the result to ``BLVLoss.set_class_counts``.
-    """
-    from tqdm.auto import tqdm
-
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
-    try:
-        for batch in tqdm(loader, desc="Eq. (4) counts", disable=not progress, leave=False):
-            image = batch["image"].to(device)
-            logits = model(image)
-            if tuple(logits.shape[-2:]) != tuple(image.shape[-2:]):
-                logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
-            counts += torch.bincount(logits.argmax(1).reshape(-1), minlength=num_classes)[:num_classes]
-    finally:
-        model.train(was_training)
-    return counts.cpu().numpy()
-
-
 __all__ = [
     "as_counts",
     "class_prior",
@@ -190,6 +155,5 @@ __all__ = [
     "counts_from_labels",
     "counts_from_pseudo_labels",
     "counts_from_source",
-    "counts_from_teacher",
     "fill_zero_counts",
 ]

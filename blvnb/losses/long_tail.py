@@ -31,7 +31,16 @@ from torch import nn
 
 from blvnb.classes import IGNORE
 from blvnb.errors import ConfigError
-from blvnb.losses.blv import balance_scale, cross_entropy, reduce_pixels, sample_variation, to_label_size
+from blvnb.losses.blv import (
+    _cross_entropy,
+    balance_scale,
+    check_inputs,
+    check_number,
+    cross_entropy,
+    reduce_pixels,
+    sample_variation,
+    to_label_size,
+)
 from blvnb.losses.frequencies import Counts, as_counts, class_prior, class_vector, fill_zero_counts
 
 
@@ -67,8 +76,9 @@ def _log_prior(class_counts: Counts, tau: float) -> torch.Tensor:
 def logit_adjusted_loss(logits, target, class_counts: Counts, *, tau: float = 1.0, ignore_index: int = IGNORE,
                         avg_non_ignore: bool = True) -> torch.Tensor:
     """Cross entropy of :func:`logit_adjusted_logits` (the logit-adjusted loss)."""
+    check_inputs(logits, target, ignore_index)
     z = logit_adjusted_logits(to_label_size(logits, target), class_counts, tau)
-    return cross_entropy(z, target, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
+    return _cross_entropy(z, target, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
 
 
 class LogitAdjustedLoss(_PixelLoss):
@@ -78,7 +88,7 @@ class LogitAdjustedLoss(_PixelLoss):
     def __init__(self, class_counts: Counts, *, tau: float = 1.0, ignore_index: int = IGNORE,
                  avg_non_ignore: bool = True):
         super().__init__(ignore_index, avg_non_ignore)
-        self.class_counts, self.tau = as_counts(class_counts), float(tau)
+        self.class_counts, self.tau = as_counts(class_counts), check_number("tau", tau)
 
     def forward(self, logits, target):
         return logit_adjusted_loss(logits, target, self.class_counts, tau=self.tau, ignore_index=self.ignore_index,
@@ -90,6 +100,8 @@ class LogitAdjustedLoss(_PixelLoss):
 def focal_loss(logits, target, *, gamma: float = 2.0, ignore_index: int = IGNORE,
                avg_non_ignore: bool = True) -> torch.Tensor:
     r"""$-(1 - p_t)^\gamma \log p_t$ per valid pixel, $p_t$ the softmax probability of the true class."""
+    check_inputs(logits, target, ignore_index)
+    gamma = check_number("gamma", gamma, minimum=0.0)
     logits = to_label_size(logits, target)
     valid = target != ignore_index
     t = torch.where(valid, target, torch.zeros_like(target))
@@ -103,7 +115,7 @@ def focal_loss(logits, target, *, gamma: float = 2.0, ignore_index: int = IGNORE
 class FocalLoss(_PixelLoss):
     def __init__(self, *, gamma: float = 2.0, ignore_index: int = IGNORE, avg_non_ignore: bool = True):
         super().__init__(ignore_index, avg_non_ignore)
-        self.gamma = float(gamma)
+        self.gamma = check_number("gamma", gamma, minimum=0.0)
 
     def forward(self, logits, target):
         return focal_loss(logits, target, gamma=self.gamma, ignore_index=self.ignore_index,
@@ -151,6 +163,7 @@ def lovasz_softmax(logits, target, *, per_image: bool = False, classes: str = "p
     """
     if classes not in ("present", "all"):
         raise ConfigError(f"lovasz classes must be 'present' or 'all', got {classes!r}")
+    check_inputs(logits, target, ignore_index)
     logits = to_label_size(logits, target)
     probs = F.softmax(logits.float(), dim=1)
     num_classes = probs.shape[1]
@@ -168,6 +181,8 @@ def lovasz_softmax(logits, target, *, per_image: bool = False, classes: str = "p
 class LovaszSoftmaxLoss(nn.Module):
     def __init__(self, *, per_image: bool = False, classes: str = "present", ignore_index: int = IGNORE):
         super().__init__()
+        if classes not in ("present", "all"):
+            raise ConfigError(f"lovasz classes must be 'present' or 'all', got {classes!r}")
         self.per_image, self.classes, self.ignore_index = per_image, classes, ignore_index
 
     def forward(self, logits, target):
@@ -182,12 +197,13 @@ def gcl_logits(logits: torch.Tensor, class_counts: Counts, *, sigma: float = 1.0
     r"""$z_k - m\,\frac{\log q_{max} - \log q_k}{\max_i(\log q_{max} - \log q_i)}\,|\mathrm{clamp}(\delta, -1, 1)|$,
     $\delta \sim \mathcal N(0, \sigma)$ per element, $m$ = ``noise_mul``: the released GCL cloud.
 
-    Its weight is BLV's ``balance="released"`` and its noise BLV's ``clamp="released"`` at σ = 1/3; the
-    sign is the opposite (GCL subtracts, BLV adds).
+    Its weight is BLV's ``balance="first-upload"`` (the weight of BLV's released loss as first uploaded,
+    commit 494d428) and its noise BLV's ``clamp="released"`` at σ = 1/3; the sign is the opposite (GCL
+    subtracts, BLV adds).
     """
     shape = (1, -1) + (1,) * (logits.ndim - 2)
     # $(\log q_{max} - \log q_k) / \max$
-    scale = class_vector(balance_scale, class_counts, "released", device=logits.device, dtype=logits.dtype)
+    scale = class_vector(balance_scale, class_counts, "first-upload", device=logits.device, dtype=logits.dtype)
     # $|\mathrm{clamp}(\delta, -1, 1)|$, $\delta \sim \mathcal N(0, \sigma)$
     delta = sample_variation(logits.shape, sigma=sigma, clamp="released", generator=generator, device=logits.device)
     # $z_k - m \cdot \mathrm{scale}_k \cdot |\delta|$
@@ -201,14 +217,16 @@ class GCLLoss(_PixelLoss):
                  generator: torch.Generator | None = None, ignore_index: int = IGNORE, avg_non_ignore: bool = True):
         super().__init__(ignore_index, avg_non_ignore)
         self.class_counts = as_counts(class_counts)
-        self.sigma, self.noise_mul, self.generator = float(sigma), float(noise_mul), generator
+        self.sigma = check_number("sigma", sigma, minimum=0.0)
+        self.noise_mul, self.generator = check_number("noise_mul", noise_mul), generator
 
     def forward(self, logits, target):
+        check_inputs(logits, target, self.ignore_index)
         logits = to_label_size(logits, target)
         if self.training:
             logits = gcl_logits(logits, self.class_counts, sigma=self.sigma, noise_mul=self.noise_mul,
                                 generator=self.generator)
-        return cross_entropy(logits, target, ignore_index=self.ignore_index, avg_non_ignore=self.avg_non_ignore)
+        return _cross_entropy(logits, target, ignore_index=self.ignore_index, avg_non_ignore=self.avg_non_ignore)
 
 
 # --- class re-weighting ------------------------------------------------------------------------------
@@ -223,15 +241,17 @@ def class_weights(class_counts: Counts, power: float = 1.0) -> torch.Tensor:
 def reweighted_loss(logits, target, class_counts: Counts, *, power: float = 1.0, ignore_index: int = IGNORE,
                     avg_non_ignore: bool = True) -> torch.Tensor:
     r"""Σ over valid pixels of $w_y \cdot \mathrm{CE}$, divided by the number of pixels (not by Σ w)."""
-    w = class_vector(class_weights, class_counts, float(power), device=logits.device, dtype=torch.float32)
-    return cross_entropy(logits.float(), target, weight=w, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
+    check_inputs(logits, target, ignore_index)
+    w = class_vector(class_weights, class_counts, check_number("power", power), device=logits.device,
+                     dtype=torch.float32)
+    return _cross_entropy(logits.float(), target, weight=w, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
 
 
 class ReweightedLoss(_PixelLoss):
     def __init__(self, class_counts: Counts, *, power: float = 1.0, ignore_index: int = IGNORE,
                  avg_non_ignore: bool = True):
         super().__init__(ignore_index, avg_non_ignore)
-        self.class_counts, self.power = as_counts(class_counts), float(power)
+        self.class_counts, self.power = as_counts(class_counts), check_number("power", power)
 
     def forward(self, logits, target):
         return reweighted_loss(logits, target, self.class_counts, power=self.power, ignore_index=self.ignore_index,

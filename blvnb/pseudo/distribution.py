@@ -33,15 +33,35 @@ from blvnb.classes import NUM_CLASSES
 from blvnb.errors import ConfigError, DatasetError
 
 
-def prior_from_counts(counts) -> torch.Tensor:
-    """Pixel counts (or unnormalised shares) per class → float64 shares summing to 1."""
-    c = torch.as_tensor(np.asarray(counts.cpu() if isinstance(counts, torch.Tensor) else counts, dtype=np.float64))
-    c = c.reshape(-1)
+def check_counts(counts, num_classes: int | None = None, *, name: str = "class counts") -> torch.Tensor:
+    """Per-class counts or unnormalised shares (tensor, array or list) → a float64 CPU tensor [C], validated:
+    one finite, non-negative number per class (``num_classes`` of them when given). Zeros are kept."""
+    if counts is None:
+        raise ConfigError(f"{name}: this method needs a class prior r (shares among valid labeled pixels), e.g. "
+                          "blvnb.pseudo.distribution.labeled_prior(labeled_dataset)")
+    try:
+        c = torch.as_tensor(np.asarray(counts.detach().cpu() if isinstance(counts, torch.Tensor) else counts,
+                                       dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be a sequence of numbers, one per class; got {counts!r}") from exc
+    if c.ndim > 1 and c.numel() == max(c.shape):  # a row or column vector
+        c = c.reshape(-1)
+    if c.ndim != 1 or c.numel() < 1:
+        raise ConfigError(f"{name} must be one number per class (a 1-D sequence); got shape {tuple(c.shape)}")
+    if num_classes is not None and c.numel() != num_classes:
+        raise ConfigError(f"{name} has {c.numel()} entries but the probabilities have {num_classes} classes")
     if not bool(torch.isfinite(c).all()) or bool((c < 0).any()):
-        raise ConfigError(f"class counts must be finite and non-negative, got {c.tolist()}")
+        raise ConfigError(f"{name} must be finite and non-negative; got {c.tolist()}")
+    return c
+
+
+def prior_from_counts(counts, num_classes: int | None = None, *, name: str = "the prior") -> torch.Tensor:
+    """Pixel counts (or unnormalised shares) per class → float64 shares summing to 1 — the one place where
+    counts become shares (:func:`check_counts` first; all zero is a ConfigError)."""
+    c = check_counts(counts, num_classes, name=name)
     total = float(c.sum())
     if not total > 0:
-        raise DatasetError("the labels have no valid (non-ignore) pixel: no class prior can be computed")
+        raise ConfigError(f"{name} is all zero (no valid pixel was counted): no class shares can be computed")
     return c / total
 
 
@@ -51,7 +71,10 @@ def labeled_prior(data, num_classes: int = NUM_CLASSES, progress: bool = False) 
     ``data``: a data set with ``read_label(i)`` (labels are read without decoding images), or any
     iterable of H×W (or N×H×W) train-id label maps, numpy or torch.
     """
-    return prior_from_counts(class_pixel_counts(data, num_classes, progress))
+    counts = class_pixel_counts(data, num_classes, progress)
+    if not int(counts.sum()) > 0:
+        raise DatasetError("the labels have no valid (non-ignore) pixel: no class prior can be computed")
+    return prior_from_counts(counts)
 
 
 def source_domain_prior(source_data, num_classes: int = NUM_CLASSES, progress: bool = False) -> torch.Tensor:
@@ -76,6 +99,18 @@ def class_pixel_counts(data, num_classes: int = NUM_CLASSES, progress: bool = Fa
     return est.counts
 
 
+def label_counts(labels, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """Pixels per class (int64[C], CPU) in integer label maps of any shape, numpy or torch, on any device —
+    the one per-label class count. 255 and any other value outside 0 … C−1 are not counted."""
+    flat = torch.as_tensor(labels).reshape(-1)
+    if flat.is_floating_point():
+        raise ConfigError(f"labels must be integer class ids, got dtype {flat.dtype}")
+    flat = flat.to(torch.int64)
+    flat = flat[(flat >= 0) & (flat < num_classes)].cpu()
+    # NumPy's bincount: several times faster than torch's on the CPU
+    return torch.from_numpy(np.bincount(flat.numpy(), minlength=num_classes).astype(np.int64, copy=False))
+
+
 class PriorEstimator:
     r"""BLV Eq. (4), accumulated over a stream of predicted (or pseudo) label maps:
 
@@ -96,10 +131,8 @@ class PriorEstimator:
                 raise ConfigError("PriorEstimator.update got float values: pass integer labels, or probabilities "
                                   "with class_dim (e.g. class_dim=1 for N×C×H×W) to arg-max them")
             t = t.argmax(class_dim)
-        flat = t.reshape(-1).to(torch.int64)
-        flat = flat[(flat >= 0) & (flat < self.num_classes)].cpu()
         # numerator of Eq. (4): Σ_n Σ_m 1[ŷ_nm = k]
-        self.counts += torch.bincount(flat, minlength=self.num_classes)
+        self.counts += label_counts(t, self.num_classes)
         return self
 
     @property
@@ -190,7 +223,7 @@ def synthetic_probabilities(n: int, size: tuple[int, int], prior, *, generator: 
 
 
 __all__ = [
-    "PriorEstimator", "class_pixel_counts", "kl_divergence", "label_distribution",
-    "labeled_prior", "prior_from_counts", "reestimated_prior", "source_domain_prior", "synthetic_probabilities",
-    "target_validation_prior",
+    "PriorEstimator", "check_counts", "class_pixel_counts", "kl_divergence", "label_counts",
+    "label_distribution", "labeled_prior", "prior_from_counts", "reestimated_prior", "source_domain_prior",
+    "synthetic_probabilities", "target_validation_prior",
 ]

@@ -100,8 +100,9 @@ def plot_offset_distributions(sigma: float = 6.0, n: int = 200_000, seed: int = 
 
 def plot_class_scales(class_counts: Sequence[float] = RELEASED_CONFIG_COUNTS, names: Sequence[str] | None = None,
                       *, title: str = "Per-class weight of the offset"):
-    """The weight each class's offset gets: Eq. (3)'s c_k / max c against the released code's
-    (log q_max − log q_k) / max, classes sorted from most to least frequent."""
+    """The weight each class's offset gets: Eq. (3)'s c_k / max c (also the current released loss's, commit
+    e08cc6c) against the first upload's (log q_max − log q_k) / max (commit 494d428), classes sorted from
+    most to least frequent."""
     import matplotlib.pyplot as plt
 
     from blvnb.classes import CLASSES
@@ -110,11 +111,11 @@ def plot_class_scales(class_counts: Sequence[float] = RELEASED_CONFIG_COUNTS, na
     counts = np.asarray(class_counts, dtype=np.float64)
     order = np.argsort(-counts)
     paper = balance_scale(counts, "paper").numpy()[order]
-    released = balance_scale(counts, "released").numpy()[order]
+    released = balance_scale(counts, "first-upload").numpy()[order]
     x = np.arange(len(order))
     fig, ax = plt.subplots(figsize=(10, 3.6))
-    ax.bar(x - 0.2, paper, 0.4, color=_MODES["paper"], label="Eq. (3): log(Σq / q_k) / max")
-    ax.bar(x + 0.2, released, 0.4, color=_MODES["released"], label="released code: (log q_max − log q_k) / max")
+    ax.bar(x - 0.2, paper, 0.4, color=_MODES["paper"], label="Eq. (3) and release e08cc6c: log(Σq / q_k) / max")
+    ax.bar(x + 0.2, released, 0.4, color=_MODES["released"], label="first upload 494d428: (log q_max − log q_k) / max")
     ax.set_xticks(x, [names[i] for i in order], rotation=60, ha="right")
     ax.set_ylabel("c_k / max c")
     ax.set_ylim(0, 1.05)
