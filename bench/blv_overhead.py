@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from blvnb.engine.loop import resolve_device, upsample_to
+from blvnb.devices import resolve_device
+from blvnb.models.inference import resize_logits as upsample_to
 from blvnb.losses import build_loss
 from blvnb.models.registry import build_model
 

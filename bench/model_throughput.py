@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from blvnb.engine.loop import resolve_device, upsample_to
+from blvnb.devices import resolve_device
+from blvnb.models.inference import resize_logits as upsample_to
 from blvnb.experiments.profiles import get_profile
 from blvnb.models.registry import build_model, list_models
 

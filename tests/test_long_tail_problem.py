@@ -17,7 +17,7 @@ def isolated(tmp_path, monkeypatch):
 
 
 def test_brief_training_is_worse_on_tail_classes(isolated):
-    cfg = RunConfig.from_profile("smoke", table="test-long-tail", iters=150, batch_size=8, lr=0.02,
+    cfg = RunConfig.from_profile("smoke", iters=150, batch_size=8, lr=0.02,
                                  n_train=48, n_val=12, size=(64, 128), crop=(64, 128), device="cpu", progress=False)
     rec = run(cfg)
     m = rec["metrics"]

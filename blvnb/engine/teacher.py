@@ -22,6 +22,7 @@ from torch import nn
 
 from blvnb.classes import NUM_CLASSES
 from blvnb.devices import resolve_device
+from blvnb.engine.strategies.base import unwrap
 from blvnb.models.inference import predict_logits, resize_logits
 
 
@@ -122,4 +123,22 @@ def counts_from_teacher(model: nn.Module, loader: Iterable[dict], num_classes: i
     return counts.cpu().numpy()
 
 
-__all__ = ["TeacherSource", "counts_from_teacher", "label_relpath"]
+
+# --- the EMA teacher (mean teacher, BLV Sec. 3.3; DAFormer/HRDA's UDA teacher) ----------------------
+
+def ema_momentum(t: int, m0: float = 0.999) -> float:
+    r"""$m_t = \min(1 - 1/(t+1), m_0)$: 0 at $t = 0$ (the teacher becomes the student), 1/2, 2/3, … then $m_0$."""
+    return min(1.0 - 1.0 / (int(t) + 1), float(m0))
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, m: float) -> None:
+    r"""$\theta_T \leftarrow m\,\theta_T + (1 - m)\,\theta_S$ for every *parameter*; buffers are left alone."""
+    tp = dict(teacher.named_parameters())
+    for name, ps in unwrap(student).named_parameters():
+        pt = tp[name]
+        # $m\,\theta_T + (1 - m)\,\theta_S$
+        pt.mul_(m).add_(ps.detach().to(pt.dtype), alpha=1.0 - m)
+
+
+__all__ = ["TeacherSource", "counts_from_teacher", "ema_momentum", "ema_update", "label_relpath"]

@@ -4,13 +4,82 @@ A profile is data, not code. ``smoke`` and ``quick`` run on a CPU on the synthet
 the library generates itself (in the real datasets' file layouts); ``gpu`` is toycity at a larger
 scale on one GPU; ``paper`` reads the real data sets from ``data_root`` with the papers' settings.
 Every number the book shows carries the profile it came from.
+
+A profile supplies *every* default of a run (:class:`blvnb.experiments.runs.RunConfig` takes each of
+its fields that a profile has from the profile, by name). ``lr`` / ``weight_decay`` ``None`` mean the
+model's recipe (:mod:`blvnb.engine.recipes`). ``pretrained`` is what runs start from by default:
+``None`` (random initialisation), ``"toy"`` (the profile's toy pretraining: a supervised run on
+disjoint toycity data described by ``pretraining``, toycity's "ImageNet"), ``"imagenet"`` (timm's
+weights, downloaded) or the path of a local weights file (clusters without internet).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from blvnb.errors import ConfigError
+
+
+def freeze(value: Any) -> Any:
+    """Mappings → :class:`FrozenDict`, lists and tuples → tuples, recursively (hashable configs)."""
+    if isinstance(value, Mapping):
+        return FrozenDict(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, set):
+        return tuple(sorted(freeze(v) for v in value))
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of :func:`freeze` for JSON: FrozenDict → dict (sorted keys), tuples → lists."""
+    if isinstance(value, Mapping):
+        return {str(k): thaw(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+class FrozenDict(Mapping):
+    """A read-only, hashable mapping with string keys, kept sorted (config options)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping | None = None, **kw):
+        data = dict(items or {}, **kw)
+        for k in data:
+            if not isinstance(k, str):
+                raise ConfigError(f"option names must be strings, got {k!r}")
+        object.__setattr__(self, "_items", tuple(sorted((k, freeze(v)) for k, v in data.items())))
+
+    def __getitem__(self, key):
+        for k, v in self._items:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({dict(self._items)!r})"
+
+    def __setattr__(self, name, value):
+        raise AttributeError("FrozenDict is read-only")
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self._items),))
 
 
 @dataclass(frozen=True)
@@ -27,12 +96,16 @@ class Profile:
     model: str = "r18-fpn"
     crop: tuple[int, int] = (128, 256)
     scale_range: tuple[float, float] = (0.75, 1.5)
+    base_size: tuple[int, int] | None = None  # resize every image to this (H, W) first
     batch_size: int = 8
     iters: int = 300
-    lr: float = 0.01
-    weight_decay: float = 5e-4
+    lr: float | None = None  # None: the model's recipe (blvnb.engine.recipes)
+    weight_decay: float | None = None
     amp: bool = False
     num_workers: int = 0
+    # initialisation: None | "toy" | "imagenet" | a weights file; the toy pretraining run's settings
+    pretrained: str | None = None
+    pretraining: FrozenDict = field(default_factory=FrozenDict)
     # evaluation
     eval_mode: str = "whole"  # whole | slide
     eval_crop: tuple[int, int] | None = None
@@ -55,25 +128,29 @@ PROFILES: dict[str, Profile] = {
         description="toycity, a handful of tiny images, a few steps: checks that every notebook runs (CI)",
         size=(64, 128), n_train=16, n_val=6, model="r10t-fpn", crop=(64, 128),
         batch_size=4, iters=4, num_workers=0,
+        pretraining=FrozenDict(dataset="gta5", data_seed=1000, n_train=16, iters=4, seed=0),
     ),
     "quick": Profile(
         name="quick",
         description="toycity at 128x256 on a CPU: minutes per notebook; shows the direction of each claim at toy scale",
         size=(128, 256), n_train=200, n_val=60, model="r10t-fpn", crop=(128, 256),
         batch_size=8, iters=300, num_workers=0,
+        # the issue-9 probe's pretraining (worker calib measures and sets the final numbers)
+        pretraining=FrozenDict(dataset="gta5", data_seed=1000, n_train=600, iters=2500, batch_size=16, seed=0),
     ),
     "gpu": Profile(
         name="gpu",
         description="toycity at 256x512 on one GPU, three seeds, the papers' architectures",
         size=(256, 512), n_train=2000, n_val=300, model="r50-psp", crop=(256, 512),
         batch_size=16, iters=4000, amp=True, num_workers=8, seeds=(0, 1, 2),
+        pretraining=FrozenDict(dataset="gta5", data_seed=1000, n_train=4000, iters=8000, seed=0),
     ),
     "paper": Profile(
         name="paper",
         description="the real data sets from data_root with the papers' hyper-parameters (GPU servers)",
         size=(1024, 2048), n_train=0, n_val=0, synthetic=False, model="r50-psp", crop=(512, 1024),
         scale_range=(0.5, 2.0), batch_size=16, iters=40000, amp=True, num_workers=8,
-        eval_mode="slide", eval_crop=(512, 1024), seeds=(0, 1, 2),
+        eval_mode="slide", eval_crop=(512, 1024), seeds=(0, 1, 2), pretrained="imagenet",
     ),
 }
 
@@ -88,3 +165,6 @@ def get_profile(name: str, **overrides) -> Profile:
             "(e.g. papermill ... -p profile quick)"
         ) from None
     return prof.with_overrides(**overrides) if overrides else prof
+
+
+PRETRAINED_CHOICES = ("toy", "imagenet")

@@ -1,28 +1,46 @@
 """A run: a frozen config → a stored result record.
 
-``RunConfig.from_profile("quick", table="data-baseline")`` fills every field from the profile;
-``run(cfg)`` resolves the data (toycity in the cache, or the real data under ``data_root``), builds the
-model, trains it with the one loop, evaluates it and stores the record. A second call with the same
-config reads the record back.
+``RunConfig.from_profile("quick", strategy="supervised", loss="blv", loss_options={"sigma": 6})`` takes
+every default from the profile; ``run(cfg)`` resolves the data (toycity in the cache, or the real data
+under ``data_root``), builds the model, hands the strategy's streams to the one loop, evaluates on
+Cityscapes val and stores the record (:mod:`blvnb.experiments.store`). A second call with the same
+config reads the record back; ``force=True`` trains again from scratch.
+
+A strategy (``blvnb/engine/strategies/<name>.py``) sees the run through ``build(cfg, data)``: ``cfg``
+is the :class:`RunConfig`, ``data`` a :class:`RunData` (data sets, splits, streams, class counts, the
+run's work folder, other runs it depends on).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import asdict, dataclass, fields, replace
+import math
+import os
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from blvnb.classes import NUM_CLASSES
 from blvnb.data import build_dataset, toycity
-from blvnb.data.transforms import eval_transform, train_transform
+from blvnb.data.base import read_index_png
+from blvnb.data.transforms import AugmentedDataset, eval_transform, train_transform
+from blvnb.devices import resolve_device
 from blvnb.engine import loop
 from blvnb.engine.evaluate import evaluate
-from blvnb.errors import ConfigError
+from blvnb.engine.streams import Stream
+from blvnb.engine.strategies import STRATEGIES, get_builder
+from blvnb.errors import BlvnbError, ConfigError, DatasetError
 from blvnb.experiments import store
-from blvnb.experiments.profiles import get_profile
+from blvnb.experiments.profiles import PRETRAINED_CHOICES, FrozenDict, Profile, freeze, get_profile, thaw
+from blvnb.losses.frequencies import counts_from_labels
 from blvnb.models.registry import build_model
 
 log = logging.getLogger(__name__)
@@ -34,83 +52,180 @@ DATASETS = {
     "synthia": ("synthia", ("synthia", "synthia/RAND_CITYSCAPES", "RAND_CITYSCAPES")),
 }
 
-#: fields that do not change the result (where and how fast it runs) and so stay out of the key
-_NOT_KEYED = {"device", "num_workers", "progress"}
+#: fields that change where and how fast a run executes, not what it computes: not in the key
+EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile")
+
+_UNSET: Any = None  # a field left None is filled from the profile (where the profile has that field)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    table: str
+    """What a run computes (every field but :data:`EXECUTION` is part of its key).
+
+    Fields that a :class:`~blvnb.experiments.profiles.Profile` also has (model, iters, batch_size, crop,
+    data sizes, …) default to the profile's value; ``seed`` to the profile's first seed.
+    """
+
     profile: str
-    dataset: str = "cityscapes"
-    data_root: str | None = None
-    model: str = "r10t-fpn"
+    strategy: str = "supervised"
+    model: str = _UNSET
     loss: str = "ce"
-    seed: int = 0
-    iters: int = 300
-    batch_size: int = 8
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    optimizer: str = "sgd"
-    crop: tuple[int, int] = (128, 256)
-    scale_range: tuple[float, float] = (0.75, 1.5)
-    base_size: tuple[int, int] | None = None
-    amp: bool = False
-    eval_mode: str = "whole"
-    eval_crop: tuple[int, int] | None = None
-    # toycity (only used when data_root is None)
-    size: tuple[int, int] = (128, 256)
-    n_train: int = 200
-    n_val: int = 60
-    data_seed: int = 0
+    loss_options: FrozenDict = field(default_factory=FrozenDict)
+    strategy_options: FrozenDict = field(default_factory=FrozenDict)
+    dataset: str = "cityscapes"  # labeled / source data: cityscapes | gta5 | synthia
+    target: str | None = None  # UDA target ("cityscapes") or None
+    labeled_fraction: str | None = None  # None: all of the train split; else e.g. "1/8"
+    seed: int = _UNSET
+    pretrained: str | None = "profile"  # None | "toy" | "imagenet" | a weights file | "profile" (its default)
+    evaluate: bool = True  # False: no evaluation (a toy pretraining run)
+    data_root: str | None = None
+    # from the profile (see Profile for their meaning)
+    iters: int = _UNSET
+    batch_size: int = _UNSET
+    lr: float | None = _UNSET
+    weight_decay: float | None = _UNSET
+    crop: tuple[int, int] = _UNSET
+    scale_range: tuple[float, float] = _UNSET
+    base_size: tuple[int, int] | None = _UNSET
+    amp: bool = _UNSET
+    eval_mode: str = _UNSET
+    eval_crop: tuple[int, int] | None = _UNSET
+    size: tuple[int, int] = _UNSET
+    n_train: int = _UNSET
+    n_val: int = _UNSET
+    data_seed: int = _UNSET
     # execution (not part of the key)
     device: str = "auto"
-    num_workers: int = 0
+    num_workers: int = _UNSET
     progress: bool = True
+    ckpt_every: int | None = None  # None: a tenth of the run, at least 50 iterations
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self):
+        prof = get_profile(self.profile)
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        profile_fields = {f.name for f in fields(Profile)}
+        for f in fields(self):
+            if f.name in profile_fields and f.name != "pretrained" and getattr(self, f.name) is None \
+                    and f.default is _UNSET:
+                set_(f.name, getattr(prof, f.name))
+        if self.seed is None:
+            set_("seed", prof.seeds[0])
+        if self.pretrained == "profile":
+            set_("pretrained", prof.pretrained)
+        for name in ("loss_options", "strategy_options"):
+            value = getattr(self, name)
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{name} must be a dict of option names to values, got {value!r}")
+            set_(name, FrozenDict(value))
+        for name in ("crop", "scale_range", "base_size", "eval_crop", "size"):
+            v = getattr(self, name)
+            if v is not None:
+                set_(name, freeze(v))
+        self._validate(prof)
+
+    def _validate(self, prof: Profile) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; registered: {', '.join(STRATEGIES)}")
+        for name in ("dataset",) + (("target",) if self.target is not None else ()):
+            if getattr(self, name) not in DATASETS:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; known: {', '.join(DATASETS)}")
+        for name in ("iters", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "iters" else 1):
+                raise ConfigError(f"{name} must be an integer >= {0 if name == 'iters' else 1}, got {v!r}")
+        for name in ("crop", "size", "base_size", "eval_crop"):
+            v = getattr(self, name)
+            if v is None and name in ("base_size", "eval_crop"):
+                continue
+            if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                 and x > 0 for x in v)):
+                raise ConfigError(f"{name} must be (height, width) in pixels, two positive integers; got {v!r}")
+        lo_hi = self.scale_range
+        if not (isinstance(lo_hi, tuple) and len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1]):
+            raise ConfigError(f"scale_range must be (min, max) with 0 < min <= max; got {lo_hi!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if self.labeled_fraction is not None:
+            from blvnb.data.splits import fraction_text
+
+            object.__setattr__(self, "labeled_fraction", fraction_text(self.labeled_fraction))
+        p = self.pretrained
+        if p is not None and p not in PRETRAINED_CHOICES and not Path(str(p)).expanduser().is_file():
+            raise ConfigError(f"pretrained={p!r} is neither one of {PRETRAINED_CHOICES} nor an existing weights "
+                              "file; pass None (random initialisation), 'toy', 'imagenet' or a path")
+        if p == "toy" and not prof.pretraining:
+            raise ConfigError(f"profile {prof.name!r} has no toy pretraining; use pretrained=None")
+        if not prof.synthetic and self.data_root is None:
+            raise ConfigError(
+                f"profile {prof.name!r} trains on the real data sets: pass data_root "
+                f"(papermill ... -p data_root /path/to/data, a folder holding cityscapes/, gta5/, synthia/)")
 
     @classmethod
-    def from_profile(cls, profile: str, table: str, **overrides) -> "RunConfig":
-        p = get_profile(profile)
-        base = dict(
-            table=table, profile=p.name, model=p.model, iters=p.iters, batch_size=p.batch_size, lr=p.lr,
-            weight_decay=p.weight_decay, crop=p.crop, scale_range=p.scale_range, amp=p.amp,
-            eval_mode=p.eval_mode, eval_crop=p.eval_crop, size=p.size, n_train=p.n_train, n_val=p.n_val,
-            data_seed=p.data_seed, num_workers=p.num_workers, seed=p.seeds[0],
-        )
+    def from_profile(cls, profile: str, *, strategy: str = "supervised", loss: str = "ce",
+                     loss_options: dict | None = None, **overrides) -> RunConfig:
+        """The run of ``strategy`` with ``loss`` in ``profile``; any field may be overridden by keyword."""
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
             raise ConfigError(f"unknown run setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        cfg = cls(**{**base, **overrides})
-        if not p.synthetic and cfg.data_root is None:
-            raise ConfigError(
-                f"profile {p.name!r} trains on the real data sets: pass data_root "
-                f"(papermill ... -p data_root /path/to/data, a folder holding cityscapes/, gta5/, synthia/)"
-            )
-        return cfg
+        return cls(profile=profile, strategy=strategy, loss=loss, loss_options=loss_options or {}, **overrides)
+
+    def with_(self, **kw) -> RunConfig:
+        unknown = set(kw) - {f.name for f in fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown run setting(s) {sorted(unknown)}")
+        return replace(self, **kw)
 
     def key_dict(self) -> dict:
-        d = asdict(self)
-        for k in _NOT_KEYED:
-            d.pop(k)
+        """What the run computes, as JSON: the fields minus :data:`EXECUTION`, the real data's mount point
+        replaced by "real", a weights file by its content hash, and toycity's generator version."""
+        d = {f.name: thaw(getattr(self, f.name)) for f in fields(self) if f.name not in EXECUTION}
         if d["data_root"] is not None:  # the same real data set wherever it is mounted
             d["data_root"] = "real"
         else:  # a new toycity generator makes new data
             d["toycity_version"] = toycity.GENERATOR_VERSION
+        if d["pretrained"] is not None and d["pretrained"] not in PRETRAINED_CHOICES:
+            d["pretrained"] = "file:" + _file_hash(Path(d["pretrained"]).expanduser())
+        if d["pretrained"] == "toy":
+            d["pretraining"] = thaw(get_profile(self.profile).pretraining)
         return d
 
-    def with_(self, **kw) -> "RunConfig":
-        return replace(self, **kw)
+    def key(self) -> str:
+        """The store key: a hash of :meth:`key_dict` and the library version."""
+        return store.config_key(self.key_dict())
 
 
-def dataset_root(kind: str, data_root: str | None, cfg: RunConfig | None = None, progress: bool = True) -> Path:
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def pretraining_config(cfg: RunConfig) -> RunConfig:
+    """The profile's toy pretraining run for ``cfg.model``: supervised CE on disjoint toycity data (another
+    style and data seed), not evaluated; its backbone is the "ImageNet" of runs with ``pretrained="toy"``."""
+    spec = dict(get_profile(cfg.profile).pretraining)
+    return RunConfig.from_profile(cfg.profile, **{**dict(model=cfg.model, data_root=cfg.data_root, device=cfg.device,
+                                                         num_workers=cfg.num_workers, progress=cfg.progress),
+                                                  **spec, "pretrained": None, "evaluate": False})
+
+
+def dataset_root(kind: str, data_root: str | None, cfg: RunConfig | None = None, progress: bool = True,
+                 n_train: int | None = None) -> Path:
     """The folder holding data set ``kind``: under ``data_root`` for real data, else toycity in the cache."""
     if kind not in DATASETS:
         raise ConfigError(f"unknown data set {kind!r}; known: {', '.join(DATASETS)}")
     style, subdirs = DATASETS[kind]
     if data_root is None:
-        size, n_train, n_val, seed = (cfg.size, cfg.n_train, cfg.n_val, cfg.data_seed) if cfg else ((128, 256), 200, 60, 0)
-        return toycity.ensure(style, n_train=n_train, n_val=n_val, size=tuple(size), seed=seed, progress=progress)
+        size, n, n_val, seed = (cfg.size, cfg.n_train, cfg.n_val, cfg.data_seed) if cfg else ((128, 256), 200, 60, 0)
+        return toycity.ensure(style, n_train=n_train if n_train is not None else n, n_val=n_val, size=tuple(size),
+                              seed=seed, progress=progress)
     root = Path(data_root).expanduser()
     for sub in subdirs:
         if (root / sub).is_dir():
@@ -118,47 +233,200 @@ def dataset_root(kind: str, data_root: str | None, cfg: RunConfig | None = None,
     return root  # data_root may point at the data set itself; the loader explains what it expected
 
 
-def _loader(ds, batch_size: int, shuffle: bool, seed: int, num_workers: int, drop_last: bool) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
-                      drop_last=drop_last, persistent_workers=num_workers > 0)
+class PseudoLabeled(torch.utils.data.Dataset):
+    """A data set whose labels are replaced by the PNGs ``<pseudo_dir>/<name>.png`` (train ids, 255 ignore)."""
+
+    def __init__(self, base, pseudo_dir: str | Path):
+        self.base, self.pseudo_dir = base, Path(pseudo_dir)
+        if not self.pseudo_dir.is_dir():
+            raise DatasetError(f"pseudo-label folder {self.pseudo_dir} does not exist")
+        self.names = base.names
+        self.labeled = True
+
+    def __len__(self):
+        return len(self.base)
+
+    def label_file(self, i: int) -> Path:
+        return self.pseudo_dir / f"{self.names[i]}.png"
+
+    def read_label(self, i: int):
+        path = self.label_file(i)
+        if not path.is_file():
+            raise DatasetError(f"pseudo label {path} of image {self.names[i]} is missing; regenerate the round's labels")
+        return read_index_png(path)
+
+    def __getitem__(self, i: int) -> dict:
+        image = self.base.read_image(i)
+        label = torch.from_numpy(self.read_label(i).astype(np.int64))
+        if tuple(label.shape) != tuple(image.shape[-2:]):
+            raise DatasetError(f"pseudo label {self.label_file(i)} is {tuple(label.shape)}, its image "
+                               f"{tuple(image.shape[-2:])}")
+        return {"image": image, "label": label, "name": self.names[i]}
 
 
-def train_and_evaluate(cfg: RunConfig) -> dict:
-    """Supervised training on ``cfg.dataset``'s train split, evaluation on Cityscapes val."""
-    if cfg.loss != "ce":
-        raise ConfigError(f"loss {cfg.loss!r} is not available yet; known: 'ce'")
+class RunData:
+    """What a strategy's ``build(cfg, data)`` may ask of the run (CONTRACT.md)."""
+
+    def __init__(self, cfg: RunConfig, key: str, device: torch.device):
+        self.cfg, self.key, self.device = cfg, key, device
+        self.seed, self.progress = cfg.seed, cfg.progress
+        self.profile = get_profile(cfg.profile)
+
+    @cached_property
+    def work_dir(self) -> Path:
+        """A folder beside the run's record for the run's own files (a round's pseudo labels)."""
+        path = store.work_dir(self.cfg.profile, self.key)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def root(self, kind: str) -> Path:
+        return dataset_root(kind, self.cfg.data_root, self.cfg, self.cfg.progress)
+
+    def base_dataset(self, kind: str, split: str, *, labeled: bool = True):
+        return build_dataset(kind, self.root(kind), split=split, labeled=labeled)
+
+    def dataset(self, kind: str, split: str, *, train: bool = True, indices=None, scale_range=None, crop=None,
+                pseudo_dir=None, labeled: bool = True, rotate: float | None = None, blur: bool = False):
+        """Data set ``kind``/``split`` seen through the run's training augmentation (``train=True``: random
+        scale ``scale_range`` or the run's, crop ``crop`` or the run's, flip; DARS's ``rotate``/``blur``),
+        or un-augmented (``train=False``). ``indices`` select images of the split; ``pseudo_dir``
+        replaces the labels by that folder's PNGs; ``labeled=False`` reads images only."""
+        base = self.base_dataset(kind, split, labeled=labeled and pseudo_dir is None)
+        if indices is not None:
+            names = [base.names[int(i)] for i in indices]
+            base = build_dataset(kind, self.root(kind), split=split, names=names,
+                                 labeled=labeled and pseudo_dir is None)
+        if pseudo_dir is not None:
+            base = PseudoLabeled(base, pseudo_dir)
+        cfg = self.cfg
+        if train:
+            tf = train_transform(tuple(crop or cfg.crop), tuple(scale_range or cfg.scale_range), cfg.base_size,
+                                 rotate=rotate, blur=blur)
+        else:
+            tf = eval_transform(cfg.base_size)
+        return AugmentedDataset(base, tf)
+
+    def split_indices(self, fraction) -> tuple[list[int], list[int]]:
+        """(labeled, unlabeled) indices of Cityscapes-train for the nested split ``fraction`` (e.g. "1/8")."""
+        from blvnb.data.splits import fraction_text, nested_splits
+
+        names = self.base_dataset("cityscapes", "train").names
+        key = fraction_text(fraction)
+        split = nested_splits(names, seed=0, fractions=[key])[key]
+        pos = {n: i for i, n in enumerate(names)}
+        return [pos[n] for n in split["labeled"]], [pos[n] for n in split["unlabeled"]]
+
+    def stream(self, dataset, batch_size: int, order=None) -> Stream:
+        return Stream(dataset, batch_size, seed=self.seed, order=order, num_workers=self.cfg.num_workers)
+
+    def class_counts(self, dataset) -> np.ndarray:
+        """Valid pixels per class of ``dataset``'s labels (int64 [19])."""
+        return counts_from_labels(dataset, progress=False)
+
+    def dependency(self, cfg2: RunConfig) -> dict:
+        """The record of another run (run first when missing), with its ``checkpoint`` path."""
+        return run(cfg2)
+
+
+def _load_backbone(model: torch.nn.Module, ckpt: Path) -> None:
+    """Copy the backbone weights of checkpoint ``ckpt`` into ``model`` (keys with a ``backbone`` part)."""
+    state = loop.load_checkpoint(ckpt)["model"]
+    own = model.state_dict()
+    picked = {k: v for k, v in state.items() if "backbone" in k.split(".")}
+    wanted = [k for k in own if "backbone" in k.split(".")]
+    if not picked or set(wanted) - set(picked):
+        raise BlvnbError(f"checkpoint {ckpt} does not hold this model's backbone; delete it, or run with force=True")
+    loop.load_model_state(model, {**own, **picked}, ckpt)
+
+
+def build_run_model(cfg: RunConfig, data: RunData | None = None) -> torch.nn.Module:
+    """The model of ``cfg`` (seeded), from random weights, timm's ImageNet weights, a local file, or the
+    profile's toy pretraining."""
     torch.manual_seed(cfg.seed)
-    device = loop.resolve_device(cfg.device)
-    g = torch.Generator().manual_seed(cfg.seed)
-    train_root = dataset_root(cfg.dataset, cfg.data_root, cfg, cfg.progress)
-    val_root = dataset_root("cityscapes", cfg.data_root, cfg, cfg.progress)
-    train_split = "train" if cfg.dataset == "cityscapes" else "all"
-    train_set = build_dataset(cfg.dataset, train_root, split=train_split,
-                              transform=train_transform(cfg.crop, cfg.scale_range, cfg.base_size, g))
-    val_set = build_dataset("cityscapes", val_root, split="val", transform=eval_transform(cfg.base_size))
-    model = build_model(cfg.model, num_classes=NUM_CLASSES)
-    tcfg = loop.TrainConfig(iters=cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
-                            amp=cfg.amp and device.type == "cuda", ckpt_every=max(50, cfg.iters // 10))
-    # next to the record: an interrupted run resumes from here, and later rounds can load the weights
-    ckpt = store.record_path(cfg.profile, cfg.table, cfg.key_dict()).with_suffix(".ckpt.pt")
-    history = loop.train(model, _loader(train_set, cfg.batch_size, True, cfg.seed, cfg.num_workers, True), tcfg,
-                         device=device, progress=cfg.progress, desc=f"{cfg.table} seed {cfg.seed}", checkpoint=ckpt)
-    model.eval()
-    metrics = evaluate(model, _loader(val_set, 1, False, 0, cfg.num_workers, False), device=device,
-                       mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress)
-    return {"metrics": metrics, "train_seconds": history["seconds"], "checkpoint": str(ckpt), "loss": history["loss"][:: max(1, cfg.iters // 100)],
-            "seed": cfg.seed, "n_train_images": len(train_set), "n_val_images": len(val_set), "device": str(device)}
+    kw: dict = {}
+    if cfg.pretrained == "imagenet":
+        kw["pretrained"] = True
+    elif cfg.pretrained not in (None, "toy"):
+        kw["weights"] = str(Path(cfg.pretrained).expanduser())
+    model = build_model(cfg.model, num_classes=NUM_CLASSES, **kw)
+    if cfg.pretrained == "toy":
+        rec = run(pretraining_config(cfg))
+        _load_backbone(model, Path(rec["checkpoint"]))
+    return model
+
+
+def _subsample(history: dict[str, list[float]], max_points: int = 1000) -> tuple[dict, int]:
+    n = max((len(v) for v in history.values()), default=0)
+    every = max(1, math.ceil(n / max_points))
+    return {k: v[::every] for k, v in history.items()}, every
+
+
+def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dict:
+    ckpt = store.checkpoint_path(cfg.profile, key)
+    if force:  # train again from scratch (issue 14 #2), not from the final checkpoint
+        if loop.is_main_process():
+            ckpt.unlink(missing_ok=True)
+        if loop.world_size() > 1:
+            torch.distributed.barrier()  # no rank may read the old checkpoint
+    data = RunData(cfg, key, device)
+    model = build_run_model(cfg, data)
+    built = get_builder(cfg.strategy)(cfg, data)
+    built.strategy.seed = cfg.seed
+    ckpt_every = cfg.ckpt_every if cfg.ckpt_every is not None else max(50, cfg.iters // 10)
+    settings = dict(iters=cfg.iters, seed=cfg.seed, amp=bool(cfg.amp and device.type == "cuda"),
+                    channels_last=cfg.channels_last, compile=cfg.compile, ckpt_every=ckpt_every, sync_bn=True)
+    tcfg = loop.TrainConfig(**{**settings, **built.train_overrides})
+    result = loop.train(model, built.streams, tcfg, built.strategy, device=device, checkpoint=ckpt,
+                        init_state=built.init_state, progress=cfg.progress, desc=f"{cfg.strategy} {cfg.loss} seed {cfg.seed}")
+    metrics: dict = {"evaluated": False}
+    n_val = 0
+    if cfg.evaluate:
+        val = data.dataset("cityscapes", "val", train=False)
+        n_val = len(val)
+        part = Subset(val, range(loop.rank(), len(val), loop.world_size()))  # ranks share the val set
+        model.eval()
+        metrics = evaluate(model, DataLoader(part, batch_size=1, num_workers=cfg.num_workers), device=device,
+                           mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress,
+                           amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None)
+        metrics.pop("confusion", None)
+    history, every = _subsample(result["history"])
+    return {"train_seconds": result["seconds"], "metrics": metrics, "history": history, "history_every": every,
+            "loss": history.get("loss", []), "summary": built.strategy.summary(), "checkpoint": str(ckpt),
+            "resumed": result["resumed"], "resumed_from": result["resumed_from"], "seed": cfg.seed,
+            "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
+            "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def run(cfg: RunConfig, force: bool = False) -> dict:
-    """The stored record for ``cfg`` (see :mod:`blvnb.experiments.store`), training it if needed."""
-    log.info("run %s/%s seed %d", cfg.profile, cfg.table, cfg.seed)
-    return store.get_or_run(cfg.profile, cfg.table, cfg.key_dict(), lambda: train_and_evaluate(cfg), force=force)
+    """The stored record for ``cfg`` (see :mod:`blvnb.experiments.store`), training it if needed.
+
+    ``force=True`` deletes the run's checkpoint and trains again from scratch. Under torchrun every
+    rank calls this; rank 0 holds the lock and writes the record.
+    """
+    if not isinstance(cfg, RunConfig):
+        raise ConfigError(f"run() takes a RunConfig (RunConfig.from_profile(...)), got {type(cfg).__name__}")
+    key = cfg.key()
+    device = resolve_device(cfg.device)
+    loop.init_distributed(device)
+    main = loop.is_main_process()
+    log.info("run %s/%s (%s, %s, %s, seed %d)", cfg.profile, key, cfg.strategy, cfg.model, cfg.loss, cfg.seed)
+    return store.get_or_run(cfg.profile, key, cfg.key_dict(), lambda: _execute(cfg, key, device, force),
+                            force=force, lock=main, write=main)
 
 
 def run_seeds(cfg: RunConfig, seeds: tuple[int, ...] | None = None, force: bool = False) -> list[dict]:
     """``run`` once per seed (the profile's seeds when ``seeds`` is None)."""
+    if isinstance(seeds, int):
+        seeds = (seeds,)
     seeds = seeds or get_profile(cfg.profile).seeds
-    return [run(cfg.with_(seed=s), force=force) for s in seeds]
+    return [run(cfg.with_(seed=int(s)), force=force) for s in seeds]
 
+
+__all__ = ["DATASETS", "EXECUTION", "PseudoLabeled", "RunConfig", "RunData", "build_run_model", "dataset_root",
+           "pretraining_config", "run", "run_seeds"]

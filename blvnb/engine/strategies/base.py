@@ -19,11 +19,20 @@ logging and the loss history. A strategy supplies the rest:
 * :meth:`on_epoch_end`: at the end of each pass over ``epoch_stream`` (BLV Eq. (4) re-estimation).
 * :meth:`state_dict` / :meth:`load_state_dict`: its own state for checkpoints (teacher weights, class
   counts, …) — tensors and plain Python values only, so that checkpoints load with ``weights_only``.
+* :meth:`summary`: JSON-able extras for the run record (per-epoch class counts, pseudo-label KL, …).
+* ``seed``: the run seed, set by the builder; every random draw of a step comes from
+  ``blvnb.engine.loop.step_generator(self.seed, it, salt, device)`` (stateless, so resume is exact).
+
+A strategy module ``blvnb/engine/strategies/<name>.py`` exposes ``build(cfg, data) -> Built`` and is
+registered by one line in ``strategies/__init__.py``'s ``STRATEGIES``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,12 +44,29 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+@dataclass
+class Built:
+    """What a strategy's ``build(cfg, data)`` returns to the run.
+
+    ``streams``: name → :class:`~blvnb.engine.streams.Stream`; ``train_overrides``: fields of
+    :class:`~blvnb.engine.loop.TrainConfig` (the optimiser recipe, and ``first_iter`` /
+    ``schedule_iters`` for a DARS round); ``init_state``: a checkpoint path or dict to start from when the
+    run has no checkpoint of its own (a DARS round's teacher), else None.
+    """
+
+    strategy: "Strategy"
+    streams: Mapping[str, Any]
+    train_overrides: dict = field(default_factory=dict)
+    init_state: str | Path | Mapping | None = None
+
+
 class Strategy:
     """Base class; the defaults are those of plain supervised training."""
 
     name: str = "base"
     streams: tuple[str, ...] = ("labeled",)
     epoch_stream: str = "labeled"
+    seed: int = 0
 
     def param_groups(self, model: nn.Module) -> list[dict]:
         return [{"params": [p for p in unwrap(model).parameters() if p.requires_grad], "lr_mult": 1.0,
@@ -63,6 +89,10 @@ class Strategy:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def summary(self) -> dict:
+        """JSON-able extras for the run record."""
+        return {}
 
     def modules(self) -> Iterable[nn.Module]:
         """Extra modules the strategy owns (an EMA teacher), for device moves and DDP broadcasts."""

@@ -82,6 +82,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blvnb.classes import IGNORE, NUM_CLASSES
+from blvnb.engine.teacher import ema_momentum, ema_update
 from blvnb.engine.strategies.base import Strategy, unwrap
 from blvnb.errors import ConfigError
 
@@ -103,21 +104,6 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # --- the EMA -----------------------------------------------------------------------------------------
-
-def ema_momentum(t: int, m0: float = PAPER_M0) -> float:
-    r"""$m_t = \min(1 - 1/(t+1), m_0)$: 0 at $t = 0$ (the teacher becomes the student), 1/2, 2/3, … then $m_0$."""
-    return min(1.0 - 1.0 / (int(t) + 1), float(m0))
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, m: float) -> None:
-    r"""$\theta_T \leftarrow m\,\theta_T + (1 - m)\,\theta_S$ for every *parameter*; buffers are left alone."""
-    tp = dict(teacher.named_parameters())
-    for name, ps in unwrap(student).named_parameters():
-        pt = tp[name]
-        # $m\,\theta_T + (1 - m)\,\theta_S$
-        pt.mul_(m).add_(ps.detach().to(pt.dtype), alpha=1.0 - m)
-
 
 @torch.no_grad()
 def copy_buffers(teacher: nn.Module, student: nn.Module) -> None:

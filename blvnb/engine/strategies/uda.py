@@ -73,7 +73,6 @@ sampling are per process (salted by rank): DARS's per-batch quota is then per sh
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -87,7 +86,10 @@ from blvnb.classes import IGNORE, NUM_CLASSES
 from blvnb.data import mix as mixlib
 from blvnb.data.sampling import (RareClassSampler, SampledCrops, image_class_pixels, scaled_min_pixels,
                                  uniform_order)
+from blvnb.engine import loop
+from blvnb.engine.loop import step_generator
 from blvnb.engine.strategies.base import Strategy, unwrap
+from blvnb.engine.teacher import ema_momentum, ema_update
 from blvnb.errors import ConfigError
 from blvnb.losses import build_loss
 from blvnb.losses.blv import BLVLoss, blv_logits
@@ -122,27 +124,6 @@ DEFAULTS: dict[str, Any] = dict(
 
 # --- the pieces, each tested on its own --------------------------------------------------------------
 
-def step_generator(seed: int, it: int, salt: str, device="cpu") -> torch.Generator:
-    """``blvnb.engine.loop.step_generator`` (the one the loop defines); a local twin until it exists."""
-    try:
-        from blvnb.engine.loop import step_generator as loop_generator
-    except ImportError:  # the loop of issue 9 is being written in parallel
-        loop_generator = None
-    if loop_generator is not None:
-        return loop_generator(seed, it, salt, device)
-    digest = hashlib.blake2b(f"{int(seed)}:{int(it)}:{salt}".encode(), digest_size=8).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
-
-
-def rank_world() -> tuple[int, int]:
-    """(rank, world size) of this process (0, 1 without a process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def all_reduce_(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """In-place all-reduce over the process group (a no-op in one process)."""
     import torch.distributed as dist
@@ -159,20 +140,8 @@ def batch_classes(labels: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(all_reduce_(present, "max")).reshape(-1)
 
 
-def ema_alpha(t: int, alpha: float = 0.999) -> float:
-    r""":math:`\alpha_t = \min(1 - 1/(t + 1), \alpha)` (DAFormer's ``_update_ema``)."""
-    return min(1.0 - 1.0 / (t + 1), alpha)
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
-    r""":math:`\theta_T \leftarrow \alpha \theta_T + (1 - \alpha)\theta_S`, parameters only."""
-    tp = [p.data for p in teacher.parameters()]
-    sp = [p.data for p in student.parameters()]
-    if len(tp) != len(sp):
-        raise ConfigError("EMA teacher and student have different parameters")
-    torch._foreach_mul_(tp, alpha)
-    torch._foreach_add_(tp, sp, alpha=1.0 - alpha)
+#: DAFormer's ``_update_ema``: :math:`\alpha_t = \min(1 - 1/(t + 1), \alpha)`, the mean teacher's formula.
+ema_alpha = ema_momentum
 
 
 @torch.no_grad()
@@ -437,7 +406,7 @@ class UDAStrategy(Strategy):
         gen = lambda salt, device="cpu": step_generator(self.seed, it, salt, device)  # noqa: E731
         # per-image draws are keyed by the image's index in the *global* batch (rank r holds images
         # r·n … r·n + n − 1), so that a batch split over processes draws what one process draws
-        rank, _ = rank_world()
+        rank = loop.rank()
         n_local = xs.shape[0]
         per_image = lambda salt: [gen(f"{salt}/{rank * n_local + i}") for i in range(n_local)]  # noqa: E731
         if isinstance(self.loss_fn, BLVLoss):
@@ -790,4 +759,4 @@ def build(cfg, data):
 
 __all__ = ["DEFAULTS", "PSEUDO_METHODS", "THING_CLASSES", "UDAStrategy", "build", "copy_weights",
            "daformer_margin_mask", "downscale_label_ratio", "ema_alpha", "ema_update", "feature_distance",
-           "quality_weight", "step_generator", "teacher_mode", "weighted_cross_entropy"]
+           "quality_weight", "teacher_mode", "weighted_cross_entropy"]

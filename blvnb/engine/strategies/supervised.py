@@ -1,0 +1,165 @@
+"""Fully supervised training with any loss by name (BLV Table 1 and the long-tail baselines of Table 5).
+
+``cfg.loss`` names a loss of :func:`blvnb.losses.build_loss` (``ce``, ``blv``, ``la``, ``lovasz``,
+``focal``, ``gcl``, ``rw``) built with ``cfg.loss_options``; the class counts of the losses that need
+them are the pixel counts of the training labels actually used (BLV Sec. 3.2; recipes.md 0: not the
+released configs' hard-coded GTA5-like list). ``rs`` is rare-class re-sampling: cross entropy, with
+the training stream's order drawn by :class:`blvnb.data.sampling.RareClassSampler` (``loss_options``:
+``temperature`` 0.01, ``min_pixels`` — DAFormer's 3000 on full-size GTA5 labels, scaled here by the
+crop's share of a 1914×1052 image when not given).
+
+Per architecture (:mod:`blvnb.engine.recipes`): the optimiser, schedule and parameter groups of the
+released configs, and which outputs the loss goes on — the decode head (aux FCN heads keep cross
+entropy at 0.4), K-Net's four stage outputs, OCRNet's soft-region head (weight 0.4 → 1.0, the OCR head
+keeping cross entropy). With ``ce`` every output gets cross entropy at the model's ``aux_weights``.
+
+BLV's noise comes from :func:`~blvnb.engine.loop.step_generator` (re-seeded every step from the run seed
+and the global iteration, and the DDP rank), and its σ(t) follows the loop's iteration
+(``loss_options={"sigma_schedule": σ0}``: Appendix C's rise-and-fall stretched to the run's length).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from blvnb.engine import loop
+from blvnb.engine.recipes import Recipe, param_groups, recipe_for
+from blvnb.engine.strategies.base import Built, Strategy, unwrap
+from blvnb.errors import ConfigError
+from blvnb.losses import LOSSES, SigmaSchedule, build_loss
+from blvnb.models.inference import resize_logits
+
+#: DAFormer's rare-class threshold is for GTA5 labels of 1914×1052 pixels
+RCS_REFERENCE_AREA = 1914 * 1052
+
+
+class Supervised(Strategy):
+    """One labeled stream; ``loss`` on the recipe's outputs, cross entropy on the others."""
+
+    name = "supervised"
+    streams = ("labeled",)
+    epoch_stream = "labeled"
+
+    def __init__(self, loss: nn.Module, *, recipe: Recipe | None = None, seed: int = 0, loss_name: str = "ce",
+                 info: dict | None = None):
+        self.loss, self.ce = loss, build_loss("ce")
+        self.recipe = recipe or Recipe()
+        self.seed, self.loss_name, self.info = int(seed), loss_name, dict(info or {})
+
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        return param_groups(unwrap(model), self.recipe)
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:
+        self.loss.to(device)
+        self.loss.train()
+
+    def _prepare_loss(self, it: int, device: torch.device) -> None:
+        if hasattr(self.loss, "set_iteration"):  # BLV's σ(t)
+            self.loss.set_iteration(it)
+        if hasattr(self.loss, "generator"):  # BLV, GCL: a fresh generator per step (and per rank)
+            self.loss.generator = loop.step_generator(self.seed, it, f"loss/rank{loop.rank()}", device)
+
+    def placement(self, model: nn.Module) -> list[tuple[float, nn.Module]]:
+        """(weight, loss) for the main output, then for each aux output, by the recipe's placement."""
+        inner = unwrap(model)
+        head = getattr(inner, "head", None)
+        n_head_aux = len(getattr(head, "aux_weights", ())) if head is not None else 0
+        # a long-tail loss goes where the *_blv.py configs put BLV; cross entropy (also "rs") keeps the
+        # model's own weights everywhere
+        place = self.recipe.loss_on if self.loss_name not in ("ce", "rs") else "main"
+        out = [(1.0, self.loss if place in ("main", "main+head_aux") else self.ce)]
+        for j, w in enumerate(getattr(inner, "aux_weights", ())):
+            own = j < n_head_aux  # the head's own extra outputs come first (SegModel.aux_weights)
+            if place == "main+head_aux" and own:  # K-Net: every stage's masks
+                out.append((w, self.loss))
+            elif place == "head_aux" and own:  # OCRNet's BLV config: soft regions at weight 1.0
+                out.append((1.0, self.loss))
+            else:  # auxiliary FCN heads keep cross entropy
+                out.append((w, self.ce))
+        return out
+
+    def step(self, model: nn.Module, batches: dict, it: int):
+        batch = batches["labeled"]
+        x, y = batch["image"], batch["label"]
+        self._prepare_loss(it, x.device)
+        placed = self.placement(model)
+        if len(placed) > 1:
+            out = model(x, return_aux=True)
+            outputs = [out["out"]] + list(out["aux"])
+        else:
+            outputs = [model(x)]
+        # L = Σ_j w_j · L_j(resize(z_j)), logits resized to the label and taken in float32
+        terms = [w * fn(resize_logits(o, y.shape[-2:]).float(), y) for (w, fn), o in zip(placed, outputs)]
+        total = sum(terms[1:], terms[0])
+        stats = {"loss": total.detach(), "main_loss": terms[0].detach()}
+        if len(terms) > 1:
+            stats["aux_loss"] = (total - terms[0]).detach()
+        if hasattr(self.loss, "sigma"):
+            stats["sigma"] = float(self.loss.sigma)
+        return total, stats
+
+    def summary(self) -> dict:
+        return dict(self.info)
+
+
+def make_loss(name: str, options: dict, class_counts, total_iters: int) -> nn.Module:
+    """``build_loss(name, class_counts=..., **options)``; ``sigma_schedule=σ0`` gives BLV Appendix C's σ(t)."""
+    options = dict(options)
+    if "sigma_schedule" in options:
+        if name != "blv":
+            raise ConfigError(f"sigma_schedule is an option of the 'blv' loss, not of {name!r}")
+        if "sigma" in options:
+            raise ConfigError("give the BLV loss either sigma (fixed) or sigma_schedule (σ0 of σ(t)), not both")
+        options["sigma"] = SigmaSchedule.for_run(total_iters, float(options.pop("sigma_schedule")))
+    return build_loss(name, class_counts=class_counts, **options)
+
+
+def rare_class_order(train_set, options: dict, crop):
+    """An epoch order for :class:`~blvnb.engine.streams.Stream` drawn by the rare-class sampler."""
+    from blvnb.data.sampling import RareClassSampler, image_class_pixels
+
+    area = int(crop[0]) * int(crop[1])
+    min_pixels = int(options.get("min_pixels", max(1, round(3000 * area / RCS_REFERENCE_AREA))))
+    sampler = RareClassSampler(image_class_pixels(train_set), temperature=float(options.get("temperature", 0.01)),
+                               min_pixels=min_pixels)
+    unknown = set(options) - {"temperature", "min_pixels"}
+    if unknown:
+        raise ConfigError(f"loss 'rs' takes the options temperature and min_pixels, not {sorted(unknown)}")
+
+    def order(epoch: int, generator: torch.Generator):
+        sampler.generator = generator
+        return sampler.sample()[0].tolist()
+
+    return order, {"rcs_min_pixels": min_pixels, "rcs_class_probs": sampler.class_probs.tolist()}
+
+
+def build(cfg, data) -> Built:
+    """The supervised run of ``cfg``: its labeled training set (a nested split when
+    ``cfg.labeled_fraction`` is set), the loss, the stream, and the model's recipe."""
+    recipe = recipe_for(cfg.model)
+    split = "train" if cfg.dataset == "cityscapes" else "all"
+    indices = data.split_indices(cfg.labeled_fraction)[0] if cfg.labeled_fraction else None
+    train_set = data.dataset(cfg.dataset, split, train=True, indices=indices)
+    options = dict(cfg.loss_options or {})
+    info: dict = {"loss": cfg.loss, "loss_options": {k: v for k, v in options.items()}, "recipe": recipe.source,
+                  "n_train_images": len(train_set)}
+    order = None
+    if cfg.loss == "rs":
+        order, extra = rare_class_order(train_set, options, cfg.crop)
+        info.update(extra)
+        loss = build_loss("ce")
+    elif cfg.loss in LOSSES:
+        counts = data.class_counts(train_set) if LOSSES[cfg.loss][1] else None
+        if counts is not None:
+            info["class_counts"] = [int(c) for c in counts]
+        loss = make_loss(cfg.loss, options, counts, cfg.iters)
+    else:
+        raise ConfigError(f"unknown loss {cfg.loss!r}; known: {', '.join(list(LOSSES) + ['rs'])}")
+    strategy = Supervised(loss, recipe=recipe, seed=cfg.seed, loss_name=cfg.loss, info=info)
+    stream = data.stream(train_set, cfg.batch_size, order=order)
+    overrides = recipe.train_settings(cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return Built(strategy, {"labeled": stream}, overrides, None)
+
+
+__all__ = ["Supervised", "build", "make_loss", "rare_class_order"]
