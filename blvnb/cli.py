@@ -5,6 +5,12 @@
     blvnb data check ROOT --dataset NAME        # every problem of a data root in one run (exit 1 if any)
     blvnb data prepare --profile quick          # the cached toycity trees a profile uses
     blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D] [--no-build]
+    blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
+    blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
+                       [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
+                       [--dependency wait|afterok] [--force] [--dry-run] [--data-root D] [--device D]
+    blvnb runs import DIR [--profile P] [--overwrite]     # GPU-server records → records/ (committed)
+    blvnb runs tables                                     # the table ids and what each runs
 """
 
 from __future__ import annotations
@@ -68,6 +74,71 @@ def _reproduce(a) -> None:
     print(f"\nThe book is at {index}  (open file://{index}); {time.perf_counter() - t0:.0f} s in all")
 
 
+def _runs_plan(a) -> None:
+    import json
+
+    from blvnb.experiments import execute
+
+    plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
+    if a.json:
+        print(json.dumps(plan.to_json(), indent=1, default=str))
+        for t, row, arm, why in plan.unavailable:
+            print(f"blvnb: not run yet: {t} {row} / {arm}: {why}", file=sys.stderr)
+    else:
+        print(execute.format_plan(plan))
+
+
+def _runs_execute(a) -> None:
+    import os
+
+    from blvnb.experiments import execute
+
+    execute.check_executor_options(a.executor, partition=a.partition, gpus_per_run=a.gpus_per_run,
+                                   time_limit=a.time_limit, cpus_per_run=a.cpus_per_run, cluster=a.cluster,
+                                   dependency=a.dependency)
+    run_fn = None
+    if a.dry_run:  # placeholders in a separate store: never mistaken for computed runs
+        from blvnb.experiments import store
+
+        os.environ["BLVNB_RESULTS"] = str(store.results_root() / "_dry_run")
+        run_fn = execute.dry_run
+    plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
+    print(execute.format_plan(plan).splitlines()[-1])
+    slurm = None
+    if a.executor == "slurm":
+        slurm = execute.SlurmOptions(partition=a.partition, gpus_per_run=1 if a.gpus_per_run is None else a.gpus_per_run,
+                                     time_limit=a.time_limit or 60, cpus_per_run=a.cpus_per_run, cluster=a.cluster,
+                                     dependency=a.dependency or "wait")
+    t0 = time.perf_counter()
+    done = execute.execute(plan, run_fn, a.executor, force=a.force, device=a.device, slurm=slurm,
+                           gpus_per_run=a.gpus_per_run or 1, echo=print)
+    print(f"{len(done)} run records in the store; {time.perf_counter() - t0:.0f} s")
+
+
+def _runs_import(a) -> None:
+    from blvnb.experiments import records
+
+    written = records.import_records(a.src, profile=a.profile, overwrite=a.overwrite)
+    for p in written:
+        print(f"committed {p}")
+    print(f"{len(written)} record(s) written to {records.records_root()} (add them with git add records/)")
+
+
+def _runs_tables(a) -> None:
+    from blvnb.experiments import tables
+
+    for t in tables.list_tables():
+        spec = tables.get_table(t)
+        print(f"{t:10s}  {spec.title}\n{'':12s}{spec.note}")
+
+
+def _int_list(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="blvnb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -105,6 +176,40 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="re-run notebooks even when fresh")
     r.add_argument("--no-build", action="store_true", help="run the notebooks, do not build the book")
     r.set_defaults(fn=_reproduce)
+
+    runs = sub.add_parser("runs", help="the runs the book needs: plan, execute (CPU, GPUs, Slurm), import")
+    rs = runs.add_subparsers(dest="runs_cmd", required=True)
+    for name, fn, hlp in (("plan", _runs_plan, "list the distinct runs the tables need, with estimated cost"),
+                          ("execute", _runs_execute, "run the missing runs")):
+        q = rs.add_parser(name, help=hlp)
+        q.add_argument("--profile", default="quick")
+        q.add_argument("--only", nargs="+", metavar="TABLE", help="table ids or prefixes (blv-t1, dars, blv-fig)")
+        q.add_argument("--seeds", nargs="+", type=_int_list, help="seeds (default: the profile's)")
+        q.add_argument("--data-root", default=None, help="folder with the real data sets (paper profile)")
+        q.set_defaults(fn=fn)
+        if name == "plan":
+            q.add_argument("--json", action="store_true", help="a JSON list, one object per run")
+            continue
+        q.add_argument("--executor", default="local", help="local (this process) | gpus (one process per GPU) | "
+                       "slurm (one job per run, submitit)")
+        q.add_argument("--partition", default=None, help="Slurm partition")
+        q.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per run (gpus, slurm; default 1)")
+        q.add_argument("--time-limit", type=int, default=None, help="minutes per Slurm job (default 60)")
+        q.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per Slurm job")
+        q.add_argument("--cluster", default=None, help="submitit cluster: slurm (default where sbatch exists) | local")
+        q.add_argument("--dependency", default=None, help="wait (submit a round after its teacher finished, "
+                       "default) | afterok (submit all at once with Slurm dependencies)")
+        q.add_argument("--device", default=None, help="device for --executor local (default: auto)")
+        q.add_argument("--force", action="store_true", help="run again even where a record exists")
+        q.add_argument("--dry-run", action="store_true", help="write placeholder records to results/_dry_run "
+                       "instead of training (rehearse a cluster submission)")
+    i = rs.add_parser("import", help="validate records from a GPU server and copy them to records/ (committed)")
+    i.add_argument("src", help="a results folder (results/, results/gpu/runs/) or record files")
+    i.add_argument("--profile", default=None, help="import only this profile's records")
+    i.add_argument("--overwrite", action="store_true", help="replace committed records that differ")
+    i.set_defaults(fn=_runs_import)
+    t = rs.add_parser("tables", help="the table ids and what each runs")
+    t.set_defaults(fn=_runs_tables)
     return ap
 
 

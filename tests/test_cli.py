@@ -21,3 +21,66 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "expected HEIGHTxWIDTH" in capsys.readouterr().err
     assert main(["data", "prepare", "--profile", "fast"]) == 2
     assert "unknown profile" in capsys.readouterr().err
+
+
+# --- blvnb runs (plan, execute, import) -----------------------------------------------------------------
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def runs_env(monkeypatch, tmp_path):
+    from blvnb.experiments import runs
+
+
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("BLVNB_RECORDS", str(tmp_path / "records"))
+    return tmp_path
+
+
+def test_runs_plan_json_lists_each_distinct_run_with_its_tables(runs_env, capsys):
+    assert main(["runs", "plan", "--profile", "quick", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len({r["key"] for r in rows}) == len(rows) > 10
+    for r in rows:
+        assert {"key", "strategy", "model", "loss", "seed", "tables", "est_seconds"} <= set(r)
+        assert r["strategy"] in ("supervised", "dars-rounds", "mean-teacher", "uda") and r["tables"]
+    assert max(len(r["tables"]) for r in rows) >= 5  # a shared baseline is one run
+    assert main(["runs", "plan", "--profile", "quick", "--only", "blv-t1"]) == 0
+    out = capsys.readouterr().out
+    assert "blv-t1" in out and "distinct runs" in out and "minutes" in out
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["runs", "plan", "--profile", "fast"], "unknown profile 'fast'"),
+    (["runs", "plan", "--only", "blv-t99"], "--only 'blv-t99' names no table"),
+    (["runs", "execute", "--executor", "mpi"], "unknown executor 'mpi'; choose one of local, gpus, slurm"),
+    (["runs", "execute", "--partition", "gpu"], "--partition only apply to --executor slurm"),
+    (["runs", "execute", "--executor", "slurm", "--time-limit", "0"], "--time-limit must be a positive number"),
+    (["runs", "import", "/nonexistent/results"], "no such file or folder"),
+])
+def test_runs_user_errors_exit_2(runs_env, capsys, argv, msg):
+    assert main(argv) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_runs_execute_dry_run_and_import(runs_env, capsys):
+    assert main(["runs", "execute", "--profile", "smoke", "--only", "dars-t6", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "run records in the store" in out
+    dry = runs_env / "results" / "_dry_run" / "smoke" / "runs"
+    assert len(list(dry.glob("*.json"))) >= 3
+    assert not (runs_env / "results" / "smoke").exists()  # placeholders never reach the real store
+    assert main(["runs", "import", str(runs_env / "results" / "_dry_run")]) == 2
+    assert "placeholder" in capsys.readouterr().err
+    rec = json.loads(next(dry.glob("*.json")).read_text())
+    rec.pop("dry_run")
+    src = runs_env / "server" / "smoke" / "runs"
+    src.mkdir(parents=True)
+    (src / f"{rec['key']}.json").write_text(json.dumps(rec))
+    assert main(["runs", "import", str(runs_env / "server")]) == 0
+    assert (runs_env / "records" / "smoke" / "runs" / f"{rec['key']}.json").is_file()
+    assert main(["runs", "tables"]) == 0
+    assert "dars-t15" in capsys.readouterr().out

@@ -193,8 +193,17 @@ def test_round_config_shares_round_zero_between_labellers():
     b = FakeCfg(strategy_options={"round": 2, "labeler": "st", "threshold": 0.9})
     assert DR.round_config(a, 1).strategy_options == {"round": 1, "labeler": "dars", "calibration": "ts"}
     assert DR.round_config(a, 0) == DR.round_config(b, 0) == FakeCfg(strategy_options={"round": 0})
+    # round 0 trains with the run's own scale range: the schedule (α, β of later rounds) does not change it
     c = FakeCfg(strategy_options={"round": 1, "schedule": "cityscapes-1/8-crop713"})
-    assert DR.round_config(c, 0).strategy_options == {"round": 0, "schedule": "cityscapes-1/8-crop713"}
+    assert DR.round_config(c, 0).strategy_options == {"round": 0}
+    # a sweep over round 2's α or β shares rounds 0 and 1
+    d = FakeCfg(strategy_options={"round": 2, "alphas": [0.2, 0.5], "betas": [[0, 0], [0.2, 0.5]],
+                                  "scale_range": [0.5, 1.5]})
+    e = FakeCfg(strategy_options={"round": 2, "alphas": [0.2, 0.3], "betas": [[0, 0], [0.1, 0.1]],
+                                  "scale_range": [0.5, 1.5]})
+    assert DR.round_config(d, 1) == DR.round_config(e, 1)
+    assert DR.round_config(d, 1).strategy_options["alphas"] == [0.2]
+    assert DR.round_config(d, 2) != DR.round_config(e, 2)
 
 
 @pytest.mark.parametrize("opts, match", [

@@ -126,7 +126,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         description="toycity, a handful of tiny images, a few steps: checks that every notebook runs (CI)",
-        size=(64, 128), n_train=16, n_val=6, model="r10t-fpn", crop=(64, 128),
+        size=(64, 128), n_train=32, n_val=6, model="r10t-fpn", crop=(64, 128),
         batch_size=4, iters=4, num_workers=0,
         pretraining=FrozenDict(dataset="gta5", data_seed=1000, n_train=16, iters=4, seed=0),
     ),

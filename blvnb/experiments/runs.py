@@ -412,6 +412,12 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
     if not isinstance(cfg, RunConfig):
         raise ConfigError(f"run() takes a RunConfig (RunConfig.from_profile(...)), got {type(cfg).__name__}")
     key = cfg.key()
+    if not force:  # a record computed elsewhere (a GPU server) and committed under records/ is rendered as is
+        from blvnb.experiments import records
+
+        committed = records.committed(cfg.profile, key)
+        if committed is not None:
+            return committed
     device = resolve_device(cfg.device)
     loop.init_distributed(device)
     main = loop.is_main_process()

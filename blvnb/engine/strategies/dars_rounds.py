@@ -120,7 +120,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: options that change round 0 (supervised on the labeled split): the others only matter from round 1 on,
 #: so every labeller and ratio shares one round-0 run (:func:`round_config`)
-ROUND0_KEYS = ("round", "schedule", "alphas", "scale_range", "betas", "head_lr_mult", "rotate", "blur")
+#: (the schedule's α and β do not: round 0 trains with the range round 1 starts from, see round_settings)
+ROUND0_KEYS = ("round", "scale_range", "head_lr_mult", "rotate", "blur")
 
 #: options that change what the labeller writes (the manifest, with the teacher and the images)
 LABEL_KEYS = ("labeler", "threshold", "calibration", "teacher_mode", "teacher_crop", "teacher_stride", "flip",
@@ -223,11 +224,15 @@ def round_settings(o: Mapping[str, Any], default_scale: Sequence[float] | None =
 
 def round_config(cfg, k: int):
     """The config of round ``k`` of ``cfg``'s self-training: the same options with ``round = k``; for
-    round 0 only the options that change it (:data:`ROUND0_KEYS`), so that every labeller shares it."""
+    round 0 only the options that change it (:data:`ROUND0_KEYS`), so that every labeller shares it, and
+    explicit ``alphas``/``betas`` cut to rounds 1 … k, so that sweeps differing in later rounds share it."""
     o = dict(cfg.strategy_options or {})
     o["round"] = int(k)
     if k == 0:
         o = {key: v for key, v in o.items() if key in ROUND0_KEYS}
+    for key in ("alphas", "betas"):  # later rounds' settings do not change round k: sweeps share it
+        if o.get(key) is not None and len(o[key]) > k:
+            o[key] = list(o[key])[:k]
     return cfg.with_(strategy="dars-rounds", strategy_options=o)
 
 

@@ -1,0 +1,254 @@
+"""Where runs execute: in this process, one process per GPU, or one submitit job per run (tested with
+submitit's local executor: real submission, waiting and collection); records imported from elsewhere."""
+
+import json
+import os
+import re
+import sys
+
+import pytest
+
+from blvnb.errors import BlvnbError, ConfigError
+from blvnb.experiments import execute, records, tables
+
+
+
+@pytest.fixture(autouse=True)
+def runconfig(monkeypatch, tmp_path):
+    from blvnb.experiments import runs
+
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("BLVNB_RECORDS", str(tmp_path / "records"))
+    return runs.RunConfig
+
+
+def smoke_plan(profile="smoke", round1=True):
+    """Two supervised runs (two seeds) and a DARS round 1, whose teacher (round 0) the plan adds. The
+    labeled half of smoke's 16 images: 1/8 of them would be fewer than one batch."""
+    from blvnb.experiments import runs
+
+    sup = [runs.RunConfig.from_profile(profile, seed=s) for s in (0, 1)]
+    if not round1:
+        return execute.build_plan([(c, "test") for c in sup], profile), None
+    r1 = tables.make_config(tables.dars(profile, 1, fraction="1/2", schedule="cityscapes-1/8-crop361"), profile, 0)
+    return execute.build_plan([(c, "test") for c in sup + [r1]], profile), r1
+
+
+def test_plan_adds_the_teacher_before_its_round():
+    plan, r1 = smoke_plan()
+    assert len(plan) == 4
+    keys = list(plan.runs)
+    teacher = execute.dependencies(r1)[0]
+    assert teacher.strategy_options == {"round": 0}
+    assert keys.index(teacher.key()) < keys.index(r1.key())
+    assert plan.runs[teacher.key()].needed_by == ["test"]
+
+
+def test_local_executor_runs_what_is_missing_in_order_and_then_reads_the_store():
+    plan, r1 = smoke_plan()
+    done = execute.execute(plan, execute.dry_run, "local")
+    assert set(done) == set(plan.runs)
+    for k in plan.runs:
+        assert execute.store_path("smoke", k).is_file()
+    again = execute.execute(plan, lambda cfg, force=False: pytest.fail("nothing should run"), "local")
+    assert all(r["cached"] for r in again.values())
+    forced = execute.execute(plan, execute.dry_run, "local", force=True)
+    assert not any(r.get("cached") for r in forced.values())
+
+
+def test_a_failed_teacher_stops_its_students_and_the_error_lists_them():
+    plan, r1 = smoke_plan()
+    teacher = execute.dependencies(r1)[0].key()
+
+    def run_fn(cfg, force=False):
+        if cfg.key() == teacher:
+            raise BlvnbError("teacher exploded")
+        return execute.dry_run(cfg)
+
+    with pytest.raises(BlvnbError, match="2 run\\(s\\) failed.*teacher exploded.*dependency"):
+        execute.execute(plan, run_fn, "local")
+    # the independent runs still finished and are in the store
+    sup = [k for k, r in plan.runs.items() if r.cfg.strategy == "supervised"]
+    assert all(execute.store_path("smoke", k).is_file() for k in sup)
+
+
+def test_submitit_local_executor_two_runs_and_a_round_after_its_teacher(tmp_path):
+    pytest.importorskip("submitit")
+    plan, r1 = smoke_plan()
+    lines = []
+    opts = execute.SlurmOptions(cluster="local", gpus_per_run=0, time_limit=5, folder=str(tmp_path / "jobs"),
+                                poll_seconds=0.2)
+    done = execute.execute(plan, execute.dry_run, "slurm", slurm=opts, echo=lines.append)
+    assert set(done) == set(plan.runs)
+    assert sum("[submit]" in line for line in lines) == 4
+    pids = {r["pid"] for r in done.values()}
+    assert os.getpid() not in pids and len(pids) == 4  # one process (job) per run
+    # the round was submitted only after its teacher's job had finished
+    teacher = execute.dependencies(r1)[0].key()
+    order = [line.split()[1] for line in lines if line.startswith(("[submit]", "[done]"))]
+    idx = {(w, k): i for i, (w, k) in enumerate((line.split()[0], line.split()[1]) for line in lines
+                                                 if line.startswith(("[submit]", "[done]")))}
+    assert idx[("[done]", teacher[:16])] < idx[("[submit]", r1.key()[:16])]
+    assert order
+    for k in plan.runs:  # collected into the store
+        assert json.loads(execute.store_path("smoke", k).read_text())["key"] == k
+
+
+def test_gpus_executor_one_process_per_device(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+    plan, _ = smoke_plan(round1=False)
+    done = execute.execute(plan, execute.dry_run, "gpus", gpus=["0", "1"], work_dir=tmp_path / "w")
+    assert {r["cuda_visible_devices"] for r in done.values()} <= {"0", "1"}
+    assert os.getpid() not in {r["pid"] for r in done.values()}
+    with pytest.raises(ConfigError, match="found 1 GPU.*needs 2"):
+        execute.execute(plan, execute.dry_run, "gpus", gpus=["0"], gpus_per_run=2, force=True)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(executor="mpi"), "unknown executor 'mpi'; choose one of local, gpus, slurm"),
+    (dict(executor="local", partition="gpu"), "--partition only apply to --executor slurm"),
+    (dict(executor="local", gpus_per_run=2), "--gpus-per-run applies to --executor gpus or slurm"),
+    (dict(executor="slurm", time_limit=0), "--time-limit must be a positive number"),
+    (dict(executor="slurm", gpus_per_run=-1), "--gpus-per-run must be a whole number >= 0"),
+    (dict(executor="gpus", gpus_per_run=0), "needs --gpus-per-run >= 1"),
+    (dict(executor="slurm", cluster="pbs"), "--cluster must be slurm, local or debug"),
+    (dict(executor="slurm", cluster="local", dependency="afterok"), "afterok needs a Slurm cluster"),
+])
+def test_bad_executor_options(kw, msg):
+    executor = kw.pop("executor")
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        execute.check_executor_options(executor, **kw)
+
+
+# --- records computed elsewhere ------------------------------------------------------------------------
+
+def good_record(key="abc123", profile="gpu"):
+    return {"key": key, "profile": profile, "config": {"strategy": "supervised"}, "version": "0.1.1",
+            "git": "f3a3aed", "device": "NVIDIA H200", "train_seconds": 10.0,
+            "metrics": {"mIoU": 50.0, "mIoU_head_blv": 60.0, "mIoU_tail_blv": 30.0, "iou": [50.0] * 19}}
+
+
+def write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+def test_import_validates_then_copies_into_records(tmp_path):
+    src = tmp_path / "server" / "results"
+    write(src / "gpu" / "runs" / "abc123.json", good_record())
+    write(src / "gpu" / "runs" / "def456.json", good_record("def456"))
+    write(src / "gpu" / "runs" / ".def456.json.1.tmp", "{half")  # an unfinished atomic write: skipped
+    written = records.import_records(src)
+    assert sorted(p.name for p in written) == ["abc123.json", "def456.json"]
+    rec = records.committed("gpu", "abc123")
+    assert rec["committed"] and rec["device"] == "NVIDIA H200" and rec["git"] == "f3a3aed"
+    assert records.import_records(src) == []  # the same records again: nothing to do
+    changed = good_record()
+    changed["metrics"]["mIoU"] = 51.0
+    write(src / "gpu" / "runs" / "abc123.json", changed)
+    with pytest.raises(BlvnbError, match="already committed.*--overwrite"):
+        records.import_records(src)
+    assert records.import_records(src, overwrite=True)
+
+
+@pytest.mark.parametrize("content, msg", [
+    ("{not json", "not valid JSON"),
+    ({**good_record(), "metrics": {"mIoU": 1.0}}, "metrics lack \\['mIoU_head_blv', 'mIoU_tail_blv', 'iou'\\]"),
+    ({k: v for k, v in good_record().items() if k != "device"}, "missing field\\(s\\) \\['device'\\]"),
+    ({**good_record(), "metrics": {**good_record()["metrics"], "iou": [1.0] * 18}}, "list of 19 numbers"),
+    ({**good_record(), "dry_run": True}, "placeholder"),
+    ([1, 2], "a run record is a JSON object"),
+])
+def test_import_rejects_bad_records_naming_the_file(tmp_path, content, msg):
+    src = tmp_path / "in"
+    write(src / "gpu" / "runs" / "abc123.json", good_record("abc123"))
+    bad = write(src / "gpu" / "runs" / "zzz.json", content)
+    with pytest.raises(records.RecordError, match=re.escape(str(bad)) + ".*" + msg):
+        records.import_records(src)
+    assert records.list_committed("gpu") == []  # nothing copied when one file is bad
+
+
+def test_a_pretraining_record_needs_no_metrics(tmp_path):
+    rec = {**good_record("pre1"), "metrics": {"evaluated": False}}
+    write(tmp_path / "s" / "gpu" / "runs" / "pre1.json", rec)
+    assert records.import_records(tmp_path / "s")
+
+
+def test_import_errors_for_missing_folder_and_wrong_names(tmp_path):
+    with pytest.raises(BlvnbError, match="no such file or folder"):
+        records.import_records(tmp_path / "nowhere")
+    write(tmp_path / "e" / "x.txt", "")
+    with pytest.raises(BlvnbError, match="no run records"):
+        records.import_records(tmp_path / "e")
+    write(tmp_path / "m" / "gpu" / "runs" / "other.json", good_record("abc123"))
+    with pytest.raises(records.RecordError, match="file name says run 'other'"):
+        records.import_records(tmp_path / "m")
+
+
+# --- end to end through the real runs.run (passes once runs.py follows CONTRACT.md) ---------------------
+
+@pytest.mark.slow
+def test_real_smoke_runs_locally_and_through_submitit(tmp_path, monkeypatch):
+    from blvnb.experiments import runs
+
+    monkeypatch.setenv("BLVNB_CACHE", str(tmp_path / "cache"))
+    plan, r1 = smoke_plan()
+    done = execute.execute(plan, runs.run, "local", device="cpu")
+    for k, rec in done.items():
+        assert rec["key"] == k and len(rec["metrics"]["iou"]) == 19
+        for field in ("profile", "version", "git", "device"):
+            assert field in rec
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results2"))
+    opts = execute.SlurmOptions(cluster="local", gpus_per_run=0, time_limit=10, folder=str(tmp_path / "jobs"))
+    done2 = execute.execute(plan, runs.run, "slurm", device="cpu", slurm=opts)
+    assert set(done2) == set(plan.runs)
+    assert all(execute.store_path("smoke", k).is_file() for k in plan.runs)
+
+
+def test_afterok_submits_everything_and_cancels_students_of_a_failed_teacher(monkeypatch):
+    """Slurm's afterok mode, with a stand-in for submitit: all jobs at once with their dependencies; a
+    failed teacher's students are cancelled (Slurm would leave them pending forever)."""
+    plan, r1 = smoke_plan()
+    teacher = execute.dependencies(r1)[0].key()
+    submitted, cancelled = [], []
+
+    class Job:
+        def __init__(self, key, after):
+            self.key, self.job_id, self.after = key, str(100 + len(submitted)), after
+
+        def done(self):
+            return self.key != r1.key()  # the student would wait on its teacher for ever
+
+        def result(self):
+            if self.key == teacher:
+                raise RuntimeError("Traceback ...\nCUDA out of memory")
+            return execute.dry_run(self.cfg)
+
+        def cancel(self, check=True):
+            cancelled.append(self.key)
+
+    class Executor:
+        def __init__(self, folder, cluster=None):
+            self.params = {}
+
+        def update_parameters(self, **kw):
+            self.params.update(kw)
+
+        def submit(self, fn, run_fn, cfg, force):
+            dep = self.params.get("slurm_additional_parameters", {}).get("dependency")
+            job = Job(cfg.key(), dep)
+            job.cfg = cfg
+            submitted.append(job)
+            return job
+
+    monkeypatch.setattr(execute, "_submitit", lambda: type("M", (), {"AutoExecutor": Executor}))
+    opts = execute.SlurmOptions(dependency="afterok", partition="gpu", poll_seconds=0.01)
+    with pytest.raises(BlvnbError, match="CUDA out of memory.*cancelled: its dependency"):
+        execute.execute(plan, execute.dry_run, "slurm", slurm=opts)
+    assert len(submitted) == 4  # everything at once
+    student = [j for j in submitted if j.key == r1.key()][0]
+    t_job = [j for j in submitted if j.key == teacher][0]
+    assert student.after == f"afterok:{t_job.job_id}"
+    assert cancelled == [r1.key()]

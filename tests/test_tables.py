@@ -1,0 +1,198 @@
+"""Which runs each table needs: every table of both papers declared, runs shared across tables by key,
+quick subsets stated, dependencies ordered, committed records read instead of recomputed."""
+
+import json
+import re
+
+import pytest
+
+from blvnb.errors import BlvnbError, ConfigError
+from blvnb.experiments import execute, profiles, records, tables
+
+
+
+@pytest.fixture(autouse=True)
+def runconfig(monkeypatch, tmp_path):
+    """Private stores for the plans and executors."""
+    from blvnb.experiments import runs
+
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("BLVNB_RECORDS", str(tmp_path / "records"))
+    return runs.RunConfig
+
+
+def keys(cfgs):
+    return [c.key() for c in cfgs]
+
+
+def test_every_table_of_both_papers_is_declared_with_a_note():
+    want = {f"blv-t{i}" for i in range(1, 15)} | {f"dars-t{i}" for i in range(1, 16)}
+    assert want <= set(tables.TABLES)
+    for t, spec in tables.TABLES.items():
+        assert re.fullmatch(r"(blv|dars)-(t|fig)\d+", t)
+        assert spec.paper == t.split("-")[0] and spec.note, t
+
+
+def test_runs_are_deduplicated_and_shared_across_tables():
+    t1 = tables.runs_for("blv-t1", "quick")
+    assert len(set(keys(t1))) == len(t1)
+    # BLV T1's PSPNet CE run is DARS T1's fully supervised oracle: one record
+    t1_ce = [e for e in tables.entries("blv-t1", "quick") if e.arm == "baseline"][0]
+    oracle = [e for e in tables.entries("dars-t1", "quick") if e.arm == "oracle"][0]
+    assert t1_ce.key == oracle.key
+    # DAFormer † GTA5 baseline and BLV serve Tables 3, 5, 6, 7, 8, 9 (quick), 14
+    t3 = {(e.arm): e.key for e in tables.entries("blv-t3", "quick") if e.row == "DAFormer †" and e.seed == 0}
+    for t in ("blv-t5", "blv-t6", "blv-t7", "blv-t8", "blv-t9", "blv-t14"):
+        ks = set(keys(tables.runs_for(t, "quick")))
+        assert t3["baseline"] in ks and t3["blv"] in ks, t
+    # the cited tables add nothing of their own
+    assert set(keys(tables.runs_for("blv-t10", "quick"))) <= set(keys(tables.runs_for("blv-t3", "quick")))
+    # DARS T6, T9, T10 share their round-2 runs
+    t6 = set(keys(tables.runs_for("dars-t6", "quick")))
+    assert set(keys(tables.runs_for("dars-t9", "quick"))) <= t6
+    assert set(keys(tables.runs_for("dars-t10", "quick"))) <= t6 | set(keys(tables.runs_for("dars-t4", "quick")))
+
+
+def test_quick_runs_a_stated_subset_gpu_and_paper_every_row():
+    quick_rows = {e.row for e in tables.entries("blv-t1", "quick")}
+    assert quick_rows == {"ResNet50 PSPHead"}
+    gpu = tables.entries("blv-t1", "gpu")
+    assert {e.row for e in gpu} == set(tables.T1_ROWS.values())
+    assert len(gpu) == 7 * 2 * len(profiles.get_profile("gpu").seeds)
+    # quick uses the registry's small variant of each architecture row, gpu the paper's
+    assert all(e.cfg.model.endswith("@small") for e in tables.entries("blv-t1", "quick"))
+    assert all(e.cfg.model.endswith("@paper") for e in gpu)
+    # sweeps: every point in gpu, a subset in quick
+    assert len(tables.runs_for("blv-t7", "gpu", seeds=[0])) == 12
+    assert len(tables.runs_for("blv-t7", "quick", seeds=[0])) == 6
+
+
+def test_sweep_arms_get_the_first_seed_in_quick_unless_seeds_are_given(monkeypatch):
+    monkeypatch.setitem(profiles.PROFILES, "quick", profiles.PROFILES["quick"].with_overrides(seeds=(0, 1, 2)))
+    es = tables.entries("blv-t6", "quick")
+    seeds = {}
+    for e in es:
+        seeds.setdefault(e.row, set()).add(e.seed)
+    assert seeds["None-Variation"] == seeds["Gaussian"] == {0, 1, 2}
+    assert seeds["Uniform"] == {0}
+    es = tables.entries("blv-t6", "quick", seeds=[3, 4])
+    assert {e.seed for e in es if e.row == "Uniform"} == {3, 4}
+
+
+def test_every_table_with_runs_in_gpu_has_some_in_quick():
+    for t, spec in tables.TABLES.items():
+        if tables.runs_for(t, "gpu", seeds=[0]):
+            assert tables.runs_for(t, "quick"), f"{t} renders nothing from quick results"
+
+
+def test_plan_orders_teachers_first_and_lists_every_table():
+    plan = execute.plan_for("quick")
+    order = list(plan.runs)
+    assert len(order) == len(set(order))
+    for r in plan.order():
+        for d in r.deps:
+            assert order.index(d) < order.index(r.key)
+    r2 = [r for r in plan.order() if r.cfg.strategy == "dars-rounds" and r.cfg.strategy_options["round"] == 2][0]
+    r1 = plan.runs[r2.deps[0]]
+    assert dict(r1.cfg.strategy_options) == {"round": 1, "labeler": "dars"}
+    r0 = plan.runs[r1.deps[0]]
+    assert dict(r0.cfg.strategy_options) == {"round": 0}  # one teacher for every labeller
+    rows = plan.to_json()
+    for row in rows:
+        assert {"key", "strategy", "tables", "est_seconds"} <= set(row) and row["tables"]
+    shared = [row for row in rows if len(row["tables"]) >= 5]
+    assert shared, "a baseline shared by many tables is one run"
+    assert plan.est_seconds == pytest.approx(sum(r["est_seconds"] for r in rows), abs=1)
+
+
+def test_only_and_bad_inputs():
+    assert tables.resolve_tables(["blv-fig"]) == [t for t in tables.TABLES if t.startswith("blv-fig")]
+    assert tables.resolve_tables(["dars-t1"]) == ["dars-t1"]
+    with pytest.raises(ConfigError, match="names no table.*blv-t1"):
+        tables.resolve_tables(["blv-t99"])
+    with pytest.raises(ConfigError, match="unknown table 'nope'; known: blv-t1"):
+        tables.runs_for("nope", "quick")
+    with pytest.raises(ConfigError, match="unknown profile 'fast'"):
+        tables.runs_for("blv-t1", "fast")
+    with pytest.raises(ConfigError, match="unknown profile"):
+        execute.plan_for("fast")
+    with pytest.raises(ConfigError, match="at least one seed"):
+        tables.runs_for("blv-t1", "quick", seeds=[])
+
+
+def test_cost_model_scales_with_the_work():
+    ce = tables.runs_for("blv-t1", "quick")[0]
+    base = execute.est_seconds(ce)
+    assert base > 0
+    assert execute.est_seconds(ce.with_(iters=ce.iters * 2)) > 1.8 * base - execute.FIXED_SECONDS["cpu"]
+    es = {e.arm: e.cfg for e in tables.entries("dars-t4", "quick")}
+    r0, r1 = execute.est_seconds(es["baseline"]), execute.est_seconds(es["dars"])
+    assert r1 > r0  # a round labels the unlabeled split before training
+    uda = [e.cfg for e in tables.entries("blv-t3", "quick") if e.arm == "baseline"][0]
+    assert execute.est_seconds(uda) > execute.est_seconds(uda.with_(strategy="supervised"))
+
+
+def _fake_run(calls):
+    def run_fn(cfg, force=False):
+        calls.append(cfg.key())
+        for d in execute.dependencies(cfg):
+            assert d.key() in calls, "a teacher must run before its student"
+        iou = [float(len(calls))] * 19
+        return {"key": cfg.key(), "profile": cfg.profile, "config": {}, "metrics": {
+            "mIoU": 50.0, "mIoU_head_blv": 60.0, "mIoU_tail_blv": 30.0, "iou": iou}, "train_seconds": 1.0,
+            "version": "x", "git": None, "device": "cpu"}
+    return run_fn
+
+
+def test_table_run_groups_records_and_runs_each_key_once():
+    calls = []
+    res = tables.run("dars-t6", "quick", run_fn=_fake_run(calls), progress=False)
+    assert len(calls) == len(set(calls))  # shared round-1 teacher once
+    g = res.grouped
+    assert set(g) == {"1 / 20 / 0 / 0", "1 / 20 / 0.2 / 0.5", "2 / 20 / 0 / 0", "2 / 50 / 0 / 0", "2 / 50 / 0.2 / 0.5"}
+    assert g["2 / 50 / 0.2 / 0.5"]["round 2"][0]["metrics"]["mIoU"] == 50.0
+    # a second call reads the store: nothing runs again
+    before = len(calls)
+    tables.run("dars-t6", "quick", run_fn=_fake_run(calls), progress=False)
+    assert len(calls) == before
+    df = res.frame()
+    assert list(df.columns[:4]) == ["row", "arm", "seed", "key"]
+
+
+def test_two_tables_asking_for_the_same_run_make_one_record():
+    calls = []
+    t3 = tables.run("blv-t3", "quick", run_fn=_fake_run(calls), progress=False)
+    t14 = tables.run("blv-t14", "quick", run_fn=_fake_run(calls), progress=False)
+    assert len(calls) == len(set(calls))
+    a = t3.grouped["DAFormer †"]["baseline"][0]
+    b = t14.grouped["Baseline"]["baseline"][0]
+    assert a["key"] == b["key"] and b["cached"]
+    assert calls.count(a["key"]) == 1
+    store = execute.store_path("quick", a["key"]).parent
+    assert len(list(store.glob("*.json"))) == len(set(calls))
+
+
+def test_committed_records_are_read_never_recomputed(tmp_path):
+    cfg = tables.runs_for("blv-t1", "quick")[0]
+    rec = _fake_run([])(cfg)
+    rec.update(device="NVIDIA H200", git="abc123", profile="quick")
+    path = records.record_path("quick", cfg.key())
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(rec))
+    calls = []
+    res = tables.run("blv-t1", "quick", run_fn=_fake_run(calls), progress=False)
+    assert cfg.key() not in calls and len(calls) == len(tables.runs_for("blv-t1", "quick")) - 1
+    got = res.grouped["ResNet50 PSPHead"]["baseline"][0]
+    assert got["committed"] and got["device"] == "NVIDIA H200"
+    calls.clear()
+    tables.run("blv-t1", "quick", run_fn=_fake_run(calls), force=True, progress=False)
+    assert cfg.key() in calls  # forced
+
+
+def test_a_broken_committed_record_stops_with_its_name():
+    cfg = tables.runs_for("blv-t1", "quick")[0]
+    path = records.record_path("quick", cfg.key())
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(BlvnbError, match=re.escape(str(path))):
+        tables.run("blv-t1", "quick", run_fn=_fake_run([]), progress=False)
