@@ -26,7 +26,7 @@ def built(tmp_path_factory):
                                                            **({"ignore": shutil.ignore_patterns("generated", "__pycache__")} if src.is_dir() else {}))
     env = dict(os.environ, BLVNB_CACHE=str(work / "cache"), BLVNB_RESULTS=str(work / "results"))
     proc = subprocess.run([sys.executable, "-m", "blvnb", "reproduce", "--profile", "smoke"], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=1500)
+                          capture_output=True, text=True, timeout=3600)
     return work, proc
 
 
