@@ -57,6 +57,7 @@ import shutil
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -1158,10 +1159,16 @@ def write_tree(out, style: str, n_train: int, n_val: int, size=(128, 256), seed:
     """
     H, W = _check(style, size, seed=seed)
     _check_counts(n_train, n_val)
+    return write_atomically(out, lambda tmp: _write_into(tmp, style, n_train, n_val, (H, W), seed, progress))
+
+
+def write_atomically(out, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` into a new folder beside ``out``, then rename it to ``out`` (the rules of
+    :func:`write_tree`; also used by :mod:`blvnb.data.toycity_layouts`)."""
     out = _check_out(Path(out).expanduser())
     tmp = _temp_beside(out)
     try:
-        _write_into(tmp, style, n_train, n_val, (H, W), seed, progress)
+        write(tmp)
         _replace(tmp, out)
     finally:
         if tmp.exists():
@@ -1285,11 +1292,36 @@ def ensure(style: str, n_train: int, n_val: int, size=(128, 256), seed: int = 0,
     """
     H, W = _check(style, size, seed=seed)
     _check_counts(n_train, n_val)
+    return cached(cache_key(style, n_train, n_val, size, seed),
+                  lambda tmp: _write_into(tmp, style, n_train, n_val, (H, W), seed, progress), cache_dir)
+
+
+def cached(name: str, write: Callable[[Path], object], cache_dir=None) -> Path:
+    """``<cache>/toycity/<name>``, written once by ``write(tmp)`` into a temporary folder beside it and
+    renamed into place (a lost race with another process is fine: its complete tree is used)."""
     root = Path(cache_dir or os.environ.get("BLVNB_CACHE") or Path.home() / ".cache" / "blvnb").expanduser()
-    final = root / "toycity" / cache_key(style, n_train, n_val, size, seed)
+    final = root / "toycity" / name
     if final.is_dir():
         log.debug("toycity cache hit: %s", final)
         return final
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write the toycity cache under {final.parent}: {e.strerror or e}; set "
+                          "BLVNB_CACHE to a writable folder") from None
+    try:
+        write(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():  # not a lost race with another process: a real failure
+                raise
+            log.debug("toycity tree %s was completed by another process", final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))

@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +123,8 @@ def _check_counts(**counts) -> None:
 
 def write_voc_tree(out, n_train: int, n_val: int, size=(128, 256), seed: int = 0, n_aug: int | None = None,
                    progress: bool = True) -> Path:
-    """Write toycity as a VOC 2012 + SBD tree under ``out/VOCdevkit/VOC2012``; returns ``out``."""
+    """Write toycity as a VOC 2012 + SBD tree under ``out/VOCdevkit/VOC2012`` (into the new folder ``out``:
+    :func:`write_tree` writes it beside its destination and renames it); returns ``out``."""
     H, W = toycity._check("cityscapes", size, seed=seed)
     n_aug = 3 * n_train if n_aug is None else n_aug
     _check_counts(n_train=n_train, n_val=n_val, n_aug=n_aug)
@@ -171,7 +169,8 @@ def write_voc_tree(out, n_train: int, n_val: int, size=(128, 256), seed: int = 0
 
 
 def write_scannet_tree(out, n_train: int, n_val: int, size=(128, 256), seed: int = 0, progress: bool = True) -> Path:
-    """Write toycity as ScanNet 2-D frames (scenes of 10 frames, NYU40 labels); returns ``out``."""
+    """Write toycity as ScanNet 2-D frames (scenes of 10 frames, NYU40 labels) into the new folder ``out``
+    (:func:`write_tree` writes it beside its destination and renames it); returns ``out``."""
     H, W = toycity._check("cityscapes", size, seed=seed)
     _check_counts(n_train=n_train, n_val=n_val)
     if n_train + n_val == 0:
@@ -209,37 +208,38 @@ def _manifest(out, style: str, size, n_train: int, n_val: int, seed: int, **extr
     (Path(out) / "toycity.json").write_text(json.dumps(manifest, indent=1))
 
 
+def _writer(style: str):
+    if style == "voc":
+        return write_voc_tree
+    if style == "scannet":
+        return write_scannet_tree
+    raise ConfigError(f"unknown toycity layout {style!r}; expected one of {', '.join(LAYOUT_STYLES)}")
+
+
+def _check_args(style: str, n_train, n_val, size, seed, n_aug=None):
+    """Every argument checked before a folder is made or an image drawn."""
+    writer = _writer(style)
+    H, W = toycity._check("cityscapes", size, seed=seed)
+    _check_counts(n_train=n_train, n_val=n_val, **({"n_aug": n_aug} if n_aug is not None else {}))
+    if n_train + n_val == 0:
+        raise ConfigError("n_train and n_val are both 0: nothing to write")
+    return writer, (H, W)
+
+
 def write_tree(out, style: str, n_train: int, n_val: int, size=(128, 256), seed: int = 0, progress: bool = True,
                **options) -> Path:
-    """``--style voc|scannet`` of ``blvnb data toycity``."""
-    if style == "voc":
-        return write_voc_tree(out, n_train, n_val, size, seed, progress=progress, **options)
-    if style == "scannet":
-        return write_scannet_tree(out, n_train, n_val, size, seed, progress=progress, **options)
-    raise ConfigError(f"unknown toycity layout {style!r}; expected one of {', '.join(LAYOUT_STYLES)}")
+    """``--style voc|scannet`` of ``blvnb data toycity``: written beside ``out`` and renamed into place, with
+    :func:`blvnb.data.toycity.write_tree`'s rules (an older toycity tree is replaced whole, a foreign folder
+    refused)."""
+    writer, hw = _check_args(style, n_train, n_val, size, seed, options.get("n_aug"))
+    return toycity.write_atomically(out, lambda tmp: writer(tmp, n_train, n_val, hw, seed, progress=progress, **options))
 
 
 def ensure(style: str, n_train: int, n_val: int, size=(128, 256), seed: int = 0, cache_dir=None,
            progress: bool = True, **options) -> Path:
-    """A cached VOC/ScanNet tree (written once to a temporary folder, then renamed into place)."""
-    H, W = toycity._check("cityscapes", size, seed=seed)
-    if style not in LAYOUT_STYLES:
-        raise ConfigError(f"unknown toycity layout {style!r}; expected one of {', '.join(LAYOUT_STYLES)}")
+    """A cached VOC/ScanNet tree (:func:`blvnb.data.toycity.cached`)."""
+    writer, (H, W) = _check_args(style, n_train, n_val, size, seed, options.get("n_aug"))
     extra = "".join(f"-{k}{v}" for k, v in sorted(options.items()))
-    root = Path(cache_dir or os.environ.get("BLVNB_CACHE") or Path.home() / ".cache" / "blvnb").expanduser()
-    final = root / "toycity" / f"{style}-{H}x{W}-n{n_train}+{n_val}{extra}-s{seed}-v{toycity.GENERATOR_VERSION}.{LAYOUT_VERSION}"
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        write_tree(tmp, style, n_train, n_val, (H, W), seed, progress, **options)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    name = f"{style}-{H}x{W}-n{n_train}+{n_val}{extra}-s{seed}-v{toycity.GENERATOR_VERSION}.{LAYOUT_VERSION}"
+    return toycity.cached(name, lambda tmp: writer(tmp, n_train, n_val, (H, W), seed, progress=progress, **options),
+                          cache_dir)
