@@ -9,10 +9,11 @@ What it does, with the values of :data:`PROFILE` and :data:`PRETRAIN` (the calib
 
 1. Toy pretraining, once (cached under ``$BLVNB_CACHE/calib/``): the profile's model trained with cross
    entropy on toycity data that the runs never see (another style and seed), SGD + poly.
-2. Each run: ``torch.manual_seed(seed)``, build the model, load the *backbone* of the pretraining (the
-   decoder starts from scratch, as the papers' decoders do), train with SGD + poly on the profile's
-   Cityscapes-style toycity train split (data order and augmentations from ``seed``), evaluate on its val
-   split. BLV draws its noise from its own generator (seeded from ``seed``), so CE and BLV of one seed see
+2. Each run: ``torch.manual_seed(seed)``, build the model, load the pretrained weights (``keep="all"``, the
+   calibrated choice: backbone *and* decoder; ``"backbone"`` re-initialises the decoder from ``seed``, as the
+   papers' decoders start from scratch; ``"noclassifier"`` re-initialises only the last 1×1 classifier),
+   train with SGD + poly on the profile's Cityscapes-style toycity train split (data order, augmentations
+   and dropout from ``seed``), evaluate on its val split. BLV draws its noise from its own generator (seeded from ``seed``), so CE and BLV of one seed see
    the same initialisation, the same batches and the same augmentations.
 
 Times: CPU seconds of this (single-threaded) process around each run's training and evaluation.
@@ -21,6 +22,7 @@ Times: CPU seconds of this (single-threaded) process around each run's training 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -40,7 +42,7 @@ from blvnb.models.registry import build_model
 
 #: the calibrated quick profile (the values recommended for ``profiles.py``)
 PROFILE = dict(model="r10t-fpn", size=(128, 256), n_train=200, n_val=60, data_seed=0, crop=(64, 128),
-               scale_range=(0.75, 1.5), batch_size=8, iters=100, lr=0.02, weight_decay=5e-4)
+               scale_range=(0.75, 1.5), batch_size=8, iters=100, lr=0.02, weight_decay=5e-4, keep="all")
 #: the quick profile's toy pretraining ("ImageNet"): another style and seed than every run's data
 PRETRAIN = dict(style="gta", seed=1000, n=400, size=(128, 256), crop=(64, 128), scale_range=(0.75, 1.5),
                 batch_size=16, iters=300, lr=0.05, weight_decay=5e-4, init_seed=0)
@@ -56,7 +58,7 @@ def _cache() -> Path:
 def pretrain(spec: dict = PRETRAIN, model_name: str = PROFILE["model"]) -> tuple[Path, dict]:
     """Train (once) and return the path of the pretrained state_dict and its timing record."""
     key = json.dumps({**spec, "model": model_name, "toycity": toycity.GENERATOR_VERSION}, sort_keys=True)
-    path = _cache() / f"pretrain-{abs(hash(key)) % 10**10}.pt"
+    path = _cache() / f"pretrain-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file() and json.loads(meta.read_text())["key"] == key:
         return path, json.loads(meta.read_text())
@@ -95,8 +97,11 @@ def run_one(seed: int, loss: str, init: Path | None, profile: dict = PROFILE) ->
     model = build_model(profile["model"], num_classes=NUM_CLASSES)
     if init is not None:
         state = torch.load(init, map_location="cpu", weights_only=True)
-        # the backbone only: the decoder starts from scratch (seeded by ``seed``), as in the papers
-        model.load_state_dict({k: v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
+        if profile["keep"] == "backbone":  # the decoder starts from scratch (seeded by ``seed``)
+            state = {k: v for k, v in state.items() if k.startswith("backbone.")}
+        elif profile["keep"] == "noclassifier":  # only the last 1x1 classifier starts from scratch
+            state = {k: v for k, v in state.items() if not k.startswith("head.classifier")}
+        model.load_state_dict(state, strict=False)
     loss_fn = None
     if loss != "ce":
         loss_fn = build_loss(loss, class_counts=counts_from_labels(train),
