@@ -5,6 +5,7 @@ paired difference that three seeds detect. Prints the numbers and writes JSON.
     python bench/quick_calibration.py --seeds 0 1 2 3 4 5 6 7 --force
     python bench/quick_calibration.py --prototype      # the same measurement on the pre-issue-9 code path
                                                        # (bench/quick_calibration_prototype.py)
+    python bench/quick_calibration.py --prototype --pretraining short   # with the 3x cheaper pretraining
 
 Every run is a supervised run of the profile (``RunConfig.from_profile(profile, strategy="supervised",
 loss=...)``), paired by seed: CE and BLV of one seed share the initialisation (the profile's toy
@@ -139,6 +140,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time = idle-core wall time)")
     ap.add_argument("--prototype", action="store_true",
                     help="measure on the pre-issue-9 code path (bench/quick_calibration_prototype.py)")
+    ap.add_argument("--pretraining", default="long", choices=("long", "short"),
+                    help="with --prototype: the toy pretraining (long: 900 steps, recommended; short: 300)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "quick_calibration.json"))
     args = ap.parse_args(argv)
     if len(args.seeds) < 2:
@@ -151,12 +154,13 @@ def main(argv=None) -> dict:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import quick_calibration_prototype as proto
 
-        rows, timings = proto.measure(args.seeds)
+        rows, timings = proto.measure(args.seeds, pretraining=args.pretraining)
     else:
         rows, timings = measure_api(args)
     summary = analyse(rows)
     report(summary, timings)
     out = {"bench": "quick_calibration", "profile": args.profile, "prototype": args.prototype,
+           "pretraining": args.pretraining if args.prototype else None,
            "seeds": args.seeds, "threads": args.threads, "blv_options": BLV_OPTIONS, "timings": timings,
            "summary": summary, "machine": platform.machine(), "processor": platform.processor(),
            "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
