@@ -142,6 +142,8 @@ def main(argv=None) -> dict:
                     help="measure on the pre-issue-9 code path (bench/quick_calibration_prototype.py)")
     ap.add_argument("--pretraining", default="long", choices=("long", "short"),
                     help="with --prototype: the toy pretraining (long: 900 steps, recommended; short: 300)")
+    ap.add_argument("--iters", type=int, default=None,
+                    help="with --prototype: steps per run (default 100, the book's main table; 70 is the cheaper variant)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "quick_calibration.json"))
     args = ap.parse_args(argv)
     if len(args.seeds) < 2:
@@ -154,6 +156,8 @@ def main(argv=None) -> dict:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import quick_calibration_prototype as proto
 
+        if args.iters:
+            proto.PROFILE["iters"] = args.iters
         rows, timings = proto.measure(args.seeds, pretraining=args.pretraining)
     else:
         rows, timings = measure_api(args)
