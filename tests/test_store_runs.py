@@ -201,9 +201,9 @@ def test_run_data(isolated):
     cfg = _smoke(labeled_fraction="1/8")
     data = RunData(cfg, cfg.key(), torch.device("cpu"))
     lab, unl = data.split_indices("1/8")
-    assert len(lab) == 2 and len(unl) == 14 and not set(lab) & set(unl)
+    assert len(lab) == 4 and len(unl) == 28 and not set(lab) & set(unl)
     ds = data.dataset("cityscapes", "train", indices=lab)
-    assert len(ds) == 2 and ds.sample(0, torch.Generator().manual_seed(0))["image"].shape[-2:] == cfg.crop
+    assert len(ds) == 4 and ds.sample(0, torch.Generator().manual_seed(0))["image"].shape[-2:] == cfg.crop
     counts = data.class_counts(ds)
     assert counts.shape == (19,) and counts.sum() > 0
     # pseudo labels: PNGs named after the images replace the labels

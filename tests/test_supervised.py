@@ -28,8 +28,8 @@ def _built(**kw):
 
 
 def test_blv_counts_come_from_the_labeled_images_used(isolated):
-    cfg, data, built = _built(loss="blv", loss_options={"sigma": 4.0, "clamp": "released"}, labeled_fraction="1/8")
-    lab, _ = data.split_indices("1/8")
+    cfg, data, built = _built(loss="blv", loss_options={"sigma": 4.0, "clamp": "released"}, labeled_fraction="1/16")
+    lab, _ = data.split_indices("1/16")
     expected = counts_from_labels(data.dataset("cityscapes", "train", train=False, indices=lab))
     s = built.strategy
     assert isinstance(s.loss, BLVLoss) and s.loss.sigma == 4.0 and s.loss.clamp == "released"

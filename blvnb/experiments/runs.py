@@ -222,6 +222,7 @@ def pretraining_config(cfg: RunConfig) -> RunConfig:
     """The profile's toy pretraining run for ``cfg.model``: supervised CE on disjoint toycity data (another
     style and data seed), not evaluated; its backbone is the "ImageNet" of runs with ``pretrained="toy"``."""
     spec = dict(get_profile(cfg.profile).pretraining)
+    spec.pop("load", None)  # what a run takes from it, not a setting of the pretraining run
     return RunConfig.from_profile(cfg.profile, **{**dict(model=cfg.model, data_root=cfg.data_root, device=cfg.device,
                                                          num_workers=cfg.num_workers, progress=cfg.progress),
                                                   **spec, "pretrained": None, "evaluate": False})
@@ -365,14 +366,22 @@ class RunData:
         return run(cfg2)
 
 
-def _load_backbone(model: torch.nn.Module, ckpt: Path) -> None:
-    """Copy the backbone weights of checkpoint ``ckpt`` into ``model`` (keys with a ``backbone`` part)."""
+def _load_pretraining(model: torch.nn.Module, ckpt: Path, load: str = "backbone") -> None:
+    """Copy the toy pretraining's weights (checkpoint ``ckpt``) into ``model``: the backbone (keys with a
+    ``backbone`` part, as ImageNet weights would be), or with ``load="all"`` every weight of the same name
+    and shape (the pretraining trains the same architecture, so everything but a classifier of another
+    label space). The quick profile loads all: its calibration (book/quick_profile.md) found that a
+    decoder trained from scratch in a quick run's few steps learns no tail class at all."""
+    if load not in ("backbone", "all"):
+        raise ConfigError(f"the profile's pretraining load={load!r}; use 'backbone' or 'all'")
     state = loop.load_checkpoint(ckpt)["model"]
     own = model.state_dict()
     picked = {k: v for k, v in state.items() if "backbone" in k.split(".")}
     wanted = [k for k in own if "backbone" in k.split(".")]
     if not picked or set(wanted) - set(picked):
         raise BlvnbError(f"checkpoint {ckpt} does not hold this model's backbone; delete it, or run with force=True")
+    if load == "all":
+        picked = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
     loop.load_model_state(model, {**own, **picked}, ckpt)
 
 
@@ -388,7 +397,7 @@ def build_run_model(cfg: RunConfig, data: RunData | None = None) -> torch.nn.Mod
     model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset), **kw)
     if cfg.pretrained == "toy":
         rec = run(pretraining_config(cfg))
-        _load_backbone(model, Path(rec["checkpoint"]))
+        _load_pretraining(model, Path(rec["checkpoint"]), get_profile(cfg.profile).pretraining.get("load", "backbone"))
     return model
 
 
