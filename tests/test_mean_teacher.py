@@ -404,6 +404,7 @@ def smoke_config(**kw):
 
     kw.setdefault("loss", "blv")
     kw.setdefault("loss_options", {"sigma": 6.0})
+    kw.setdefault("n_train", 16)
     return RunConfig.from_profile("smoke", strategy="mean-teacher", labeled_fraction="1/4",
                                   strategy_options={"ema_horizon": "scaled"}, device="cpu", progress=False, **kw)
 

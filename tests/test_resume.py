@@ -124,7 +124,7 @@ def assert_resume_is_exact(spec: str, tmp_path: Path, *, kill_at: int = 6,
 def supervised_ce():
     from blvnb.experiments.runs import RunConfig
 
-    # smoke: 16 images, batch 4 → 4 iterations per epoch; checkpoint at 3 (mid-epoch), killed before 5
+    # smoke: 32 images, batch 4 → 8 iterations per epoch; checkpoint at 3 (mid-epoch), killed before 5
     return RunConfig.from_profile("smoke", iters=7, ckpt_every=3, device="cpu", progress=False)
 
 

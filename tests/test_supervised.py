@@ -46,7 +46,7 @@ def test_rare_class_sampling_orders_the_stream(isolated):
     assert probs.sum() == pytest.approx(1.0) and info["rcs_min_pixels"] == 20
     stream = built.streams["labeled"]
     o1, o2 = stream.order(0), stream.order(0)
-    assert o1 == o2 and o1 != stream.order(1) and len(o1) == 16  # one draw per image per epoch, repeatable
+    assert o1 == o2 and o1 != stream.order(1) and len(o1) == len(data.dataset("cityscapes", "train")) == 32  # one draw per image per epoch, repeatable
     assert stream.next()["index"].tolist() == o1[:4]
     # the order is the rare-class sampler's draw with the epoch's generator (T = 0.01, DAFormer)
     from blvnb.data.sampling import RareClassSampler, image_class_pixels

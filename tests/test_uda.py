@@ -476,7 +476,7 @@ def test_smoke_run_end_to_end(tmp_path, monkeypatch):
 def uda_resume_config():
     from blvnb.experiments.runs import RunConfig
 
-    # smoke: 16 source images, batch 4 → 4 iterations per epoch; checkpoint at 3 (mid-epoch), killed before 5
+    # smoke: 32 source images, batch 4 → 8 iterations per epoch; checkpoint at 3 (mid-epoch), killed before 5
     return RunConfig.from_profile("smoke", strategy="uda", dataset="gta5", target="cityscapes", loss="blv",
                                   loss_options={"sigma": 6.0}, iters=7, ckpt_every=3, device="cpu", progress=False)
 
