@@ -1322,21 +1322,3 @@ def cached(name: str, write: Callable[[Path], object], cache_dir=None) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    except OSError as e:
-        raise ConfigError(f"cannot write the toycity cache under {final.parent}: {e.strerror or e}; set "
-                          "BLVNB_CACHE to a writable folder") from None
-    try:
-        _write_into(tmp, style, n_train, n_val, (H, W), seed, progress)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():  # not a lost race with another process: a real failure
-                raise
-            log.debug("toycity tree %s was completed by another process", final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
