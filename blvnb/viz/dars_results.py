@@ -244,18 +244,17 @@ def config_of(table: str, profile: str, row, arm, seed: int, data_root: str | No
 
 
 def load_model(cfg, record: Mapping, device="auto"):
-    """The trained model of a run (``record["checkpoint"]``), in eval mode, with its data set's classes."""
-    from blvnb.devices import resolve_device
-    from blvnb.engine import loop
-    from blvnb.experiments.runs import num_classes_of
-    from blvnb.models.registry import build_model
+    """The trained model of a run (``record["checkpoint"]``), in eval mode, with its data set's classes
+    (:func:`blvnb.viz.evidence.load_model` with ``cfg`` as the record's config); an error when the
+    checkpoint is not on this machine."""
+    from blvnb.viz.evidence import load_model as load_record_model
 
-    ckpt = record.get("checkpoint")
-    if not ckpt:
-        raise ResultsError(f"run {record.get('key', '?')} has no checkpoint")
-    model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset))
-    loop.load_model_state(model, loop.load_checkpoint(ckpt)["model"], ckpt)
-    return model.to(resolve_device(device)).eval().requires_grad_(False)
+    model = load_record_model({**record, "config": {**(record.get("config") or {}), "model": cfg.model,
+                                                    "dataset": cfg.dataset}}, device)
+    if model is None:
+        raise ResultsError(f"run {record.get('key', '?')} has no checkpoint on this machine "
+                           f"({record.get('checkpoint') or 'none recorded'})")
+    return model
 
 
 def run_data(cfg, device="auto"):

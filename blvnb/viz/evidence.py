@@ -249,13 +249,14 @@ def count_estimates(record: Mapping, truth: Sequence[float]):
 
 
 def load_model(record: Mapping, device: str = "cpu"):
-    """The trained model of a run record (its config's ``model``, weights from its ``checkpoint``) in eval
-    mode, or None when the checkpoint is not on this machine (records imported from a GPU server)."""
+    """The trained model of a run record (its config's ``model``, sized for its data set's classes, weights
+    from its ``checkpoint``) in eval mode without gradients, or None when the checkpoint is not on this
+    machine (records imported from a GPU server)."""
     from pathlib import Path
 
-    from blvnb.classes import NUM_CLASSES as C
     from blvnb.devices import resolve_device
     from blvnb.engine import loop
+    from blvnb.experiments.runs import num_classes_of
     from blvnb.models.registry import build_model
 
     ckpt = record.get("checkpoint")
@@ -264,9 +265,9 @@ def load_model(record: Mapping, device: str = "cpu"):
     cfg = record.get("config") or {}
     if "model" not in cfg:
         raise ResultsError(f"the record's config names no model (keys: {sorted(cfg)})")
-    model = build_model(cfg["model"], num_classes=C)
+    model = build_model(cfg["model"], num_classes=num_classes_of(cfg.get("dataset", "cityscapes")))
     loop.load_model_state(model, loop.load_checkpoint(ckpt)["model"], ckpt)
-    return model.to(resolve_device(device)).eval()
+    return model.to(resolve_device(device)).eval().requires_grad_(False)
 
 
 def eval_dataset(profile: str, data_root: str | None = None, split: str = "val"):
