@@ -20,7 +20,7 @@ import logging
 import sys
 import time
 
-from blvnb.errors import BlvnbError
+from blvnb.errors import BlvnbError, ConfigError
 
 
 def _data_toycity(a) -> None:
@@ -63,9 +63,12 @@ def _reproduce(a) -> None:
     from blvnb import reproduce
 
     t0 = time.perf_counter()
+    reproduce.workers_for(a.jobs)  # a bad --jobs fails before anything runs
     root = reproduce.repo_root()
     if a.data_root is None:
         _data_prepare(argparse.Namespace(profile=a.profile, quiet=False))
+    if not a.only:  # every table's runs first, in parallel; the chapters then read their records
+        reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root)
     reproduce.run_notebooks(profile=a.profile, data_root=a.data_root, only=a.only, jobs=a.jobs, force=a.force,
                             root=root)
     if a.no_build:
@@ -110,8 +113,10 @@ def _runs_execute(a) -> None:
                                      time_limit=a.time_limit or 60, cpus_per_run=a.cpus_per_run, cluster=a.cluster,
                                      dependency=a.dependency or "wait")
     t0 = time.perf_counter()
+    if a.jobs is not None and a.executor != "cpus":
+        raise ConfigError(f"--jobs applies to --executor cpus (got --executor {a.executor})")
     done = execute.execute(plan, run_fn, a.executor, force=a.force, device=a.device, slurm=slurm,
-                           gpus_per_run=a.gpus_per_run or 1, echo=print)
+                           gpus_per_run=a.gpus_per_run or 1, echo=print, jobs=a.jobs)
     print(f"{len(done)} run records in the store; {time.perf_counter() - t0:.0f} s")
 
 
@@ -172,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="quick")
     r.add_argument("--data-root", default=None, help="folder with the real data sets (paper profile)")
     r.add_argument("--only", nargs="*", help="notebook names (without .ipynb)")
-    r.add_argument("--jobs", default="1", help="notebooks at once; 'auto' = one per GPU")
+    r.add_argument("--jobs", default="1", help="runs and notebooks at once; 'auto' = one per GPU, or one per "
+                   "CPU core without a GPU")
     r.add_argument("--force", action="store_true", help="re-run notebooks even when fresh")
     r.add_argument("--no-build", action="store_true", help="run the notebooks, do not build the book")
     r.set_defaults(fn=_reproduce)
@@ -191,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--json", action="store_true", help="a JSON list, one object per run")
             continue
         q.add_argument("--executor", default="local", help="local (this process) | gpus (one process per GPU) | "
-                       "slurm (one job per run, submitit)")
+                       "cpus (--jobs processes sharing the cores) | slurm (one job per run, submitit)")
+        q.add_argument("--jobs", type=int, default=None, help="processes of --executor cpus (default: one per core)")
         q.add_argument("--partition", default=None, help="Slurm partition")
         q.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per run (gpus, slurm; default 1)")
         q.add_argument("--time-limit", type=int, default=None, help="minutes per Slurm job (default 60)")

@@ -87,7 +87,47 @@ def gpu_count() -> int:
         return 0
 
 
-def execute(job: Job, root: Path, gpu: int | None, log_dir: Path, stream: bool = False) -> tuple[Job, bool, float]:
+def workers_for(jobs: int | str) -> int:
+    """How many processes ``--jobs`` means: a whole number as given; ``auto`` = one per GPU, or one per core
+    on a machine without a GPU."""
+    if jobs == "auto":
+        return max(1, gpu_count()) if gpu_count() else max(1, os.cpu_count() or 1)
+    try:
+        n = int(jobs)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or str(jobs).strip() != str(n):
+        raise ConfigError(f"--jobs must be a whole number >= 1 or 'auto', got {jobs!r}")
+    return n
+
+
+def prepare_runs(profile: str, data_root: str | None, jobs: int | str, root: Path, force: bool = False,
+                 echo=print) -> int:
+    """Train (or find) every run that the tables of ``profile`` need before any notebook starts, so that the
+    chapters only read records: in parallel over ``jobs`` workers (one per GPU with ``gpus``, else CPU
+    processes sharing the cores with ``cpus``; one worker runs them in this process). Returns the number
+    of runs the plan holds. Runs a chapter adds of its own (an extra arm beside a table) still run there."""
+    from blvnb.experiments import execute as ex
+
+    os.environ.setdefault("BLVNB_RESULTS", str(root / "results"))
+    plan = ex.plan_for(profile, None, None, data_root)
+    workers = workers_for(jobs)
+    n_gpu = gpu_count()
+    if workers == 1:
+        executor, kw = "local", {}
+    elif n_gpu:
+        executor, kw = "gpus", {"gpus": ex.visible_gpus()[:workers]}
+    else:
+        executor, kw = "cpus", {"jobs": workers}
+    t0 = time.perf_counter()
+    echo(f"[runs] {len(plan)} distinct runs for the tables of profile {profile} ({executor}, {workers} at once)")
+    ex.execute(plan, executor=executor, force=force, echo=echo, **kw)
+    echo(f"[runs] done in {time.perf_counter() - t0:.0f} s")
+    return len(plan)
+
+
+def execute(job: Job, root: Path, gpu: int | None, log_dir: Path, stream: bool = False,
+            threads: int | None = None) -> tuple[Job, bool, float]:
     """Execute one notebook in a papermill subprocess (so notebooks on different GPUs share no process).
 
     Its output (papermill's cell progress and the notebook's own progress bars) goes to a log file, and
@@ -98,6 +138,8 @@ def execute(job: Job, root: Path, gpu: int | None, log_dir: Path, stream: bool =
     env["BLVNB_NOTEBOOK"] = job.source.stem  # verdicts saved by the chapter link back to it
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if threads is not None:  # several notebooks share the CPU's cores
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     args = [sys.executable, "-m", "papermill", str(job.source), str(job.output), "--cwd", str(root),
             "--log-output", "--request-save-on-cell-execute", "--kernel", "python3"]
     for k, v in job.parameters.items():
@@ -137,7 +179,8 @@ def run_notebooks(profile: str = "quick", data_root: str | None = None, only: li
     params = {"profile": profile, "data_root": data_root}
     todo = [Job(s, out_dir / s.name, params) for s in sources]
     n_gpu = gpu_count()
-    workers = (max(1, n_gpu) if jobs == "auto" else int(jobs))
+    workers = workers_for(jobs)
+    threads = None if n_gpu or workers == 1 else max(1, (os.cpu_count() or 1) // workers)
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     pending = []
@@ -152,7 +195,7 @@ def run_notebooks(profile: str = "quick", data_root: str | None = None, only: li
         for k, job in enumerate(pending):
             gpu = (k % n_gpu) if (n_gpu > 1 and workers > 1) else None
             echo(f"[run] {job.source.name} (profile {profile}{'' if gpu is None else f', GPU {gpu}'}); log: {log_dir / (job.source.stem + '.log')}")
-            futures.append(pool.submit(execute, job, root, gpu, log_dir, workers == 1))
+            futures.append(pool.submit(execute, job, root, gpu, log_dir, workers == 1, threads))
         for f in futures:
             job, ok, secs = f.result()
             echo(f"[{'done' if ok else 'FAILED'}] {job.source.name} in {secs:.0f} s")

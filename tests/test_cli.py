@@ -56,7 +56,11 @@ def test_runs_plan_json_lists_each_distinct_run_with_its_tables(runs_env, capsys
 @pytest.mark.parametrize("argv, msg", [
     (["runs", "plan", "--profile", "fast"], "unknown profile 'fast'"),
     (["runs", "plan", "--only", "blv-t99"], "--only 'blv-t99' names no table"),
-    (["runs", "execute", "--executor", "mpi"], "unknown executor 'mpi'; choose one of local, gpus, slurm"),
+    (["runs", "execute", "--executor", "mpi"], "unknown executor 'mpi'; choose one of local, gpus, cpus, slurm"),
+    (["runs", "execute", "--jobs", "2"], "--jobs applies to --executor cpus (got --executor local)"),
+    (["runs", "execute", "--executor", "cpus", "--jobs", "0"], "--jobs must be a whole number >= 1 for --executor cpus, got 0"),
+    (["reproduce", "--jobs", "0"], "--jobs must be a whole number >= 1 or 'auto', got '0'"),
+    (["reproduce", "--jobs", "many"], "--jobs must be a whole number >= 1 or 'auto', got 'many'"),
     (["runs", "execute", "--partition", "gpu"], "--partition only apply to --executor slurm"),
     (["runs", "execute", "--executor", "slurm", "--time-limit", "0"], "--time-limit must be a positive number"),
     (["runs", "import", "/nonexistent/results"], "no such file or folder"),

@@ -104,8 +104,45 @@ def test_gpus_executor_one_process_per_device(tmp_path, monkeypatch):
         execute.execute(plan, execute.dry_run, "gpus", gpus=["0"], gpus_per_run=2, force=True)
 
 
+def test_cpus_executor_processes_share_the_cores_and_a_lone_run_gets_them_all(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    plan, r1 = smoke_plan()  # two supervised runs and round 0 can start at once; round 1 waits for round 0
+    done = execute.execute(plan, execute.dry_run, "cpus", jobs=2, work_dir=tmp_path / "w")
+    assert len(done) == 4 and os.getpid() not in {r["pid"] for r in done.values()}
+    assert {r["cuda_visible_devices"] for r in done.values()} == {""}  # no GPU in a CPU pool
+    threads = {k: r["omp_num_threads"] for k, r in done.items()}
+    assert threads[r1.key()] in ("2", "4")  # alone, or beside the last of the others
+    assert sorted(threads.values())[:2] == ["2", "2"]  # two at once: half of the four cores each
+    with pytest.raises(ConfigError, match="--jobs must be a whole number >= 1 for --executor cpus, got 0"):
+        execute.execute(plan, execute.dry_run, "cpus", jobs=0, force=True, work_dir=tmp_path / "w")
+
+
+def test_an_interrupted_pool_leaves_no_child_running(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+    plan, _ = smoke_plan(round1=False)
+    started = []
+    real_popen = execute.subprocess.Popen
+
+    def popen(cmd, **kw):  # a child that would train for a minute
+        proc = real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw)
+        started.append(proc)
+        return proc
+
+    def interrupt(_):
+        if started:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(execute.subprocess, "Popen", popen)
+    monkeypatch.setattr(execute.time, "sleep", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        execute.execute(plan, execute.dry_run, "cpus", jobs=2, work_dir=tmp_path / "w")
+    assert started and all(p.poll() is not None for p in started)
+
+
 @pytest.mark.parametrize("kw, msg", [
-    (dict(executor="mpi"), "unknown executor 'mpi'; choose one of local, gpus, slurm"),
+    (dict(executor="mpi"), "unknown executor 'mpi'; choose one of local, gpus, cpus, slurm"),
+    (dict(executor="cpus", gpus_per_run=1), "--gpus-per-run applies to --executor gpus or slurm"),
     (dict(executor="local", partition="gpu"), "--partition only apply to --executor slurm"),
     (dict(executor="local", gpus_per_run=2), "--gpus-per-run applies to --executor gpus or slurm"),
     (dict(executor="slurm", time_limit=0), "--time-limit must be a positive number"),

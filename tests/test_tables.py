@@ -36,7 +36,7 @@ def test_every_table_of_both_papers_is_declared_with_a_note():
 def test_runs_are_deduplicated_and_shared_across_tables():
     t1 = tables.runs_for("blv-t1", "quick")
     assert len(set(keys(t1))) == len(t1)
-    # BLV T1's PSPNet CE run is DARS T1's fully supervised oracle: one record
+    # BLV T1's CE run is DARS T1's fully supervised oracle: one record
     t1_ce = [e for e in tables.entries("blv-t1", "quick") if e.arm == "baseline"][0]
     oracle = [e for e in tables.entries("dars-t1", "quick") if e.arm == "oracle"][0]
     assert t1_ce.key == oracle.key
@@ -55,13 +55,17 @@ def test_runs_are_deduplicated_and_shared_across_tables():
 
 def test_quick_runs_a_stated_subset_gpu_and_paper_every_row():
     quick_rows = {e.row for e in tables.entries("blv-t1", "quick")}
-    assert quick_rows == {"ResNet50 PSPHead"}
+    assert quick_rows == {tables.T1_QUICK_LABEL} and tables.T1_QUICK_LABEL not in tables.T1_ROWS.values()
     gpu = tables.entries("blv-t1", "gpu")
     assert {e.row for e in gpu} == set(tables.T1_ROWS.values())
     assert len(gpu) == 7 * 2 * len(profiles.get_profile("gpu").seeds)
-    # quick uses the registry's small variant of each architecture row, gpu the paper's
-    assert all(e.cfg.model.endswith("@small") for e in tables.entries("blv-t1", "quick"))
+    # gpu trains the paper's variant of each architecture row; smoke and quick train their one model in
+    # every table, so that one toy pretraining serves every run
     assert all(e.cfg.model.endswith("@paper") for e in gpu)
+    for p in tables.SUBSET_PROFILES:
+        models = {e.cfg.model for t in tables.TABLES for e in tables.entries(t, p)}
+        assert models == {profiles.get_profile(p).model}, (p, models)
+    assert {e.cfg.model for e in tables.entries("dars-t2", "gpu")} == {"r101-deeplabv2@paper"}
     # sweeps: every point in gpu, a subset in quick
     assert len(tables.runs_for("blv-t7", "gpu", seeds=[0])) == 12
     assert len(tables.runs_for("blv-t7", "quick", seeds=[0])) == 6
@@ -183,7 +187,7 @@ def test_committed_records_are_read_never_recomputed(tmp_path):
     res = tables.run("blv-t1", "quick", run_fn=_fake_run(calls), progress=False)
     planned = execute.build_plan([(c, "blv-t1") for c in tables.runs_for("blv-t1", "quick")]).runs
     assert cfg.key() not in calls and len(calls) == len(planned) - 1
-    got = res.grouped["ResNet50 PSPHead"]["baseline"][0]
+    got = res.grouped[tables.T1_QUICK_LABEL]["baseline"][0]
     assert got["committed"] and got["device"] == "NVIDIA H200"
     calls.clear()
     tables.run("blv-t1", "quick", run_fn=_fake_run(calls), force=True, progress=False)

@@ -8,6 +8,9 @@ teacher comes before its students. :func:`execute` runs what is missing:
 * ``local``: one after the other in this process (a CPU, or one GPU);
 * ``gpus``: one process per GPU of the server (a pool over ``CUDA_VISIBLE_DEVICES``; with
   ``gpus_per_run`` > 1 each run is a ``torchrun`` over that many GPUs);
+* ``cpus``: the same pool on a machine without a GPU: ``jobs`` processes, each with its share of the
+  cores as torch threads (two one-thread processes train small models faster than one two-thread
+  process, and they overlap each other's single-threaded data loading and evaluation);
 * ``slurm``: one job per run through `submitit <https://github.com/facebookincubator/submitit>`_
   (partition, GPUs per run, time limit as options). A run is submitted once its teacher's job has
   finished (or, with ``dependency="afterok"``, at once with Slurm ``afterok`` dependencies).
@@ -41,7 +44,7 @@ from blvnb.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("local", "gpus", "slurm")
+EXECUTORS = ("local", "gpus", "cpus", "slurm")
 
 
 # --- dependencies ---------------------------------------------------------------------------------------
@@ -365,9 +368,9 @@ def check_executor_options(executor: str, *, partition=None, gpus_per_run=None, 
                                 ("--dependency", dependency)) if v is not None]
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to --executor slurm (got --executor {executor})")
-    if executor == "local" and gpus_per_run is not None:
-        raise ConfigError("--gpus-per-run applies to --executor gpus or slurm; --executor local runs in this "
-                          "process on its one device")
+    if executor in ("local", "cpus") and gpus_per_run is not None:
+        raise ConfigError(f"--gpus-per-run applies to --executor gpus or slurm; --executor {executor} runs "
+                          "on the CPU")
     if executor == "gpus" and gpus_per_run == 0:
         raise ConfigError("--executor gpus needs --gpus-per-run >= 1")
     if cluster is not None and cluster not in ("slurm", "local", "debug"):
@@ -394,11 +397,12 @@ def _with_device(cfg, device: str | None):
 def execute(plan: Plan, run_fn: Callable | None = None, executor: str = "local", *, force: bool = False,
             device: str | None = None, progress: bool = True, gpus: list[str] | None = None,
             gpus_per_run: int = 1, slurm: SlurmOptions | None = None, work_dir: str | Path | None = None,
-            echo: Callable[[str], None] | None = None) -> dict[str, dict]:
+            echo: Callable[[str], None] | None = None, jobs: int | None = None) -> dict[str, dict]:
     """Run the plan's missing runs (all of them with ``force``); return ``{key: record}`` for every run.
 
     ``run_fn(cfg, force=...)`` → record (default :func:`blvnb.experiments.runs.run`); it must be
-    importable (or picklable) for the ``gpus`` and ``slurm`` executors. A run whose dependency failed is
+    importable (or picklable) for the ``gpus``, ``cpus`` and ``slurm`` executors. ``jobs``: processes of
+    the ``cpus`` executor (default: one per core). A run whose dependency failed is
     not started; if any run failed, a BlvnbError lists them after the others have finished.
     """
     check_executor_options(executor)
@@ -420,6 +424,9 @@ def execute(plan: Plan, run_fn: Callable | None = None, executor: str = "local",
         failed = _run_local(todo, run_fn, done, force, device, echo)
     elif executor == "gpus":
         failed = _run_gpus(todo, run_fn, done, force, gpus, gpus_per_run, work, echo)
+    elif executor == "cpus":
+        failed = _run_pool(todo, run_fn, done, force, cpu_slots(jobs), work, echo, device="cpu",
+                           cores=os.cpu_count() or 1)
     else:
         failed = _run_slurm(todo, run_fn, done, force, device, slurm or SlurmOptions(), work, echo)
     if failed:
@@ -483,6 +490,18 @@ def _dumps(obj) -> bytes:
         return pickle.dumps(obj)
 
 
+def cpu_slots(jobs: int | None = None) -> dict[str, dict[str, str]]:
+    """The ``cpus`` executor's workers: ``jobs`` (default: one per core) slots, each with the environment
+    that gives it ``cores // jobs`` torch threads and hides any GPU."""
+    cores = os.cpu_count() or 1
+    jobs = cores if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"--jobs must be a whole number >= 1 for --executor cpus, got {jobs!r}")
+    threads = str(max(1, cores // jobs))
+    return {f"cpu{i}": {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+            for i in range(jobs)}
+
+
 def _run_gpus(todo, run_fn, done, force, gpus, gpus_per_run, work: Path, echo) -> dict[str, str]:
     gpus = list(gpus) if gpus is not None else visible_gpus()
     if gpus_per_run < 1:
@@ -490,54 +509,74 @@ def _run_gpus(todo, run_fn, done, force, gpus, gpus_per_run, work: Path, echo) -
     if len(gpus) < gpus_per_run:
         raise ConfigError(f"--executor gpus found {len(gpus)} GPU(s) (CUDA_VISIBLE_DEVICES="
                           f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}) but each run needs {gpus_per_run}; "
-                          "use --executor local on a CPU")
-    slots = [",".join(gpus[i:i + gpus_per_run]) for i in range(0, len(gpus) - gpus_per_run + 1, gpus_per_run)]
+                          "use --executor local or cpus on a CPU")
+    slots = {",".join(gpus[i:i + gpus_per_run]): {"CUDA_VISIBLE_DEVICES": ",".join(gpus[i:i + gpus_per_run])}
+             for i in range(0, len(gpus) - gpus_per_run + 1, gpus_per_run)}
+    return _run_pool(todo, run_fn, done, force, slots, work, echo, nproc=gpus_per_run)
+
+
+def _run_pool(todo, run_fn, done, force, slots: dict[str, dict[str, str]], work: Path, echo, nproc: int = 1,
+              device: str | None = None, cores: int | None = None) -> dict[str, str]:
+    """Run ``todo`` in child processes, one per slot at a time (slot name → its environment), each run once
+    its dependencies are done; ``nproc`` > 1 makes each a ``torchrun`` over that many processes.
+
+    ``cores`` (CPU pools): a run that starts while fewer runs than slots can run (the toy pretraining that
+    every other run waits for) gets the idle slots' share of the cores as threads too."""
     work.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     pending = list(todo)
     running: dict[str, tuple] = {}  # slot → (run, process, paths)
     free = list(slots)
-    while pending or running:
-        for r in list(pending):
-            why = _blocked(r, done, failed)
-            if why:
-                failed[r.key] = why
-                pending.remove(r)
-            elif free and all(d in done for d in r.deps):
-                slot = free.pop(0)
-                payload = work / f"{r.key}.pkl"
-                payload.write_bytes(_dumps((run_fn, r.cfg, force)))
-                result = work / f"{r.key}.result.json"
-                result.unlink(missing_ok=True)
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": slot}
-                env.pop("LOCAL_RANK", None)
-                n = slot.count(",") + 1
-                cmd = [sys.executable, "-m", "blvnb.experiments.execute", str(payload), str(result)]
-                if n > 1:
-                    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                           "-m", "blvnb.experiments.execute", str(payload), str(result)]
-                logf = open(work / f"{r.key}.log", "wb")
-                proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
-                running[slot] = (r, proc, result, logf)
-                pending.remove(r)
-                echo(f"[gpu {slot}] {r.key[:16]} {r.cfg.strategy} {getattr(r.cfg, 'model', '')}; log {work / (r.key + '.log')}")
-        for slot, (r, proc, result, logf) in list(running.items()):
-            if proc.poll() is None:
-                continue
+    try:
+        while pending or running:
+            for r in list(pending):
+                why = _blocked(r, done, failed)
+                if why:
+                    failed[r.key] = why
+                    pending.remove(r)
+                elif free and all(d in done for d in r.deps):
+                    slot = free.pop(0)
+                    payload = work / f"{r.key}.pkl"
+                    payload.write_bytes(_dumps((run_fn, _with_device(r.cfg, device), force)))
+                    result = work / f"{r.key}.result.json"
+                    result.unlink(missing_ok=True)
+                    env = {**os.environ, **slots[slot]}
+                    env.pop("LOCAL_RANK", None)
+                    if cores:
+                        ready = sum(all(d in done for d in q.deps) for q in pending)
+                        sharing = max(1, min(len(slots), len(running) + ready))
+                        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(max(1, cores // sharing))
+                    cmd = [sys.executable, "-m", "blvnb.experiments.execute", str(payload), str(result)]
+                    if nproc > 1:
+                        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                               "-m", "blvnb.experiments.execute", str(payload), str(result)]
+                    logf = open(work / f"{r.key}.log", "wb")
+                    proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
+                    running[slot] = (r, proc, result, logf)
+                    pending.remove(r)
+                    echo(f"[{slot}] {r.key[:16]} {r.cfg.strategy} {getattr(r.cfg, 'model', '')}; log {work / (r.key + '.log')}")
+            for slot, (r, proc, result, logf) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                logf.close()
+                del running[slot]
+                free.append(slot)
+                if proc.returncode == 0 and result.is_file():
+                    done[r.key] = _collect(r.cfg.profile, r.key, json.loads(result.read_text()))
+                    echo(f"[{slot}] {r.key[:16]} done")
+                else:
+                    failed[r.key] = f"exit {proc.returncode}; log {work / (r.key + '.log')}"
+            if running:
+                time.sleep(0.2)
+            elif pending and not any(all(d in done for d in r.deps) for r in pending):
+                for r in pending:  # nothing runs and nothing can start: the rest wait on failures
+                    failed[r.key] = _blocked(r, done, failed) or "not started: a dependency did not finish"
+                pending = []
+    finally:  # interrupted (Ctrl-C, an error here): no child run is left training on its own
+        for r, proc, result, logf in running.values():
+            proc.terminate()
+            proc.wait()
             logf.close()
-            del running[slot]
-            free.append(slot)
-            if proc.returncode == 0 and result.is_file():
-                done[r.key] = _collect(r.cfg.profile, r.key, json.loads(result.read_text()))
-                echo(f"[gpu {slot}] {r.key[:16]} done")
-            else:
-                failed[r.key] = f"exit {proc.returncode}; log {work / (r.key + '.log')}"
-        if running:
-            time.sleep(0.2)
-        elif pending and not any(all(d in done for d in r.deps) for r in pending):
-            for r in pending:  # nothing runs and nothing can start: the rest wait on failures
-                failed[r.key] = _blocked(r, done, failed) or "not started: a dependency did not finish"
-            pending = []
     return failed
 
 
@@ -647,7 +686,8 @@ def dry_run(cfg, force: bool = False) -> dict:
     rec = {"key": key, "profile": profile, "config": {"strategy": cfg.strategy, "seed": cfg.seed},
            "metrics": {"mIoU": sum(iou) / 19, "mIoU_head_blv": 0.0, "mIoU_tail_blv": 0.0, "iou": iou},
            "train_seconds": 0.0, "version": blvnb.__version__, "git": None, "device": "dry-run",
-           "dry_run": True, "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+           "dry_run": True, "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     write_json_atomic(store_path(profile, key), rec)
     return rec
 
