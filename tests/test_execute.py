@@ -118,6 +118,24 @@ def test_cpus_executor_processes_share_the_cores_and_a_lone_run_gets_them_all(tm
         execute.execute(plan, execute.dry_run, "cpus", jobs=0, force=True, work_dir=tmp_path / "w")
 
 
+def _fails_for_seed_1(cfg, force=False):
+    if cfg.seed == 1:
+        raise BlvnbError("seed 1 fails on purpose")
+    return execute.dry_run(cfg, force)
+
+
+def test_a_cpus_worker_reports_a_failed_run_and_goes_on_with_the_next(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+    plan, _ = smoke_plan(round1=False)
+    with pytest.raises(BlvnbError, match=r"1 run\(s\) failed.*exit error; log") as err:
+        execute.execute(plan, _fails_for_seed_1, "cpus", jobs=1, work_dir=tmp_path / "w")
+    bad = next(r for r in plan.order() if r.cfg.seed == 1)
+    assert bad.key[:16] in str(err.value)
+    assert "seed 1 fails on purpose" in (tmp_path / "w" / f"{bad.key}.log").read_text()
+    good = next(r for r in plan.order() if r.cfg.seed == 0)  # the same worker ran the other run
+    assert execute.existing("smoke", good.key) is not None
+
+
 def test_an_interrupted_pool_leaves_no_child_running(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
     plan, _ = smoke_plan(round1=False)

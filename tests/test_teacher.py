@@ -35,6 +35,29 @@ def test_teacher_source_labels_a_dataset_into_its_label_layout(tmp_path):
     assert report.images == 3 and int(report.kept.sum()) > 0
 
 
+def test_a_second_pass_reads_the_kept_probabilities_up_to_the_budget(tmp_path):
+    from blvnb.data import build_dataset
+    from blvnb.data.toycity import write_tree
+
+    root = write_tree(tmp_path / "cs", "cityscapes", n_train=3, n_val=1, size=(32, 64), seed=0, progress=False)
+    ds = build_dataset("cityscapes", root, "train", labeled=False)
+    model = torch.nn.Conv2d(3, 19, 1)
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    one = 19 * 32 * 64 * 2  # one image's float16 probabilities
+    src = TeacherSource(model, ds, device="cpu", keep_bytes=2 * one)  # room for two of the three
+    first = [src[i] for i in range(3)]
+    second = [src[i] for i in range(3)]
+    assert len(calls) == 4  # three, then only the one that did not fit
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    fresh = TeacherSource(model, ds, device="cpu", keep_bytes=0)
+    assert all(torch.equal(fresh[i], first[i]) for i in range(3))  # the same values as the teacher's
+    src.calibrator = lambda logits, dim: logits.softmax(dim)  # other probabilities: nothing kept is reused
+    calls.clear()
+    src[0]
+    assert len(calls) == 1
+
+
 def _fake_two_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -517,16 +517,59 @@ def _run_gpus(todo, run_fn, done, force, gpus, gpus_per_run, work: Path, echo) -
 
 def _run_pool(todo, run_fn, done, force, slots: dict[str, dict[str, str]], work: Path, echo, nproc: int = 1,
               device: str | None = None, cores: int | None = None) -> dict[str, str]:
-    """Run ``todo`` in child processes, one per slot at a time (slot name → its environment), each run once
-    its dependencies are done; ``nproc`` > 1 makes each a ``torchrun`` over that many processes.
+    """Run ``todo`` in other processes, one run per slot at a time (slot name → its environment), each run
+    once its dependencies are done; ``nproc`` > 1 makes each a ``torchrun`` over that many processes.
 
-    ``cores`` (CPU pools): a run that starts while fewer runs than slots can run (the toy pretraining that
-    every other run waits for) gets the idle slots' share of the cores as threads too."""
+    ``cores`` (CPU pools): each slot is one long-lived worker process (:func:`_worker`) that runs one run
+    after the other, and a run that starts while fewer runs than slots can run (the toy pretraining that
+    every other run waits for) gets the idle slots' share of the cores as threads too. GPU slots start one
+    process per run, so that each run gets a fresh CUDA context."""
     work.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     pending = list(todo)
-    running: dict[str, tuple] = {}  # slot → (run, process, paths)
+    running: dict[str, tuple] = {}  # slot → (run, process, result path, log file or None)
+    workers: dict[str, subprocess.Popen] = {}
     free = list(slots)
+
+    def start(r, slot: str, threads: int):
+        payload = work / f"{r.key}.pkl"
+        payload.write_bytes(_dumps((run_fn, _with_device(r.cfg, device), force)))
+        result = work / f"{r.key}.result.json"
+        result.unlink(missing_ok=True)
+        Path(str(result) + ".error").unlink(missing_ok=True)
+        log_path = work / f"{r.key}.log"
+        env = {**os.environ, **slots[slot]}
+        env.pop("LOCAL_RANK", None)
+        if cores:  # a worker per slot, started once
+            w = workers.get(slot)
+            if w is None or w.poll() is not None:
+                w = workers[slot] = subprocess.Popen([sys.executable, "-m", "blvnb.experiments.execute", "--worker"],
+                                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            log_path.write_bytes(b"")
+            w.stdin.write(f"{payload}\t{result}\t{log_path}\t{threads}\n")
+            w.stdin.flush()
+            return w, result, None
+        cmd = [sys.executable, "-m", "blvnb.experiments.execute", str(payload), str(result)]
+        if nproc > 1:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   "-m", "blvnb.experiments.execute", str(payload), str(result)]
+        logf = open(log_path, "wb")
+        return subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT), result, logf
+
+    def finished(proc, result, logf) -> bool | None:
+        """None while the run goes on; else whether it wrote its record."""
+        if logf is not None:  # one process per run
+            if proc.poll() is None:
+                return None
+            logf.close()
+            return proc.returncode == 0 and result.is_file()
+        if proc.poll() is not None:  # the worker died (killed, out of memory)
+            return False
+        if not (result.is_file() or Path(str(result) + ".error").is_file()):
+            return None
+        proc.stdout.readline()  # its "ready": the run's output is flushed
+        return result.is_file()
+
     try:
         while pending or running:
             for r in list(pending):
@@ -536,47 +579,45 @@ def _run_pool(todo, run_fn, done, force, slots: dict[str, dict[str, str]], work:
                     pending.remove(r)
                 elif free and all(d in done for d in r.deps):
                     slot = free.pop(0)
-                    payload = work / f"{r.key}.pkl"
-                    payload.write_bytes(_dumps((run_fn, _with_device(r.cfg, device), force)))
-                    result = work / f"{r.key}.result.json"
-                    result.unlink(missing_ok=True)
-                    env = {**os.environ, **slots[slot]}
-                    env.pop("LOCAL_RANK", None)
+                    threads = 1
                     if cores:
                         ready = sum(all(d in done for d in q.deps) for q in pending)
-                        sharing = max(1, min(len(slots), len(running) + ready))
-                        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(max(1, cores // sharing))
-                    cmd = [sys.executable, "-m", "blvnb.experiments.execute", str(payload), str(result)]
-                    if nproc > 1:
-                        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                               "-m", "blvnb.experiments.execute", str(payload), str(result)]
-                    logf = open(work / f"{r.key}.log", "wb")
-                    proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
-                    running[slot] = (r, proc, result, logf)
+                        threads = max(1, cores // max(1, min(len(slots), len(running) + ready)))
+                    running[slot] = (r, *start(r, slot, threads))
                     pending.remove(r)
                     echo(f"[{slot}] {r.key[:16]} {r.cfg.strategy} {getattr(r.cfg, 'model', '')}; log {work / (r.key + '.log')}")
             for slot, (r, proc, result, logf) in list(running.items()):
-                if proc.poll() is None:
+                ok = finished(proc, result, logf)
+                if ok is None:
                     continue
-                logf.close()
                 del running[slot]
                 free.append(slot)
-                if proc.returncode == 0 and result.is_file():
+                if ok:
                     done[r.key] = _collect(r.cfg.profile, r.key, json.loads(result.read_text()))
                     echo(f"[{slot}] {r.key[:16]} done")
                 else:
-                    failed[r.key] = f"exit {proc.returncode}; log {work / (r.key + '.log')}"
+                    code = proc.returncode if proc.poll() is not None else "error"
+                    failed[r.key] = f"exit {code}; log {work / (r.key + '.log')}"
             if running:
                 time.sleep(0.2)
             elif pending and not any(all(d in done for d in r.deps) for r in pending):
                 for r in pending:  # nothing runs and nothing can start: the rest wait on failures
                     failed[r.key] = _blocked(r, done, failed) or "not started: a dependency did not finish"
                 pending = []
-    finally:  # interrupted (Ctrl-C, an error here): no child run is left training on its own
+    finally:  # finished, or interrupted (Ctrl-C, an error here): no run is left training on its own
         for r, proc, result, logf in running.values():
             proc.terminate()
             proc.wait()
-            logf.close()
+            if logf is not None:
+                logf.close()
+        for w in workers.values():
+            if w.poll() is None:
+                w.stdin.close()
+                try:
+                    w.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+                    w.wait()
     return failed
 
 
@@ -586,6 +627,34 @@ def _child(payload: str, result: str) -> int:
     rec = run_fn(cfg, force=force)
     if os.environ.get("RANK", "0") == "0":
         write_json_atomic(result, rec)
+    return 0
+
+
+def _worker() -> int:
+    """A ``cpus`` executor's long-lived worker: one line per run on stdin (``payload result log threads``),
+    the run's output to its log, its record (or ``result.error`` with the traceback) written, then one line
+    on stdout. It saves each run the seconds of starting Python and importing torch."""
+    import traceback
+
+    import torch
+
+    for line in sys.stdin:
+        payload, result, logfile, threads = line.rstrip("\n").split("\t")
+        torch.set_num_threads(int(threads))
+        sys.stdout.flush(), sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        with open(logfile, "ab") as fh:
+            os.dup2(fh.fileno(), 1), os.dup2(fh.fileno(), 2)
+            try:
+                _child(payload, result)
+            except BaseException:  # noqa: BLE001 - reported to the pool, which marks the run failed
+                Path(result + ".error").write_text(traceback.format_exc())
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush(), sys.stderr.flush()
+                os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+                os.close(saved[0]), os.close(saved[1])
+        print("ready", flush=True)
     return 0
 
 
@@ -692,5 +761,5 @@ def dry_run(cfg, force: bool = False) -> dict:
     return rec
 
 
-if __name__ == "__main__":  # the gpus executor's child process
-    sys.exit(_child(*sys.argv[1:3]))
+if __name__ == "__main__":  # a gpus executor's child process, or a cpus executor's worker
+    sys.exit(_worker() if sys.argv[1:] == ["--worker"] else _child(*sys.argv[1:3]))
