@@ -503,6 +503,46 @@ def test_build_st_and_cbst_need_no_prior():
         assert strat.prior is None and strat.summary()["pseudo"] == method
 
 
+def test_build_rs_resamples_source_images_by_their_rare_classes():
+    data = FakeData()
+    built = U.build(cfg(loss="rs"), data)
+    strat = built.strategy
+    s = strat.summary()
+    # cross entropy (mean over all pixels, as DAFormer's) on both losses; no DAFormer RCS on top
+    assert type(strat.loss_fn).__name__ == type(build_loss("ce")).__name__ and "rcs" not in s
+    assert s["rs"]["rcs_min_pixels"] == U.scaled_min_pixels(3000, 32 * 64, U.REFERENCE_LABEL_AREA["gta5"])
+    probs = np.array(s["rs"]["rcs_class_probs"])
+    assert probs.sum() == pytest.approx(1.0) and probs.argmax() == 18  # bicycle, the rarest class
+    # the order: plain image indices (no class to re-crop around), images holding bicycle (0, 3, 6) favoured
+    src = built.streams["source"]
+    draws = [i for e in range(20) for i in src.order(e, torch.Generator().manual_seed(e))]
+    assert all(0 <= i < 9 for i in draws) and all(decode_index(i, 9, C)[1] == -1 for i in draws)
+    rare = sum(i % 3 == 0 for i in draws) / len(draws)
+    assert rare > 0.9  # uniform drawing gives 1/3
+    assert src.order(0, torch.Generator().manual_seed(0)) == src.order(0, torch.Generator().manual_seed(0))
+    b = {"source": collate(src), "target": collate(built.streams["target"])}
+    model = tiny()
+    strat.setup(model, torch.device("cpu"))
+    loss, stats = strat.step(model, b, 0)
+    assert torch.isfinite(loss) and "loss_mix" in stats
+    # the options go to the sampler: min_pixels above every image's bicycle count leaves the common classes
+    high = U.build(cfg(loss="rs", loss_options={"min_pixels": 100, "temperature": 0.5}), FakeData()).strategy
+    assert high.summary()["rs"]["rcs_min_pixels"] == 100 and high.summary()["rs"]["rcs_class_probs"][18] == 0
+
+
+@pytest.mark.parametrize("kw, pattern", [
+    ({"loss_options": {"tau": 2}}, r"not \['tau'\]"),
+    ({"loss_options": {"min_pixels": "many"}}, r"got 'many'"),
+    ({"loss_options": {"min_pixels": -3}}, r"got -3"),
+    ({"loss_options": {"temperature": "warm"}}, r"got 'warm'"),
+    ({"loss_options": {"temperature": 0.0}}, r"got 0.0"),
+    ({"strategy_options": {"rcs": True}}, r"rcs=True"),
+])
+def test_build_rs_bad_options_name_the_value(kw, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        U.build(cfg(loss="rs", **kw), FakeData())
+
+
 # --- end to end and resume: through the loop of issue 9 (run after the coordinator's merge) -----------------
 
 def _engine_ready():

@@ -43,6 +43,13 @@ label and weight cropped to the detail box); the boxes come from the step's gene
 **Source only** (``strategy_options["source_only"]``): step 2 alone, no target stream.
 **Other losses by name** (``la``, ``focal``, …) replace the source loss; the mixed loss stays DAFormer's
 pixel-weighted cross entropy (with BLV's offsets when the loss is ``blv``).
+**RS** (``cfg.loss == "rs"``, BLV Table 5's "naive resample"): both losses are cross entropy and the
+source images are re-sampled by the rare classes they hold — the supervised strategy's ``rs`` order
+(:func:`~blvnb.engine.strategies.supervised.rare_class_order`: a class by DAFormer's rare-class
+probabilities, then an image holding more than ``min_pixels`` of it; ``loss_options`` ``temperature``,
+``min_pixels``, default DAFormer's 3000 scaled to the label area), in place of DAFormer's rare-class
+sampling: no class-aware re-cropping (``rcs=True`` with ``rs`` is an error). The image order is the
+same rule as DAFormer's RCS, so the RS arm differs from the baseline by the crops only.
 **BLV** (``cfg.loss == "blv"``): which of the two losses BLV perturbs is unpublished; BLV Sec. 3.4's
 argument (the source distribution stands in for the *target's*) implies the pseudo-labelled target
 pixels, so by default both the source and the mixed loss get the noise (``strategy_options["blv_on"]``:
@@ -113,6 +120,8 @@ PSEUDO_LABELLERS: dict[str, str | None] = {"argmax": None, "st": "st", "cbst": "
 PSEUDO_METHODS = tuple(PSEUDO_LABELLERS)
 #: the pseudo-labelling methods that need a class prior (the source's or the target's label counts)
 PRIOR_METHODS = ("dars-sd", "dars-td")
+#: losses by name beyond :data:`blvnb.losses.LOSSES`: ``rs``, cross entropy on rare-class re-sampled images
+EXTRA_LOSSES = ("rs",)
 BLV_PLACES = ("both", "source", "mix")
 #: Label area (pixels) at which DAFormer's rare-class ``min_pixels`` = 3000 is counted: original labels.
 REFERENCE_LABEL_AREA = {"gta5": 1914 * 1052, "synthia": 1280 * 760, "cityscapes": 1024 * 2048}
@@ -696,8 +705,16 @@ def build(cfg, data):
     seed = _or_seed(data, cfg)
     paper = getattr(cfg, "profile", None) == "paper"
 
+    # loss "rs" (BLV Table 5's naive re-sampling): cross entropy, the source images drawn by the rare classes
+    # they hold (the supervised strategy's order), in place of DAFormer's rare-class crops
+    rs = getattr(cfg, "loss", "ce") == "rs"
+    if rs and user.get("rcs"):
+        raise ConfigError("loss 'rs' re-samples the source images itself; strategy_options rcs=True would add "
+                          "DAFormer's rare-class crops on top of it: drop rcs (or use loss 'ce' with rcs)")
+    if rs:
+        o["rcs"] = False
     src_base = data.dataset(source_kind, _split(source_kind), train=False)
-    pixels = _pixels_per_image(src_base, getattr(data, "progress", False)) if o["rcs"] else None
+    pixels = _pixels_per_image(src_base, getattr(data, "progress", False)) if o["rcs"] or rs else None
     # BLV's q: the source domain's label pixels per class (the rare-class pass already has them)
     src_counts = torch.as_tensor(pixels.sum(0) if pixels is not None else data.class_counts(src_base),
                                  dtype=torch.int64)
@@ -718,8 +735,14 @@ def build(cfg, data):
     ratio = o["rcs_min_crop_ratio"] if o["rcs_min_crop_ratio"] is not None else (2.0 if hrda else 0.5)
     info: dict[str, Any] = {"crop": list(crop), "source_counts": src_counts.tolist()}
     order, crop_min = None, 0
-    if o["rcs"]:
-        min_px = scaled_min_pixels(o["rcs_min_pixels"], _label_area(src_base), REFERENCE_LABEL_AREA[source_kind])
+    min_px = scaled_min_pixels(o["rcs_min_pixels"], _label_area(src_base), REFERENCE_LABEL_AREA[source_kind]) \
+        if o["rcs"] or rs else None
+    if rs:
+        from blvnb.engine.strategies.supervised import rare_class_order
+
+        rs_order, info["rs"] = rare_class_order(pixels, dict(getattr(cfg, "loss_options", None) or {}), min_px)
+        order = _salted(rs_order, 0x5EED5)
+    elif o["rcs"]:
         sampler = RareClassSampler(pixels, temperature=o["rcs_temperature"], min_pixels=min_px)
         h, w = src_size if src_size else tuple(src_base[0]["image"].shape[-2:])
         crop_min = scaled_min_pixels(o["rcs_min_pixels"] * ratio, h * w, CROP_REFERENCE_AREA[hrda])
@@ -747,6 +770,8 @@ def build(cfg, data):
     iters = int(getattr(cfg, "iters", 0) or 0)
     loss_opts = dict(getattr(cfg, "loss_options", None) or {})
     loss_name = getattr(cfg, "loss", "ce")
+    if rs:  # its options went to the sampler
+        loss_name, loss_opts = "ce", {}
     import inspect
 
     from blvnb.losses import LOSSES
@@ -785,7 +810,7 @@ def build(cfg, data):
     return _built_type()(strategy, streams, overrides, None)
 
 
-__all__ = ["DEFAULTS", "PRIOR_METHODS", "PSEUDO_LABELLERS", "PSEUDO_METHODS", "THING_CLASSES",
+__all__ = ["DEFAULTS", "EXTRA_LOSSES", "PRIOR_METHODS", "PSEUDO_LABELLERS", "PSEUDO_METHODS", "THING_CLASSES",
            "UDAStrategy", "build", "copy_weights", "daformer_margin_mask", "downscale_label_ratio", "ema_alpha",
            "ema_update", "feature_distance", "quality_weight", "select_pseudo_labels", "teacher_mode",
            "weighted_cross_entropy"]
