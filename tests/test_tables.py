@@ -124,6 +124,22 @@ def test_only_and_bad_inputs():
         tables.runs_for("blv-t1", "quick", seeds=[])
 
 
+def test_uda_takes_st_cbst_and_rs_and_still_refuses_what_it_lacks():
+    """DARS Table 15's ST / CBST and BLV Table 5's UDA RS are runnable arms; unknown names are still named."""
+    arms = {(a.table, a.arm): a for t in ("dars-t15", "blv-t5") for a in tables.entries(t, "quick")}
+    for key in (("dars-t15", "st"), ("dars-t15", "cbst"), ("blv-t5", "rs")):
+        assert key in arms
+    assert {a for (t, a) in arms if t == "dars-t15"} >= {"st", "cbst"}
+    for table in ("dars-t15", "blv-t5"):
+        assert tables.unavailable(table, "quick") == []
+    assert tables.unsupported(tables.uda("quick", "daformer-cnn", loss="rs")) is None
+    assert tables.unsupported(tables.sup("quick", "r10t-fpn", "rs")) is None
+    assert "no loss 'rss' for strategy 'uda'" in tables.unsupported(tables.uda("quick", "daformer-cnn", loss="rss"))
+    why = tables.unsupported(tables.uda("quick", "r50-psp", pseudo="cbst2"))
+    assert "no pseudo-labelling 'cbst2'" in why and "'st'" in why
+    assert "no loss 'rs' for strategy 'mean-teacher'" in tables.unsupported(tables.mt("quick", "1/8", "rs"))
+
+
 def test_cost_model_scales_with_the_work():
     ce = tables.runs_for("blv-t1", "quick")[0]
     base = execute.est_seconds(ce)

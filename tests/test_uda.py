@@ -252,8 +252,63 @@ def test_dars_pseudo_labels_keep_alpha_of_the_target():
     assert strat.summary()["pseudo"] == "dars-sd"
     with pytest.raises(ConfigError, match="prior"):
         strategy(options={"pseudo": "dars-td"})
-    with pytest.raises(ConfigError, match="unknown UDA"):
-        strategy(options={"pseudo": "cbst"})
+    with pytest.raises(ConfigError, match="unknown UDA pseudo-labelling 'cbst2'"):
+        strategy(options={"pseudo": "cbst2"})
+
+
+def long_tailed_probs():
+    """100 pixels (1×19×10×10): 90 predicted road (class 0) at confidences 0.90 … 0.99, 10 predicted
+    sidewalk (class 1) at 0.50 … 0.59; the rest of each pixel's mass spread over the other classes."""
+    conf = torch.cat([torch.linspace(0.90, 0.99, 90), torch.linspace(0.50, 0.59, 10)])
+    pred = torch.cat([torch.zeros(90, dtype=torch.long), torch.ones(10, dtype=torch.long)])
+    p = ((1 - conf) / (C - 1))[:, None].repeat(1, C)
+    p[torch.arange(100), pred] = conf
+    return p.T.reshape(1, C, 10, 10), conf, pred
+
+
+def test_st_keeps_the_global_top_alpha_and_cbst_each_class_top_alpha():
+    probs, conf, pred = long_tailed_probs()
+    st = U.select_pseudo_labels(probs, "st", alpha=0.4).reshape(-1)
+    cb = U.select_pseudo_labels(probs, "cbst", alpha=0.4).reshape(-1)
+    # ST: one threshold, the 40 most confident pixels of the batch, all road: the tail class gets nothing
+    assert set(torch.nonzero(st != 255).reshape(-1).tolist()) == set(conf.argsort(descending=True)[:40].tolist())
+    assert torch.equal(st[st != 255], pred[st != 255]) and int((st == 1).sum()) == 0
+    # CBST: per predicted class its top 40 %: 36 of the 90 road pixels, 4 of the 10 sidewalk ones
+    assert int((cb == 0).sum()) == 36 and int((cb == 1).sum()) == 4
+    assert set(torch.nonzero(cb == 1).reshape(-1).tolist()) == {96, 97, 98, 99}  # the most confident sidewalk
+    assert set(torch.nonzero(cb == 0).reshape(-1).tolist()) == set(range(54, 90))
+    assert not torch.equal(st, cb)
+    # neither needs a prior; DARS does, and argmax is not a selection
+    with pytest.raises(ConfigError, match="'dars-sd' needs a class prior"):
+        U.select_pseudo_labels(probs, "dars-sd")
+    with pytest.raises(ConfigError, match="'argmax'"):
+        U.select_pseudo_labels(probs, "argmax")
+    with pytest.raises(ConfigError, match="'cbst2'"):
+        U.select_pseudo_labels(probs, "cbst2")
+
+
+@pytest.mark.parametrize("method", ["st", "cbst"])
+def test_st_and_cbst_in_the_step_keep_alpha_and_resume_from_their_state(method):
+    opts = {"pseudo": method, "pseudo_alpha": 0.3, "pl_crop": False}
+    model, strat = tiny(), strategy(options=opts)  # no prior needed
+    strat.setup(model, torch.device("cpu"))
+    sgd_step(model, strat, batches(seed=0), 0)
+    _, st = sgd_step(model, strat, batches(seed=1), 1)
+    assert 0 < st["pl_kept"] <= 0.3 + 1e-6
+    s = strat.summary()
+    assert s["pseudo"] == method and 0 < sum(s["pseudo_label_counts"]) <= 0.3 * 2 * 2 * 32 * 32
+    # a checkpoint after iteration 1 (student, teacher, totals) gives the same iteration 2
+    saved_model, saved_state = copy.deepcopy(model.state_dict()), copy.deepcopy(strat.state_dict())
+    torch.manual_seed(11)  # the student's dropout draws from the global generator (the loop seeds it per step)
+    loss_a, st_a = sgd_step(model, strat, batches(seed=2), 2)
+    model_b, strat_b = tiny(seed=5), strategy(options=opts)
+    strat_b.setup(model_b, torch.device("cpu"))
+    model_b.load_state_dict(saved_model)
+    strat_b.load_state_dict(saved_state)
+    torch.manual_seed(11)
+    loss_b, st_b = sgd_step(model_b, strat_b, batches(seed=2), 2)
+    assert float(loss_a.detach()) == float(loss_b.detach()) and st_a == st_b
+    assert strat.summary() == strat_b.summary()
 
 
 def test_param_groups_head_times_ten_and_no_decay_on_transformer_norms():
@@ -440,6 +495,52 @@ def test_build_hrda_dars_and_errors():
         U.build(cfg(strategy_options={"tau": 0.9}), FakeData())
     with pytest.raises(ConfigError, match="cfg.target"):
         U.build(cfg(target=None), FakeData())
+
+
+def test_build_st_and_cbst_need_no_prior():
+    for method in ("st", "cbst"):
+        strat = U.build(cfg(strategy_options={"pseudo": method}), FakeData()).strategy
+        assert strat.prior is None and strat.summary()["pseudo"] == method
+
+
+def test_build_rs_resamples_source_images_by_their_rare_classes():
+    data = FakeData()
+    built = U.build(cfg(loss="rs"), data)
+    strat = built.strategy
+    s = strat.summary()
+    # cross entropy (mean over all pixels, as DAFormer's) on both losses; no DAFormer RCS on top
+    assert type(strat.loss_fn).__name__ == type(build_loss("ce")).__name__ and "rcs" not in s
+    assert s["rs"]["rcs_min_pixels"] == U.scaled_min_pixels(3000, 32 * 64, U.REFERENCE_LABEL_AREA["gta5"])
+    probs = np.array(s["rs"]["rcs_class_probs"])
+    assert probs.sum() == pytest.approx(1.0) and probs.argmax() == 18  # bicycle, the rarest class
+    # the order: plain image indices (no class to re-crop around), images holding bicycle (0, 3, 6) favoured
+    src = built.streams["source"]
+    draws = [i for e in range(20) for i in src.order(e, torch.Generator().manual_seed(e))]
+    assert all(0 <= i < 9 for i in draws) and all(decode_index(i, 9, C)[1] == -1 for i in draws)
+    rare = sum(i % 3 == 0 for i in draws) / len(draws)
+    assert rare > 0.9  # uniform drawing gives 1/3
+    assert src.order(0, torch.Generator().manual_seed(0)) == src.order(0, torch.Generator().manual_seed(0))
+    b = {"source": collate(src), "target": collate(built.streams["target"])}
+    model = tiny()
+    strat.setup(model, torch.device("cpu"))
+    loss, stats = strat.step(model, b, 0)
+    assert torch.isfinite(loss) and "loss_mix" in stats
+    # the options go to the sampler: min_pixels above every image's bicycle count leaves the common classes
+    high = U.build(cfg(loss="rs", loss_options={"min_pixels": 100, "temperature": 0.5}), FakeData()).strategy
+    assert high.summary()["rs"]["rcs_min_pixels"] == 100 and high.summary()["rs"]["rcs_class_probs"][18] == 0
+
+
+@pytest.mark.parametrize("kw, pattern", [
+    ({"loss_options": {"tau": 2}}, r"not \['tau'\]"),
+    ({"loss_options": {"min_pixels": "many"}}, r"got 'many'"),
+    ({"loss_options": {"min_pixels": -3}}, r"got -3"),
+    ({"loss_options": {"temperature": "warm"}}, r"got 'warm'"),
+    ({"loss_options": {"temperature": 0.0}}, r"got 0.0"),
+    ({"strategy_options": {"rcs": True}}, r"rcs=True"),
+])
+def test_build_rs_bad_options_name_the_value(kw, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        U.build(cfg(loss="rs", **kw), FakeData())
 
 
 # --- end to end and resume: through the loop of issue 9 (run after the coordinator's merge) -----------------

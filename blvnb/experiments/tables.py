@@ -213,7 +213,8 @@ def unsupported(spec: Spec) -> str | None:
         return f"strategy {spec.strategy!r} has no pseudo-labelling {opts['pseudo']!r} (it has {list(methods)})"
     from blvnb.losses import LOSSES
 
-    if spec.loss not in LOSSES and not (spec.loss == "rs" and spec.strategy == "supervised"):
+    # losses a strategy takes beyond blvnb.losses (``rs``: re-sampling of the training images, plain CE)
+    if spec.loss not in LOSSES and spec.loss not in getattr(module, "EXTRA_LOSSES", ()):
         return f"no loss {spec.loss!r} for strategy {spec.strategy!r} yet"
     return None
 

@@ -6,7 +6,8 @@ them are the pixel counts of the training labels actually used (BLV Sec. 3.2; re
 released configs' hard-coded GTA5-like list). ``rs`` is rare-class re-sampling: cross entropy, with
 the training stream's order drawn by :class:`blvnb.data.sampling.RareClassSampler` (``loss_options``:
 ``temperature`` 0.01, ``min_pixels`` — DAFormer's 3000 on full-size GTA5 labels, scaled here by the
-crop's share of a 1914×1052 image when not given).
+crop's share of a 1914×1052 image when not given; the uda strategy draws its source images by the same
+order, :func:`rare_class_order`).
 
 Per architecture (:mod:`blvnb.engine.recipes`): the optimiser, schedule and parameter groups of the
 released configs, and which outputs the loss goes on — the decode head (aux FCN heads keep cross
@@ -20,6 +21,8 @@ and the global iteration, and the DDP rank), and its σ(t) follows the loop's it
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -32,6 +35,8 @@ from blvnb.models.inference import resize_logits
 
 #: DAFormer's rare-class threshold is for GTA5 labels of 1914×1052 pixels
 RCS_REFERENCE_AREA = 1914 * 1052
+#: losses by name beyond :data:`blvnb.losses.LOSSES`: ``rs``, cross entropy on rare-class re-sampled images
+EXTRA_LOSSES = ("rs",)
 
 
 class Supervised(Strategy):
@@ -115,23 +120,29 @@ def make_loss(name: str, options: dict, class_counts, total_iters: int) -> nn.Mo
     return build_loss(name, class_counts=class_counts, **options)
 
 
-def rare_class_order(train_set, options: dict, crop):
-    """An epoch order for :class:`~blvnb.engine.streams.Stream` drawn by the rare-class sampler."""
-    from blvnb.data.sampling import RareClassSampler, image_class_pixels
+def rare_class_order(pixels, options: dict, default_min_pixels: int):
+    """An epoch order of image indices drawn by the rare-class sampler: loss ``rs`` (naive re-sampling, here
+    and in the uda strategy's source stream). ``pixels``: [N, C] from
+    :func:`~blvnb.data.sampling.image_class_pixels`; ``options`` (the run's ``loss_options``): ``temperature``
+    (0.01), ``min_pixels`` (``default_min_pixels``). Returns ``(order, info)``."""
+    from blvnb.data.sampling import RareClassSampler
 
-    area = int(crop[0]) * int(crop[1])
-    min_pixels = int(options.get("min_pixels", max(1, round(3000 * area / RCS_REFERENCE_AREA))))
-    sampler = RareClassSampler(image_class_pixels(train_set), temperature=float(options.get("temperature", 0.01)),
-                               min_pixels=min_pixels)
     unknown = set(options) - {"temperature", "min_pixels"}
     if unknown:
         raise ConfigError(f"loss 'rs' takes the options temperature and min_pixels, not {sorted(unknown)}")
+    min_pixels = options.get("min_pixels", default_min_pixels)
+    if isinstance(min_pixels, bool) or not isinstance(min_pixels, numbers.Integral) or min_pixels < 0:
+        raise ConfigError(f"loss 'rs': min_pixels must be a whole number of pixels >= 0, got {min_pixels!r}")
+    temperature = options.get("temperature", 0.01)
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise ConfigError(f"loss 'rs': temperature must be a number > 0, got {temperature!r}")
+    sampler = RareClassSampler(pixels, temperature=float(temperature), min_pixels=int(min_pixels))
 
     def order(epoch: int, generator: torch.Generator):
         sampler.generator = generator
         return sampler.sample()[0].tolist()
 
-    return order, {"rcs_min_pixels": min_pixels, "rcs_class_probs": sampler.class_probs.tolist()}
+    return order, {"rcs_min_pixels": int(min_pixels), "rcs_class_probs": sampler.class_probs.tolist()}
 
 
 def build(cfg, data) -> Built:
@@ -146,7 +157,12 @@ def build(cfg, data) -> Built:
                   "n_train_images": len(train_set)}
     order = None
     if cfg.loss == "rs":
-        order, extra = rare_class_order(train_set, options, cfg.crop)
+        from blvnb.data.sampling import image_class_pixels
+
+        # DAFormer's 3000 pixels on full-size GTA5 labels, scaled by the crop's share of such an image
+        area = int(cfg.crop[0]) * int(cfg.crop[1])
+        order, extra = rare_class_order(image_class_pixels(train_set), options,
+                                        max(1, round(3000 * area / RCS_REFERENCE_AREA)))
         info.update(extra)
         loss = build_loss("ce")
     elif cfg.loss in LOSSES:
@@ -155,11 +171,11 @@ def build(cfg, data) -> Built:
             info["class_counts"] = [int(c) for c in counts]
         loss = make_loss(cfg.loss, options, counts, cfg.iters)
     else:
-        raise ConfigError(f"unknown loss {cfg.loss!r}; known: {', '.join(list(LOSSES) + ['rs'])}")
+        raise ConfigError(f"unknown loss {cfg.loss!r}; known: {', '.join(list(LOSSES) + list(EXTRA_LOSSES))}")
     strategy = Supervised(loss, recipe=recipe, seed=cfg.seed, loss_name=cfg.loss, info=info)
     stream = data.stream(train_set, cfg.batch_size, order=order)
     overrides = recipe.train_settings(cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return Built(strategy, {"labeled": stream}, overrides, None)
 
 
-__all__ = ["Supervised", "build", "make_loss", "rare_class_order"]
+__all__ = ["EXTRA_LOSSES", "Supervised", "build", "make_loss", "rare_class_order"]

@@ -43,22 +43,33 @@ label and weight cropped to the detail box); the boxes come from the step's gene
 **Source only** (``strategy_options["source_only"]``): step 2 alone, no target stream.
 **Other losses by name** (``la``, ``focal``, …) replace the source loss; the mixed loss stays DAFormer's
 pixel-weighted cross entropy (with BLV's offsets when the loss is ``blv``).
+**RS** (``cfg.loss == "rs"``, BLV Table 5's "naive resample"): both losses are cross entropy and the
+source images are re-sampled by the rare classes they hold — the supervised strategy's ``rs`` order
+(:func:`~blvnb.engine.strategies.supervised.rare_class_order`: a class by DAFormer's rare-class
+probabilities, then an image holding more than ``min_pixels`` of it; ``loss_options`` ``temperature``,
+``min_pixels``, default DAFormer's 3000 scaled to the label area), in place of DAFormer's rare-class
+sampling: no class-aware re-cropping (``rcs=True`` with ``rs`` is an error). The image order is the
+same rule as DAFormer's RCS, so the RS arm differs from the baseline by the crops only.
 **BLV** (``cfg.loss == "blv"``): which of the two losses BLV perturbs is unpublished; BLV Sec. 3.4's
 argument (the source distribution stands in for the *target's*) implies the pseudo-labelled target
 pixels, so by default both the source and the mixed loss get the noise (``strategy_options["blv_on"]``:
 ``"both"`` | ``"source"`` | ``"mix"``).
 
-**DARS(SD) / DARS(TD)** (DARS App. C, Tables 14–15; ``strategy_options["pseudo"]`` = ``"dars-sd"`` |
-``"dars-td"``): the teacher's target probabilities of each batch pass through DARS (distribution-aligned
-thresholds + random sampling, :func:`blvnb.pseudo.pseudo_label` with ``method="dars"``, labeling ratio
-``pseudo_alpha``, default 0.4, DARS's first round at crop 713) with the class prior of the source
-labels (SD) or of the target's true labels, counted on the target's *validation* split as DARS did (TD).
+**ST / CBST / DARS(SD) / DARS(TD)** (DARS App. C, Tables 14–15; ``strategy_options["pseudo"]`` =
+``"st"`` | ``"cbst"`` | ``"dars-sd"`` | ``"dars-td"``, :data:`PSEUDO_LABELLERS`): the teacher's target
+probabilities of each batch pass through one of the labellers of :mod:`blvnb.pseudo.labelers`
+(:func:`select_pseudo_labels`), all at the same labeling ratio ``pseudo_alpha`` (default 0.4, DARS's first
+round at crop 713), so that Table 15's rows differ in the selection only. **ST**: one global confidence
+threshold keeping the share α of the batch's pixels, whatever their class (head classes take most of
+it). **CBST**: per predicted class, its top α — class-balanced by the teacher's own predictions.
+**DARS**: distribution-aligned thresholds + random sampling with the class prior of the source labels
+(SD) or of the target's true labels, counted on the target's *validation* split as DARS did (TD).
 Kept pixels get weight 1 (the selection replaces the quality weight), the others are ignored.
 Where we differ from DARS: DARS labels the *whole* target set once per round with a fixed teacher
 (the round-0 PSPNet-50 trained on CyCADA-translated GTA5) and trains the next round on those fixed
 labels, thresholds global over the set; here the thresholds are per batch of target crops, from the
 EMA teacher of the same iteration, inside DAFormer's loop (ClassMix, EMA) — a per-batch quota is a
-noisier estimate of the same target counts.
+noisier estimate of the same target counts (for ST and CBST as for DARS).
 
 All randomness of a step (HRDA boxes, ClassMix, jitter, blur, BLV noise, DARS sampling) comes from
 ``loop.step_generator(seed, it, salt, device)``; the streams' crops from (seed, epoch, position) through
@@ -66,8 +77,9 @@ All randomness of a step (HRDA boxes, ClassMix, jitter, blur, BLV noise, DARS sa
 of the global batch: the batch-level draws (HRDA's box, whether to jitter / blur) use the same salt on
 every rank; the per-image draws (ClassMix's classes, jitter factors, blur σ) are salted with the image's
 index in the global batch, ClassMix's class set and the quality weight are reduced over the processes —
-so a split batch makes the draws one process makes. BLV's per-pixel noise and DARS's thresholds and
-sampling are per process (salted by rank): DARS's per-batch quota is then per share of the batch.
+so a split batch makes the draws one process makes. BLV's per-pixel noise, the pseudo-label thresholds
+(ST, CBST, DARS) and DARS's sampling are per process (salted by rank): a per-batch quota is then per
+share of the batch.
 """
 
 from __future__ import annotations
@@ -100,7 +112,16 @@ log = logging.getLogger(__name__)
 
 #: DAFormer's ``imnet_feature_dist_classes``: traffic light, traffic sign, person … bicycle.
 THING_CLASSES: tuple[int, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
-PSEUDO_METHODS = ("argmax", "dars-sd", "dars-td")
+#: ``strategy_options["pseudo"]`` → the labeller of :func:`blvnb.pseudo.pseudo_label` it runs on each batch of
+#: teacher probabilities (None: DAFormer's argmax). ST and CBST are DARS Table 15's baselines, with the same
+#: labeling ratio ``pseudo_alpha`` as DARS (SD) / (TD), so that the four rows differ in the selection only.
+PSEUDO_LABELLERS: dict[str, str | None] = {"argmax": None, "st": "st", "cbst": "cbst", "dars-sd": "dars",
+                                           "dars-td": "dars"}
+PSEUDO_METHODS = tuple(PSEUDO_LABELLERS)
+#: the pseudo-labelling methods that need a class prior (the source's or the target's label counts)
+PRIOR_METHODS = ("dars-sd", "dars-td")
+#: losses by name beyond :data:`blvnb.losses.LOSSES`: ``rs``, cross entropy on rare-class re-sampled images
+EXTRA_LOSSES = ("rs",)
 BLV_PLACES = ("both", "source", "mix")
 #: Label area (pixels) at which DAFormer's rare-class ``min_pixels`` = 3000 is counted: original labels.
 REFERENCE_LABEL_AREA = {"gta5": 1914 * 1052, "synthia": 1280 * 760, "cityscapes": 1024 * 2048}
@@ -222,6 +243,30 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: t
     return (ce * weight).mean() if weight is not None else ce.mean()
 
 
+def select_pseudo_labels(probs: torch.Tensor, method: str, prior=None, *, alpha: float = 0.4,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pseudo labels (N×H×W, 255 = ignored) of one batch of teacher probabilities (N×C×H×W) by ``method``
+    of :data:`PSEUDO_LABELLERS` other than ``"argmax"``: ``"st"`` keeps the share ``alpha`` of the batch's
+    pixels above one global confidence threshold, ``"cbst"`` the top ``alpha`` of each predicted class,
+    ``"dars-sd"`` / ``"dars-td"`` DARS with the class ``prior`` (:mod:`blvnb.pseudo.labelers`)."""
+    from blvnb.pseudo import pseudo_label
+
+    labeller = PSEUDO_LABELLERS.get(method)
+    if labeller is None:
+        raise ConfigError(f"no pseudo-label selection {method!r}; expected one of "
+                          f"{[m for m, f in PSEUDO_LABELLERS.items() if f]}")
+    if method in PRIOR_METHODS and prior is None:
+        raise ConfigError(f"pseudo={method!r} needs a class prior (source or target label counts)")
+    # per batch, classes the teacher does not predict are the rule, not news: no warning each step
+    quiet = logging.getLogger("blvnb.pseudo")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return pseudo_label(probs, prior, method=labeller, alpha=alpha, generator=generator)
+    finally:
+        quiet.setLevel(level)
+
+
 def crop_to(t: torch.Tensor, box) -> torch.Tensor:
     y0, x0, h, w = box
     return t[..., y0:y0 + h, x0:x0 + w]
@@ -254,7 +299,7 @@ class UDAStrategy(Strategy):
             raise ConfigError(f"unknown UDA pseudo-labelling {o['pseudo']!r}; expected one of {PSEUDO_METHODS}")
         if o["blv_on"] not in BLV_PLACES:
             raise ConfigError(f"blv_on must be one of {BLV_PLACES}, got {o['blv_on']!r}")
-        if o["pseudo"] != "argmax" and prior is None:
+        if o["pseudo"] in PRIOR_METHODS and prior is None:
             raise ConfigError(f"pseudo={o['pseudo']!r} needs a class prior (source or target label counts)")
         if not 0 <= o["ema"] < 1:
             raise ConfigError(f"ema must be in [0, 1), got {o['ema']}")
@@ -458,17 +503,9 @@ class UDAStrategy(Strategy):
             if self.o["pseudo"] == "argmax":
                 w_t = q * torch.ones_like(conf)
             else:
-                from blvnb.pseudo import pseudo_label
-
-                # per batch, classes the teacher does not predict are the rule, not news: no warning each step
-                quiet = logging.getLogger("blvnb.pseudo")
-                level = quiet.level
-                quiet.setLevel(logging.ERROR)
-                try:
-                    pl = pseudo_label(probs, self.prior, method="dars", alpha=self.o["pseudo_alpha"],
-                                      generator=gen(f"dars/rank{rank}", dev))
-                finally:
-                    quiet.setLevel(level)
+                # ST / CBST / DARS: the kept pixels get weight 1 (the selection replaces the quality weight)
+                pl = select_pseudo_labels(probs, self.o["pseudo"], self.prior, alpha=self.o["pseudo_alpha"],
+                                          generator=gen(f"dars/rank{rank}", dev))
                 w_t = torch.ones_like(conf)
             margin = torch.ones_like(conf)
             if self.o["pl_crop"]:
@@ -668,8 +705,16 @@ def build(cfg, data):
     seed = _or_seed(data, cfg)
     paper = getattr(cfg, "profile", None) == "paper"
 
+    # loss "rs" (BLV Table 5's naive re-sampling): cross entropy, the source images drawn by the rare classes
+    # they hold (the supervised strategy's order), in place of DAFormer's rare-class crops
+    rs = getattr(cfg, "loss", "ce") == "rs"
+    if rs and user.get("rcs"):
+        raise ConfigError("loss 'rs' re-samples the source images itself; strategy_options rcs=True would add "
+                          "DAFormer's rare-class crops on top of it: drop rcs (or use loss 'ce' with rcs)")
+    if rs:
+        o["rcs"] = False
     src_base = data.dataset(source_kind, _split(source_kind), train=False)
-    pixels = _pixels_per_image(src_base, getattr(data, "progress", False)) if o["rcs"] else None
+    pixels = _pixels_per_image(src_base, getattr(data, "progress", False)) if o["rcs"] or rs else None
     # BLV's q: the source domain's label pixels per class (the rare-class pass already has them)
     src_counts = torch.as_tensor(pixels.sum(0) if pixels is not None else data.class_counts(src_base),
                                  dtype=torch.int64)
@@ -690,8 +735,14 @@ def build(cfg, data):
     ratio = o["rcs_min_crop_ratio"] if o["rcs_min_crop_ratio"] is not None else (2.0 if hrda else 0.5)
     info: dict[str, Any] = {"crop": list(crop), "source_counts": src_counts.tolist()}
     order, crop_min = None, 0
-    if o["rcs"]:
-        min_px = scaled_min_pixels(o["rcs_min_pixels"], _label_area(src_base), REFERENCE_LABEL_AREA[source_kind])
+    min_px = scaled_min_pixels(o["rcs_min_pixels"], _label_area(src_base), REFERENCE_LABEL_AREA[source_kind]) \
+        if o["rcs"] or rs else None
+    if rs:
+        from blvnb.engine.strategies.supervised import rare_class_order
+
+        rs_order, info["rs"] = rare_class_order(pixels, dict(getattr(cfg, "loss_options", None) or {}), min_px)
+        order = _salted(rs_order, 0x5EED5)
+    elif o["rcs"]:
         sampler = RareClassSampler(pixels, temperature=o["rcs_temperature"], min_pixels=min_px)
         h, w = src_size if src_size else tuple(src_base[0]["image"].shape[-2:])
         crop_min = scaled_min_pixels(o["rcs_min_pixels"] * ratio, h * w, CROP_REFERENCE_AREA[hrda])
@@ -719,6 +770,8 @@ def build(cfg, data):
     iters = int(getattr(cfg, "iters", 0) or 0)
     loss_opts = dict(getattr(cfg, "loss_options", None) or {})
     loss_name = getattr(cfg, "loss", "ce")
+    if rs:  # its options went to the sampler
+        loss_name, loss_opts = "ce", {}
     import inspect
 
     from blvnb.losses import LOSSES
@@ -757,6 +810,7 @@ def build(cfg, data):
     return _built_type()(strategy, streams, overrides, None)
 
 
-__all__ = ["DEFAULTS", "PSEUDO_METHODS", "THING_CLASSES", "UDAStrategy", "build", "copy_weights",
-           "daformer_margin_mask", "downscale_label_ratio", "ema_alpha", "ema_update", "feature_distance",
-           "quality_weight", "teacher_mode", "weighted_cross_entropy"]
+__all__ = ["DEFAULTS", "EXTRA_LOSSES", "PRIOR_METHODS", "PSEUDO_LABELLERS", "PSEUDO_METHODS", "THING_CLASSES",
+           "UDAStrategy", "build", "copy_weights", "daformer_margin_mask", "downscale_label_ratio", "ema_alpha",
+           "ema_update", "feature_distance", "quality_weight", "select_pseudo_labels", "teacher_mode",
+           "weighted_cross_entropy"]
