@@ -309,10 +309,12 @@ class RunData:
         return "aug" if kind == "voc" and split == "train" else split
 
     def dataset(self, kind: str, split: str, *, train: bool = True, indices=None, scale_range=None, crop=None,
-                pseudo_dir=None, labeled: bool = True, rotate: float | None = None, blur: bool = False):
+                pseudo_dir=None, labeled: bool = True, rotate: float | None = None, blur: bool = False,
+                augment: str | None = None):
         """Data set ``kind``/``split`` seen through the run's training augmentation (``train=True``: random
-        scale ``scale_range`` or the run's, crop ``crop`` or the run's, flip; DARS's ``rotate``/``blur``),
-        or un-augmented (``train=False``). ``indices`` select images of the split; ``pseudo_dir``
+        scale ``scale_range`` or the run's, crop ``crop`` or the run's, flip; DARS's ``rotate``/``blur``;
+        ``augment``: one augmentation alone, :func:`~blvnb.data.transforms.train_transform`), or
+        un-augmented (``train=False``). ``indices`` select images of the split; ``pseudo_dir``
         replaces the labels by that folder's PNGs; ``labeled=False`` reads images only."""
         split = self._split(kind, split)
         base = self.base_dataset(kind, split, labeled=labeled and pseudo_dir is None)
@@ -325,7 +327,7 @@ class RunData:
         cfg = self.cfg
         if train:
             tf = train_transform(tuple(crop or cfg.crop), tuple(scale_range or cfg.scale_range), cfg.base_size,
-                                 rotate=rotate, blur=blur)
+                                 rotate=rotate, blur=blur, augment=augment)
         else:
             tf = eval_transform(cfg.base_size)
         return AugmentedDataset(base, tf)
