@@ -551,6 +551,29 @@ def test_extra_unlabeled_images_are_new_toycity_images_outside_the_train_split(t
     assert only.names == pool.names[len(plain):]
     with pytest.raises(ConfigError, match="-1"):
         data.extra_images(-1)
+    with pytest.raises(ConfigError, match="'scannet'"):
+        data.dataset("scannet", "train", extra_unlabeled=2)
+
+
+def test_extra_unlabeled_images_of_the_real_data_are_the_first_coarse_ones_by_name(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from blvnb.errors import DatasetError
+    from blvnb.experiments import runs
+
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    names = ["bamberg_000000_000441", "augsburg_000000_000001", "augsburg_000000_000000", "bad-honnef_000000_000000"]
+    for n in names:
+        folder = tmp_path / "cityscapes" / "leftImg8bit" / "train_extra" / n.split("_")[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 4), (len(n), 0, 0)).save(folder / f"{n}_leftImg8bit.png")
+    cfg = runs.RunConfig.from_profile("smoke", strategy="dars-rounds", device="cpu", progress=False,
+                                      data_root=str(tmp_path))
+    data = runs.RunData(cfg, cfg.key(), torch.device("cpu"))
+    extra = data.extra_images(3)
+    assert extra.names == ["extra_" + n for n in sorted(names)[:3]] and extra[0]["image"].shape == (3, 4, 8)
+    with pytest.raises(DatasetError, match="5 extra .* holds 4"):
+        data.extra_images(5)
 
 
 # --- a round killed while training resumes bitwise (needs core's loop and streams) --------------------------
