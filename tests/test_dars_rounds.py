@@ -213,6 +213,8 @@ def test_round_config_shares_round_zero_between_labellers():
     ({"confidence_dtype": "int8"}, "int8"), ({"pseudo_weight": -1}, "pseudo_weight"), ({"alpha": 0.2}, "alpha"),
     ({"schedule": "voc"}, "voc"), ({"rotate": -5}, "rotate"), ({"prior_total": 88.04}, "give prior"),
     ({"prior": [1.0] * 19, "prior_total": 0}, "prior_total"), ({"prior": [1.0] * 5}, "5 entries"),
+    ({"extra_unlabeled": -3}, "extra_unlabeled.*-3"), ({"extra_unlabeled": 2.5}, "extra_unlabeled.*2.5"),
+    ({"extra_unlabeled": True}, "extra_unlabeled.*True"), ({"extra_unlabeled": "3k"}, "extra_unlabeled.*3k"),
 ])
 def test_bad_round_options_are_named(opts, match):
     with pytest.raises(ConfigError, match=match):
@@ -429,14 +431,17 @@ class FakeData:
         return ([0, 1], [2, 3, 4, 5, 6, 7]) if fraction else (list(range(8)), [])
 
     def dataset(self, kind, split, *, train=True, indices=None, scale_range=None, crop=None, pseudo_dir=None,
-                rotate=None, blur=False):
+                rotate=None, blur=False, **pool):
         indices = range(len(self.images)) if indices is None else indices
+        extra = pool.pop("extra_unlabeled", 0)  # RunData's: n images outside the split, after the selected ones
+        assert not pool
         self.asked.append(dict(kind=kind, split=split, train=train, indices=list(indices), scale_range=scale_range,
-                               pseudo_dir=pseudo_dir, rotate=rotate, blur=blur))
+                               pseudo_dir=pseudo_dir, rotate=rotate, blur=blur, extra_unlabeled=extra))
         sub = ImageSet(0)
-        sub.images = [self.images.images[i] for i in indices]
-        sub.labels = [self.images.labels[i] for i in indices]
-        sub.names = [self.images.names[i] for i in indices]
+        more = ImageSet(extra, seed=1, labels=True)
+        sub.images = [self.images.images[i] for i in indices] + more.images
+        sub.labels = [self.images.labels[i] for i in indices] + more.labels
+        sub.names = [self.images.names[i] for i in indices] + [f"extra_{n}" for n in more.names]
         return sub
 
     def stream(self, dataset, batch_size, order=None):
@@ -495,6 +500,80 @@ def test_build_round_two_labels_with_round_one_and_continues_it(tmp_path):
     assert again.strategy.summary()["labels_reused"]
     with pytest.raises(ConfigError, match="batch_size"):
         DR.build(replace(cfg, batch_size=1), FakeData(tmp_path))
+
+
+def test_build_extra_unlabeled_grows_the_pool_of_rounds_one_on_only(tmp_path):
+    # DARS Table 8: every label in round 0, N_p extra images pseudo-labeled and trained on from round 1
+    data = FakeData(tmp_path)
+    cfg = BuildCfg(strategy_options={"round": 1, "labeler": "dars", "extra_unlabeled": 3}, labeled_fraction=None)
+    built = DR.build(cfg, data)
+    assert data.deps == [DR.round_config(cfg, 0)]
+    assert "extra_unlabeled" not in data.deps[0].strategy_options  # the teacher is the plain round 0
+    assert built.streams == {"labeled": ("stream", 8, 2), "pseudo": ("stream", 3, 2)}
+    pseudo = data.asked[-1]
+    assert pseudo["indices"] == [] and pseudo["extra_unlabeled"] == 3
+    assert sorted(p.stem for p in Path(pseudo["pseudo_dir"]).rglob("*.png")) == [f"extra_img{i:03d}" for i in range(3)]
+    summ = built.strategy.summary()
+    assert summ["unlabeled_images"] == 3 and summ["extra_unlabeled_images"] == 3
+    # with a split: the split's unlabeled images, then exactly n more
+    (tmp_path / "split").mkdir()
+    data = FakeData(tmp_path / "split")
+    built = DR.build(BuildCfg(strategy_options={"round": 1, "labeler": "dars", "extra_unlabeled": 2}), data)
+    assert built.streams["pseudo"] == ("stream", 6 + 2, 2) and data.asked[-1]["indices"] == [2, 3, 4, 5, 6, 7]
+    # round 0 does not use them, even when asked directly
+    (tmp_path / "r0").mkdir()
+    data = FakeData(tmp_path / "r0")
+    built = DR.build(BuildCfg(strategy_options={"round": 0, "extra_unlabeled": 5}), data)
+    assert built.streams == {"labeled": ("stream", 2, 4)} and all(a["extra_unlabeled"] == 0 for a in data.asked)
+    assert built.strategy.summary()["unlabeled_images"] == 6
+    with pytest.raises(ConfigError, match="extra_unlabeled.*scannet"):
+        DR.build(BuildCfg(strategy_options={"round": 1, "extra_unlabeled": 2}, dataset="scannet"), FakeData(tmp_path))
+
+
+def test_extra_unlabeled_images_are_new_toycity_images_outside_the_train_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("BLVNB_CACHE", str(os.environ.get("BLVNB_CACHE", tmp_path / "cache")))
+    from blvnb.experiments import runs
+
+    cfg = runs.RunConfig.from_profile("smoke", strategy="dars-rounds", device="cpu", progress=False)
+    data = runs.RunData(cfg, cfg.key(), torch.device("cpu"))
+    _, unlabeled = data.split_indices("1/8")
+    plain = data.dataset("cityscapes", "train", train=False, indices=unlabeled)
+    pool = data.dataset("cityscapes", "train", train=False, indices=unlabeled, extra_unlabeled=5)
+    assert len(pool) == len(plain) + 5 and pool.names[:len(plain)] == plain.names
+    train = data.dataset("cityscapes", "train", train=False)
+    extra = [pool[i] for i in range(len(plain), len(pool))]
+    assert all(e["name"].startswith(runs.EXTRA_PREFIX) and e["name"] not in train.names and "label" not in e
+               for e in extra)
+    train_images = [train[i]["image"] for i in range(len(train))]
+    assert not any(torch.equal(e["image"], t) for e in extra for t in train_images)
+    only = data.dataset("cityscapes", "train", train=False, indices=[], extra_unlabeled=5)  # every image labeled
+    assert only.names == pool.names[len(plain):]
+    with pytest.raises(ConfigError, match="-1"):
+        data.extra_images(-1)
+    with pytest.raises(ConfigError, match="'scannet'"):
+        data.dataset("scannet", "train", extra_unlabeled=2)
+
+
+def test_extra_unlabeled_images_of_the_real_data_are_the_first_coarse_ones_by_name(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from blvnb.errors import DatasetError
+    from blvnb.experiments import runs
+
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    names = ["bamberg_000000_000441", "augsburg_000000_000001", "augsburg_000000_000000", "bad-honnef_000000_000000"]
+    for n in names:
+        folder = tmp_path / "cityscapes" / "leftImg8bit" / "train_extra" / n.split("_")[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 4), (len(n), 0, 0)).save(folder / f"{n}_leftImg8bit.png")
+    cfg = runs.RunConfig.from_profile("smoke", strategy="dars-rounds", device="cpu", progress=False,
+                                      data_root=str(tmp_path))
+    data = runs.RunData(cfg, cfg.key(), torch.device("cpu"))
+    extra = data.extra_images(3)
+    assert extra.names == ["extra_" + n for n in sorted(names)[:3]] and extra[0]["image"].shape == (3, 4, 8)
+    with pytest.raises(DatasetError, match="5 extra .* holds 4"):
+        data.extra_images(5)
 
 
 # --- a round killed while training resumes bitwise (needs core's loop and streams) --------------------------

@@ -91,3 +91,37 @@ def test_stream_with_small_dataset_and_ranks_agree():
         a = one.next()["index"].tolist()
         b = two[0].next()["index"].tolist() + two[1].next()["index"].tolist()
         assert a == b
+
+
+def test_augment_option_sets_the_training_view(isolated):
+    # DARS Table 11: one augmentation alone; the smoke crop is the whole 64×128 image, so "none" leaves
+    # every epoch's view the image itself or its mirror, and a rotation only brings in ignored corners
+    from blvnb.engine.streams import sample_generator
+
+    cfg, data, built = _built(strategy_options={"augment": "none"})
+    assert built.strategy.summary()["augment"] == "none"
+    train = built.streams["labeled"].dataset
+    raw = data.dataset("cityscapes", "train", train=False)
+    for i in (0, 5):
+        ref = raw[i]
+        for epoch in (0, 1):
+            s = train.sample(i, sample_generator(cfg.seed, epoch, 3))
+            assert any(torch.equal(s["image"], r) and torch.equal(s["label"], lab)
+                       for r, lab in ((ref["image"], ref["label"]), (ref["image"].flip(-1), ref["label"].flip(-1))))
+    _, _, rot = _built(strategy_options={"augment": "rotation"})
+    for i in range(4):
+        s = rot.streams["labeled"].dataset.sample(i, sample_generator(cfg.seed, 0, i))
+        assert set(s["label"].unique().tolist()) <= set(raw[i]["label"].unique().tolist()) | {255}
+    # left out: today's pipeline, and no option in the run's key
+    _, _, default = _built()
+    assert "augment" not in default.strategy.summary()
+    assert RunConfig.from_profile("smoke").key_dict()["strategy_options"] == {}
+
+
+def test_bad_augment_is_named(isolated):
+    from blvnb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'cutmix'"):
+        _built(strategy_options={"augment": "cutmix"})
+    with pytest.raises(ConfigError, match="augmentation"):
+        _built(strategy_options={"augmentation": "none"})

@@ -2,8 +2,8 @@
 
 import torch
 
-from blvnb.data.transforms import (AugmentedDataset, RandomGaussianBlur, RandomRotate, eval_transform,
-                                   train_transform)
+from blvnb.data.transforms import (AugmentedDataset, Normalize, PhotoMetricDistortion, RandomGaussianBlur,
+                                   RandomRotate, eval_transform, train_transform)
 
 
 def _pair():
@@ -53,3 +53,88 @@ def test_augmented_dataset_indexes_and_samples():
     assert ds.names == ["a"]
     e = AugmentedDataset(One(), eval_transform())[0]
     assert e["label"].shape == label.shape
+
+
+# --- DARS Table 11: one augmentation alone (train_transform(augment=...)) ----------------------------------
+
+def _windows(x: torch.Tensor, h: int, w: int) -> list[torch.Tensor]:
+    return [x[..., i:i + h, j:j + w] for i in range(x.shape[-2] - h + 1) for j in range(x.shape[-1] - w + 1)]
+
+
+def _is_window(out: torch.Tensor, src: torch.Tensor) -> bool:
+    """``out`` is a crop of ``src`` or of its mirror image."""
+    h, w = out.shape[-2:]
+    return any(torch.equal(out, c) for s in (src, src.flip(-1)) for c in _windows(s, h, w))
+
+
+def _gens(n: int = 6):
+    return [torch.Generator().manual_seed(s) for s in range(n)]
+
+
+def test_augment_none_only_crops_and_flips():
+    image, label = _pair()  # its label has no ignore pixel: a rotated-in corner shows as 255
+    tf = train_transform((16, 32), (0.5, 2.0), augment="none")
+    ref, _ = Normalize()(image, None)
+    outs = [tf(image, label, generator=g) for g in _gens()]
+    for img, lab in outs:  # each epoch's view: a window of the same image, mirrored or not; nothing else
+        assert img.shape == (3, 16, 32) and _is_window(img, ref) and _is_window(lab, label)
+    assert len({tuple(o[0].flatten()[:50].tolist()) for o in outs}) > 1  # the crop does move
+
+
+def test_augment_photometric_changes_colours_never_labels():
+    image, label = _pair()  # its label has no ignore pixel: a rotated-in corner shows as 255
+    tf = train_transform((32, 64), augment="photometric")
+    changed = 0
+    for g in _gens(8):
+        img, lab = tf(image, label, generator=g)
+        assert torch.equal(lab, label) or torch.equal(lab, label.flip(-1))  # crop = whole image: flip at most
+        ref = Normalize()(image, None)[0]
+        changed += not (torch.equal(img, ref) or torch.equal(img, ref.flip(-1)))
+    assert changed >= 4  # five coins per image: most draws change something
+    pmd = PhotoMetricDistortion()
+    a, _ = pmd(image, None, generator=torch.Generator().manual_seed(1))
+    b, _ = pmd(image, None, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == image.shape
+
+
+def test_hsv_round_trip_and_hue_shift():
+    from blvnb.data.transforms import _hsv_to_rgb, _rgb_to_hsv
+
+    rgb = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(_hsv_to_rgb(_rgb_to_hsv(rgb)), rgb, atol=1e-5)
+    red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
+    hsv = _rgb_to_hsv(red)
+    hsv[0] = (hsv[0] + 120 / 360) % 1.0  # a third of the circle: red → green
+    assert torch.allclose(_hsv_to_rgb(hsv).flatten(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+
+
+def test_augment_rotation_keeps_the_label_set_up_to_ignore_padding():
+    image, label = _pair()  # its label has no ignore pixel: a rotated-in corner shows as 255
+    tf = train_transform((32, 64), augment="rotation")
+    rotated = 0
+    for g in _gens(8):
+        img, lab = tf(image, label, generator=g)
+        assert set(lab.unique().tolist()) <= set(label.unique().tolist()) | {255}
+        rotated += bool((lab == 255).any())  # p 0.5: the corners rotated in are ignored
+    assert 0 < rotated < 8
+
+
+def test_augment_scale_is_the_default_pipeline():
+    image, label = _pair()  # its label has no ignore pixel: a rotated-in corner shows as 255
+    a = train_transform((16, 32), (0.5, 1.5), augment="scale")
+    b = train_transform((16, 32), (0.5, 1.5))
+    for g in (1, 2, 3):
+        x, y = a(image, label, generator=torch.Generator().manual_seed(g))
+        u, v = b(image, label, generator=torch.Generator().manual_seed(g))
+        assert torch.equal(x, u) and torch.equal(y, v)
+
+
+def test_a_bad_augment_is_named():
+    import pytest
+
+    from blvnb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'cutout'"):
+        train_transform((16, 32), augment="cutout")
+    with pytest.raises(ConfigError, match="rotate or blur"):
+        train_transform((16, 32), augment="none", rotate=10.0)

@@ -11,8 +11,10 @@ the label with 255.
 
 The supervised pipeline of the BLV configs (recipes.md (a), mmseg ``_base_/datasets/cityscapes.py``) is
 random scale → random crop → flip → photometric distortion → normalise; DARS's (recipes.md (c)) adds a
-±10° rotation and a 5×5 Gaussian blur before the flip. Photometric distortion and mmseg's
-``cat_max_ratio`` crop retries are not implemented (a toy-scale simplification, said in the book).
+±10° rotation and a 5×5 Gaussian blur before the flip. The default pipeline leaves photometric
+distortion out, and mmseg's ``cat_max_ratio`` crop retries are not implemented (a toy-scale
+simplification, said in the book); :class:`PhotoMetricDistortion` is one of the single augmentations
+that DARS Table 11 compares (``train_transform(augment=...)``, :data:`AUGMENTATIONS`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from blvnb.classes import IGNORE
+from blvnb.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -180,6 +183,83 @@ class RandomGaussianBlur(Transform):
         return img, label
 
 
+def _rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """float 3×H×W RGB in [0, 1] → HSV, each channel in [0, 1] (hue as a fraction of the circle)."""
+    r, g, b = rgb
+    v, _ = rgb.max(0)
+    delta = v - rgb.min(0)[0]
+    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
+    d = delta.clamp_min(1e-12)
+    h = torch.where(v == r, (g - b) / d, torch.where(v == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    return torch.stack([h, s, v])
+
+
+def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_rgb_to_hsv`."""
+    h, s, v = hsv
+    h6 = (h % 1.0) * 6.0
+    i = h6.floor()
+    f = h6 - i
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    sector = i.long() % 6
+    table = {0: (v, t, p), 1: (q, v, p), 2: (p, v, t), 3: (p, q, v), 4: (t, p, v), 5: (v, p, q)}
+    out = torch.zeros_like(hsv)
+    for k, rgb in table.items():
+        m = sector == k
+        for c in range(3):
+            out[c][m] = rgb[c][m]
+    return out
+
+
+class PhotoMetricDistortion(Transform):
+    """mmseg's ``PhotoMetricDistortion`` with its defaults (recipes.md (a); DARS Table 11's "brightness,
+    contrast, saturation, and hue"): each step with probability 0.5 — brightness + U(−32, 32), contrast
+    × U(0.5, 1.5) (before the colour steps or after them, by a coin), saturation × U(0.5, 1.5), hue + an
+    integer in [−18, 18) on OpenCV's 0–180 hue scale (up to ±36°) — on a uint8 image, clipped to 0–255
+    and truncated to uint8 after every step as mmseg does. The colour steps go through HSV in float
+    (OpenCV quantises HSV to uint8: not bit-exact with mmseg, the same distribution). The label is
+    unchanged."""
+
+    def __init__(self, brightness_delta: float = 32, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
+                 hue_delta: int = 18, generator: torch.Generator | None = None):
+        self.brightness_delta, self.hue_delta = brightness_delta, int(hue_delta)
+        self.contrast_range, self.saturation_range = tuple(contrast_range), tuple(saturation_range)
+        self.generator = generator
+
+    @staticmethod
+    def _to_uint8_range(img: torch.Tensor) -> torch.Tensor:
+        return img.clamp(0, 255).floor()  # mmseg: np.clip, then .astype(np.uint8)
+
+    def __call__(self, image, label, generator=None):
+        g = self._g(generator)
+        coin = lambda: torch.rand((), generator=g).item() < 0.5  # noqa: E731 (mmseg's random.randint(2))
+        scale = 255.0 if image.dtype == torch.uint8 else 1.0
+        img = image.float() * (255.0 / scale)
+
+        def contrast(x):
+            return self._to_uint8_range(x * _uniform(g, *self.contrast_range)) if coin() else x
+
+        if coin():
+            img = self._to_uint8_range(img + _uniform(g, -self.brightness_delta, self.brightness_delta))
+        contrast_first = coin()
+        if contrast_first:
+            img = contrast(img)
+        if coin():
+            hsv = _rgb_to_hsv(img / 255.0)
+            hsv[1] = self._to_uint8_range(hsv[1] * 255.0 * _uniform(g, *self.saturation_range)) / 255.0
+            img = self._to_uint8_range(_hsv_to_rgb(hsv) * 255.0)
+        if coin():
+            hsv = _rgb_to_hsv(img / 255.0)
+            shift = int(torch.randint(-self.hue_delta, self.hue_delta, (), generator=g))
+            hsv[0] = (hsv[0] + shift / 180.0) % 1.0
+            img = self._to_uint8_range(_hsv_to_rgb(hsv) * 255.0)
+        if not contrast_first:
+            img = contrast(img)
+        img = img * (scale / 255.0)
+        return (img.to(torch.uint8) if image.dtype == torch.uint8 else img), label
+
+
 class Normalize(Transform):
     """uint8 0..255 → float, standardised with the ImageNet mean and std (what timm backbones expect)."""
 
@@ -191,6 +271,10 @@ class Normalize(Transform):
         return (image.float() / 255.0 - self.mean) / self.std, label
 
 
+#: the single augmentations of DARS Table 11 (``train_transform(augment=...)``)
+AUGMENTATIONS = ("none", "photometric", "rotation", "scale")
+
+
 def train_transform(
     crop: tuple[int, int],
     scale_range: tuple[float, float] = (0.75, 1.5),
@@ -199,9 +283,31 @@ def train_transform(
     *,
     rotate: float | None = None,
     blur: bool = False,
+    augment: str | None = None,
 ) -> Compose:
     """The training pipeline: [resize to base] → random scale → [rotate ±``rotate``° p 0.5] → [5×5 blur
-    p 0.5] → crop → flip → normalise (the rotate and blur steps are DARS's, recipes.md (c))."""
+    p 0.5] → crop → flip → normalise (the rotate and blur steps are DARS's, recipes.md (c)).
+
+    ``augment`` (DARS Table 11, one augmentation alone; None: the pipeline above) keeps the resize to
+    base, the random crop and the flip, and adds only: ``"none"`` nothing (no random scale);
+    ``"photometric"`` :class:`PhotoMetricDistortion` after the flip (mmseg's place); ``"rotation"``
+    :class:`RandomRotate` ±10° with probability 0.5 before the crop (DARS's released ``RandRotate``,
+    recipes.md (c)); ``"scale"`` the random scale ``scale_range`` (the default pipeline itself)."""
+    if augment is not None:
+        if augment not in AUGMENTATIONS:
+            raise ConfigError(f"unknown augment {augment!r}; use one of {', '.join(AUGMENTATIONS)} (or None: the "
+                              "default pipeline)")
+        if rotate or blur:
+            raise ConfigError(f"augment={augment!r} is one augmentation alone; it takes no rotate or blur")
+        steps = [Resize(base_size)] if base_size else []
+        if augment == "scale":
+            steps.append(RandomScale(scale_range, generator))
+        if augment == "rotation":
+            steps.append(RandomRotate(10.0, 0.5, generator))
+        steps += [RandomCrop(crop, generator), RandomHFlip(0.5, generator)]
+        if augment == "photometric":
+            steps.append(PhotoMetricDistortion(generator=generator))
+        return Compose(steps + [Normalize()])
     steps: list = [Resize(base_size)] if base_size else []
     steps.append(RandomScale(scale_range, generator))
     if rotate:

@@ -281,6 +281,36 @@ class PseudoLabeled(torch.utils.data.Dataset):
         return {"image": image, "label": label, "name": self.names[i]}
 
 
+class ImagePool(torch.utils.data.Dataset):
+    """Data sets' images one after another, read without labels (an unlabeled pool): ``(prefix, data set)``
+    parts, each image named ``prefix + name``. ``read_image``/``names`` are what :class:`PseudoLabeled` reads."""
+
+    def __init__(self, parts):
+        self.parts = [(str(prefix), ds) for prefix, ds in parts]
+        self.names = [prefix + n for prefix, ds in self.parts for n in ds.names]
+        self._where = [(j, i) for j, (_, ds) in enumerate(self.parts) for i in range(len(ds))]
+        if len(set(self.names)) != len(self.names):
+            raise DatasetError("an image pool holds two images of one name; give its parts distinct prefixes")
+        self.labeled = False
+
+    def __len__(self):
+        return len(self.names)
+
+    def read_image(self, i: int) -> torch.Tensor:
+        j, k = self._where[i]
+        return self.parts[j][1].read_image(k)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.read_image(i), "name": self.names[i]}
+
+
+#: the prefix of the extra unlabeled images' names (:meth:`RunData.extra_images`): toycity's extra tree
+#: reuses the train split's file names
+EXTRA_PREFIX = "extra_"
+#: toycity's extra unlabeled images are drawn with data seed ``cfg.data_seed + EXTRA_DATA_SEED_OFFSET``
+EXTRA_DATA_SEED_OFFSET = 1
+
+
 class RunData:
     """What a strategy's ``build(cfg, data)`` may ask of the run (CONTRACT.md)."""
 
@@ -308,24 +338,56 @@ class RunData:
         DARS's labeled and unlabeled images; :meth:`split_indices`)."""
         return "aug" if kind == "voc" and split == "train" else split
 
+    def extra_images(self, n: int):
+        """``n`` unlabeled Cityscapes images outside every split (DARS Table 8's N_p), named
+        ``EXTRA_PREFIX + name``: the first ``n`` by name of Cityscapes' coarse ``train_extra`` images
+        (real data; their coarse labels are not read), or on toycity ``n`` Cityscapes-style images drawn
+        with another data seed (``cfg.data_seed + EXTRA_DATA_SEED_OFFSET``; cached as any toycity tree)."""
+        cfg = self.cfg
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"the number of extra unlabeled images must be an integer >= 1, got {n!r}")
+        if cfg.data_root is None:
+            root = toycity.ensure("cityscapes", n_train=n, n_val=0, size=tuple(cfg.size),
+                                  seed=cfg.data_seed + EXTRA_DATA_SEED_OFFSET, progress=cfg.progress)
+            images = build_dataset("cityscapes", root, split="train", labeled=False)
+        else:
+            root = self.root("cityscapes")
+            every = build_dataset("cityscapes-coarse", root, split="unlabeled", labeled=False)
+            if len(every) < n:
+                raise DatasetError(f"{n} extra unlabeled images asked for, but Cityscapes' train_extra under {root} "
+                                   f"holds {len(every)}")
+            images = build_dataset("cityscapes-coarse", root, split="unlabeled", names=every.names[:n], labeled=False)
+        return ImagePool([(EXTRA_PREFIX, images)])
+
     def dataset(self, kind: str, split: str, *, train: bool = True, indices=None, scale_range=None, crop=None,
-                pseudo_dir=None, labeled: bool = True, rotate: float | None = None, blur: bool = False):
+                pseudo_dir=None, labeled: bool = True, rotate: float | None = None, blur: bool = False,
+                augment: str | None = None, extra_unlabeled: int = 0):
         """Data set ``kind``/``split`` seen through the run's training augmentation (``train=True``: random
-        scale ``scale_range`` or the run's, crop ``crop`` or the run's, flip; DARS's ``rotate``/``blur``),
-        or un-augmented (``train=False``). ``indices`` select images of the split; ``pseudo_dir``
-        replaces the labels by that folder's PNGs; ``labeled=False`` reads images only."""
+        scale ``scale_range`` or the run's, crop ``crop`` or the run's, flip; DARS's ``rotate``/``blur``;
+        ``augment``: one augmentation alone, :func:`~blvnb.data.transforms.train_transform`), or
+        un-augmented (``train=False``). ``indices`` select images of the split; ``extra_unlabeled``
+        appends that many images of :meth:`extra_images` (the pool is then read without labels, unless
+        ``pseudo_dir`` gives them); ``pseudo_dir`` replaces the labels by that folder's PNGs;
+        ``labeled=False`` reads images only."""
+        if extra_unlabeled and kind != "cityscapes":
+            raise ConfigError(f"extra unlabeled images are Cityscapes images (DARS Table 8); data set {kind!r} has none")
         split = self._split(kind, split)
-        base = self.base_dataset(kind, split, labeled=labeled and pseudo_dir is None)
-        if indices is not None:
-            names = [base.names[int(i)] for i in indices]
-            base = build_dataset(kind, self.root(kind), split=split, names=names,
-                                 labeled=labeled and pseudo_dir is None)
+        read_labels = labeled and pseudo_dir is None and not extra_unlabeled
+        base = None
+        if indices is None or len(indices) or not extra_unlabeled:
+            base = self.base_dataset(kind, split, labeled=read_labels)
+            if indices is not None:
+                names = [base.names[int(i)] for i in indices]
+                base = build_dataset(kind, self.root(kind), split=split, names=names, labeled=read_labels)
+        if extra_unlabeled:
+            extra = self.extra_images(extra_unlabeled)
+            base = extra if base is None else ImagePool([("", base)] + extra.parts)
         if pseudo_dir is not None:
             base = PseudoLabeled(base, pseudo_dir)
         cfg = self.cfg
         if train:
             tf = train_transform(tuple(crop or cfg.crop), tuple(scale_range or cfg.scale_range), cfg.base_size,
-                                 rotate=rotate, blur=blur)
+                                 rotate=rotate, blur=blur, augment=augment)
         else:
             tf = eval_transform(cfg.base_size)
         return AugmentedDataset(base, tf)
@@ -482,5 +544,5 @@ def run_seeds(cfg: RunConfig, seeds: tuple[int, ...] | None = None, force: bool 
     return [run(cfg.with_(seed=int(s)), force=force) for s in seeds]
 
 
-__all__ = ["DATASETS", "EXECUTION", "PseudoLabeled", "RunConfig", "RunData", "build_run_model", "dataset_root",
+__all__ = ["DATASETS", "EXECUTION", "EXTRA_PREFIX", "ImagePool", "PseudoLabeled", "RunConfig", "RunData", "build_run_model", "dataset_root",
            "pretraining_config", "run", "run_seeds"]

@@ -49,7 +49,12 @@ of the labeled images), ``teacher_mode`` ("whole" | "slide"), ``teacher_crop``, 
 ``flip``, ``confidence_dtype`` ("float16" as released, or "float32"), ``prior`` (None: the labeled split's
 class counts; or a list, e.g. the released percentages) and ``prior_total`` (with the released
 percentages: their ``valid_ratio``, to reproduce the released budgets exactly), ``pseudo_weight``,
-``head_lr_mult``, ``label_seed`` (the random sampling's seed; default the run's seed).
+``head_lr_mult``, ``label_seed`` (the random sampling's seed; default the run's seed); ``extra_unlabeled``
+(DARS Table 8's :math:`N_p`: that many images outside the training split join the unlabeled images that
+rounds ≥ 1 pseudo-label and train on — Cityscapes' coarse ``train_extra`` images, the first by name, their
+coarse labels unread, or on toycity Cityscapes-style images of another data seed:
+``RunData.extra_images``; round 0, the teacher, never sees them; 0, the default, adds none and is not
+written into a run's key unless given).
 
 The labels of round :math:`k` are fixed within the round; there is no EMA teacher (recipes.md (c)).
 """
@@ -116,6 +121,7 @@ DEFAULTS: dict[str, Any] = {
     "label_seed": None,
     "rotate": 10.0,
     "blur": True,
+    "extra_unlabeled": 0,
 }
 
 #: options that change round 0 (supervised on the labeled split): the others only matter from round 1 on,
@@ -177,6 +183,10 @@ def round_options(strategy_options: Mapping | None) -> dict[str, Any]:
         from blvnb.pseudo.distribution import check_counts
 
         o["prior"] = [float(v) for v in check_counts(o["prior"], NUM_CLASSES, name="dars-rounds: prior")]
+    n = o["extra_unlabeled"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"dars-rounds: extra_unlabeled must be an integer >= 0 (a number of extra unlabeled "
+                          f"images), got {n!r}")
     if o["rotate"] is not None and (isinstance(o["rotate"], bool) or not isinstance(o["rotate"], (int, float))
                                     or not 0 <= o["rotate"] <= 180):
         raise ConfigError(f"dars-rounds: rotate must be a number of degrees in [0, 180] or None, got {o['rotate']!r}")
@@ -534,15 +544,22 @@ def build(cfg, data) -> Built:
     # labeled_fraction None: every label (DARS Table 8's fully supervised round 0; VOC: its official train list)
     labeled_idx, unlabeled_idx = data.split_indices(cfg.labeled_fraction)
     labeled_idx, unlabeled_idx = list(labeled_idx), list(unlabeled_idx)
-    if k >= 1 and not unlabeled_idx:
+    n_extra = int(o["extra_unlabeled"]) if k >= 1 else 0  # round 0 (the teacher) never uses them
+    if n_extra and kind != "cityscapes":
+        raise ConfigError(f"dars-rounds: extra_unlabeled={n_extra} adds Cityscapes images (DARS Table 8); "
+                          f"data set {kind!r} has none")
+    if k >= 1 and not unlabeled_idx and not n_extra:
         raise ConfigError(f"dars-rounds: round {k} needs unlabeled images to pseudo-label, but labeled_fraction="
-                          f"{cfg.labeled_fraction!r} leaves none; give a labeled fraction such as '1/8'")
+                          f"{cfg.labeled_fraction!r} leaves none; give a labeled fraction such as '1/8', or "
+                          "extra_unlabeled images")
     seed = int(getattr(cfg, "seed", 0))
     loss = _build_loss(cfg, data, kind, labeled_idx)
     info: dict[str, Any] = {"round": k, "alpha": alpha, "scale_range": list(scale),
-                            "labeled_images": len(labeled_idx), "unlabeled_images": len(unlabeled_idx)}
+                            "labeled_images": len(labeled_idx), "unlabeled_images": len(unlabeled_idx) + n_extra}
     if k > 0:
         info["labeler"] = o["labeler"]
+    if n_extra:
+        info["extra_unlabeled_images"] = n_extra
     labeled = data.dataset(kind, "train", indices=labeled_idx, scale_range=scale, **train_view)
     if k == 0:
         strategy = DarsRounds(0, head_lr_mult=o["head_lr_mult"], loss=loss, seed=seed, info=info)
@@ -563,10 +580,13 @@ def build(cfg, data) -> Built:
     else:
         prior = torch.as_tensor(o["prior"], dtype=torch.float64)
     out_dir = Path(data.work_dir) / f"pseudo-round{k}"
-    unlabeled_eval = data.dataset(kind, "train", train=False, indices=unlabeled_idx)
+    extra = {"extra_unlabeled": n_extra} if n_extra else {}  # the pool: the split's unlabeled images, then these
+    unlabeled_eval = data.dataset(kind, "train", train=False, indices=unlabeled_idx, **extra)
     manifest = {"teacher_sha256": file_digest(ckpt), "dataset": kind, "labeled_fraction": str(cfg.labeled_fraction),
                 "unlabeled": hashlib.sha256(json.dumps(unlabeled_idx).encode()).hexdigest()[:16],
-                "images": len(unlabeled_idx)}
+                "images": len(unlabeled_idx) + n_extra}
+    if n_extra:
+        manifest["extra_unlabeled"] = n_extra
     label_seed = seed if o["label_seed"] is None else int(o["label_seed"])
     if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 labels, the others wait for its manifest
         m = wait_for_labels(out_dir)
@@ -580,7 +600,7 @@ def build(cfg, data) -> Built:
         del teacher
     info.update(_labeling_summary(rl, prior))
     pseudo = data.dataset(kind, "train", indices=unlabeled_idx, scale_range=scale, pseudo_dir=rl.labels_dir,
-                          **train_view)
+                          **train_view, **extra)
     half = cfg.batch_size // 2
     streams = {"labeled": data.stream(labeled, half), "pseudo": data.stream(pseudo, half)}
     strategy = DarsRounds(k, head_lr_mult=o["head_lr_mult"], pseudo_weight=o["pseudo_weight"], loss=loss, seed=seed,

@@ -14,6 +14,18 @@ released configs, and which outputs the loss goes on — the decode head (aux FC
 entropy at 0.4), K-Net's four stage outputs, OCRNet's soft-region head (weight 0.4 → 1.0, the OCR head
 keeping cross entropy). With ``ce`` every output gets cross entropy at the model's ``aux_weights``.
 
+Options (``cfg.strategy_options``, :data:`DEFAULTS`): ``augment`` — DARS Table 11 (PSPNet50 trained
+fully supervised with one augmentation alone): ``"none"``, ``"photometric"`` (mmseg's
+PhotoMetricDistortion defaults: brightness ±32, contrast and saturation ×0.5–1.5, hue ±18 of 180, each
+p 0.5; recipes.md (a)), ``"rotation"`` (±10° with probability 0.5, the image padded with the mean and the
+label with 255: DARS's released ``RandRotate``, recipes.md (c) — neither the paper nor its Table 11 gives
+the range used there, so taking the released one is our choice) or ``"scale"`` (the run's random-scale
+range, ``cfg.scale_range``). Every variant keeps the resize to ``base_size``, the random crop to the run's
+crop and the horizontal flip p 0.5 (not one of the methods the table compares; our reading);
+:func:`~blvnb.data.transforms.train_transform` has the details. Left out (None), the pipeline is the
+default one (random scale → crop → flip), so no existing run changes; ``"scale"`` trains the same
+pipeline under its own key.
+
 BLV's noise comes from :func:`~blvnb.engine.loop.step_generator` (re-seeded every step from the run seed
 and the global iteration, and the DDP rank), and its σ(t) follows the loop's iteration
 (``loss_options={"sigma_schedule": σ0}``: Appendix C's rise-and-fall stretched to the run's length).
@@ -32,6 +44,9 @@ from blvnb.engine.strategies.base import Built, Strategy, unwrap
 from blvnb.errors import ConfigError
 from blvnb.losses import LOSSES, SigmaSchedule, build_loss
 from blvnb.models.inference import resize_logits
+
+#: the options of the strategy, with their defaults (module docstring)
+DEFAULTS: dict = {"augment": None}
 
 #: DAFormer's rare-class threshold is for GTA5 labels of 1914×1052 pixels
 RCS_REFERENCE_AREA = 1914 * 1052
@@ -145,16 +160,35 @@ def rare_class_order(pixels, options: dict, default_min_pixels: int):
     return order, {"rcs_min_pixels": int(min_pixels), "rcs_class_probs": sampler.class_probs.tolist()}
 
 
+def strategy_options(given) -> dict:
+    """The strategy's options with their defaults, checked (a ConfigError names a bad one)."""
+    from blvnb.data.transforms import AUGMENTATIONS
+
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"supervised: unknown option(s) {unknown}; known: {sorted(DEFAULTS)}")
+    o = {**DEFAULTS, **given}
+    if o["augment"] is not None and o["augment"] not in AUGMENTATIONS:
+        raise ConfigError(f"supervised: augment must be one of {', '.join(AUGMENTATIONS)} (or left out), "
+                          f"got {o['augment']!r}")
+    return o
+
+
 def build(cfg, data) -> Built:
     """The supervised run of ``cfg``: its labeled training set (a nested split when
     ``cfg.labeled_fraction`` is set), the loss, the stream, and the model's recipe."""
+    o = strategy_options(getattr(cfg, "strategy_options", None))
     recipe = recipe_for(cfg.model)
     split = "train" if cfg.dataset in ("cityscapes", "voc", "scannet") else "all"  # GTA5, SYNTHIA: one split
     indices = data.split_indices(cfg.labeled_fraction)[0] if cfg.labeled_fraction else None
-    train_set = data.dataset(cfg.dataset, split, train=True, indices=indices)
+    view = {"augment": o["augment"]} if o["augment"] is not None else {}
+    train_set = data.dataset(cfg.dataset, split, train=True, indices=indices, **view)
     options = dict(cfg.loss_options or {})
     info: dict = {"loss": cfg.loss, "loss_options": {k: v for k, v in options.items()}, "recipe": recipe.source,
                   "n_train_images": len(train_set)}
+    if o["augment"] is not None:
+        info["augment"] = o["augment"]
     order = None
     if cfg.loss == "rs":
         from blvnb.data.sampling import image_class_pixels
@@ -178,4 +212,4 @@ def build(cfg, data) -> Built:
     return Built(strategy, {"labeled": stream}, overrides, None)
 
 
-__all__ = ["EXTRA_LOSSES", "Supervised", "build", "make_loss", "rare_class_order"]
+__all__ = ["DEFAULTS", "EXTRA_LOSSES", "Supervised", "build", "make_loss", "rare_class_order", "strategy_options"]
