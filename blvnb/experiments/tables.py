@@ -586,7 +586,7 @@ _Q = "The smoke and quick profiles train one model for every table (their ResNet
 TABLES: dict[str, Table] = {t.id: t for t in [
     # BLV (CVPR 2023)
     Table("blv-t1", "blv", "Fully supervised, across architectures (± BLV)", _blv_t1,
-          _Q + "one row at every seed, on the profile's own model (ResNet-10-T + FPN, not a row of the paper): "
+          _Q + "one row at every seed, that model, which is not a row of the paper: "
           "each small architecture would need its own toy pretraining, and seven do not fit the quick book's "
           "budget; one row at several seeds says more than seven rows at one. Its CE run is also DARS's fully "
           "supervised oracle. gpu and paper run all seven rows."),
