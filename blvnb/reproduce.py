@@ -91,7 +91,7 @@ def workers_for(jobs: int | str) -> int:
     """How many processes ``--jobs`` means: a whole number as given; ``auto`` = one per GPU, or one per core
     on a machine without a GPU."""
     if jobs == "auto":
-        return max(1, gpu_count()) if gpu_count() else max(1, os.cpu_count() or 1)
+        return gpu_count() or max(1, os.cpu_count() or 1)
     try:
         n = int(jobs)
     except (TypeError, ValueError):

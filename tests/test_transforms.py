@@ -82,7 +82,7 @@ def test_augment_none_only_crops_and_flips():
 
 
 def test_augment_photometric_changes_colours_never_labels():
-    image, label = _pair()  # its label has no ignore pixel: a rotated-in corner shows as 255
+    image, label = _pair()
     tf = train_transform((32, 64), augment="photometric")
     changed = 0
     for g in _gens(8):
