@@ -7,6 +7,8 @@ pseudo labels, the engine — can use it without importing upwards.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -36,3 +38,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+@contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Compute the enclosed block with ``threads`` intra-op CPU threads, and give the caller back its own.
+
+    On a CPU the thread count changes the arithmetic: a convolution or a matrix product sums its terms
+    in blocks split between the threads, so one thread and two give weights that differ in the last bits
+    after the first step, and a few points of mIoU after a short run. A run therefore fixes its own count
+    (its ``threads`` setting, part of its key) rather than inheriting whatever the process, the executor
+    or the rest of the machine left behind. Inter-op threads (``torch.set_num_interop_threads``) only run
+    independent operators side by side and do not change any result.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a whole number >= 1, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

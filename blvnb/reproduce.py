@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blvnb.errors import BlvnbError, ConfigError
+from blvnb.experiments.profiles import get_profile
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def execute(job: Job, root: Path, gpu: int | None, log_dir: Path, stream: bool =
     env["BLVNB_NOTEBOOK"] = job.source.stem  # verdicts saved by the chapter link back to it
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    if threads is not None:  # several notebooks share the CPU's cores
+    if threads is not None:  # what the chapter computes itself (features, pseudo-label maps) is the same anywhere
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     args = [sys.executable, "-m", "papermill", str(job.source), str(job.output), "--cwd", str(root),
             "--log-output", "--request-save-on-cell-execute", "--kernel", "python3"]
@@ -180,7 +181,9 @@ def run_notebooks(profile: str = "quick", data_root: str | None = None, only: li
     todo = [Job(s, out_dir / s.name, params) for s in sources]
     n_gpu = gpu_count()
     workers = workers_for(jobs)
-    threads = None if n_gpu or workers == 1 else max(1, (os.cpu_count() or 1) // workers)
+    # A chapter computes some of its values itself (logit separation, pseudo-label maps, the BLV toy): its
+    # kernel gets the profile's fixed thread count, as every run does, never the machine's or the schedule's.
+    threads = get_profile(profile).threads
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     pending = []

@@ -8,9 +8,11 @@ teacher comes before its students. :func:`execute` runs what is missing:
 * ``local``: one after the other in this process (a CPU, or one GPU);
 * ``gpus``: one process per GPU of the server (a pool over ``CUDA_VISIBLE_DEVICES``; with
   ``gpus_per_run`` > 1 each run is a ``torchrun`` over that many GPUs);
-* ``cpus``: the same pool on a machine without a GPU: ``jobs`` processes, each with its share of the
-  cores as torch threads (two one-thread processes train small models faster than one two-thread
-  process, and they overlap each other's single-threaded data loading and evaluation);
+* ``cpus``: the same pool on a machine without a GPU: ``jobs`` processes, as many runs at once as their
+  thread counts fit in the cores. A run's thread count is part of the run (``cfg.threads``, the
+  profile's: one in smoke and quick), never the pool's choice, since it changes a CPU's arithmetic; two
+  one-thread processes also train small models faster than one two-thread process, and they overlap
+  each other's single-threaded data loading and evaluation;
 * ``slurm``: one job per run through `submitit <https://github.com/facebookincubator/submitit>`_
   (partition, GPUs per run, time limit as options). A run is submitted once its teacher's job has
   finished (or, with ``dependency="afterok"``, at once with Slurm ``afterok`` dependencies).
@@ -492,7 +494,8 @@ def _dumps(obj) -> bytes:
 
 def cpu_slots(jobs: int | None = None) -> dict[str, dict[str, str]]:
     """The ``cpus`` executor's workers: ``jobs`` (default: one per core) slots, each with the environment
-    that gives it ``cores // jobs`` torch threads and hides any GPU."""
+    that hides any GPU and gives the worker's own work ``cores // jobs`` threads (a run then computes with
+    its own ``cfg.threads``)."""
     cores = os.cpu_count() or 1
     jobs = cores if jobs is None else jobs
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
@@ -521,9 +524,11 @@ def _run_pool(todo, run_fn, done, force, slots: dict[str, dict[str, str]], work:
     once its dependencies are done; ``nproc`` > 1 makes each a ``torchrun`` over that many processes.
 
     ``cores`` (CPU pools): each slot is one long-lived worker process (:func:`_worker`) that runs one run
-    after the other, and a run that starts while fewer runs than slots can run (the toy pretraining that
-    every other run waits for) gets the idle slots' share of the cores as threads too. GPU slots start one
-    process per run, so that each run gets a fresh CUDA context."""
+    after the other. A run computes with its own thread count (``cfg.threads``, part of its key, so that
+    its weights do not depend on what else runs beside it); the pool starts a run when its threads fit in
+    the cores the running ones leave free (or when nothing runs), in plan order, so that a run that needs
+    several cores (the toy pretraining) is not passed over for ever. GPU slots start one process per run,
+    so that each run gets a fresh CUDA context."""
     work.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     pending = list(todo)
@@ -531,7 +536,7 @@ def _run_pool(todo, run_fn, done, force, slots: dict[str, dict[str, str]], work:
     workers: dict[str, subprocess.Popen] = {}
     free = list(slots)
 
-    def start(r, slot: str, threads: int):
+    def start(r, slot: str):
         payload = work / f"{r.key}.pkl"
         payload.write_bytes(_dumps((run_fn, _with_device(r.cfg, device), force)))
         result = work / f"{r.key}.result.json"
@@ -546,7 +551,7 @@ def _run_pool(todo, run_fn, done, force, slots: dict[str, dict[str, str]], work:
                 w = workers[slot] = subprocess.Popen([sys.executable, "-m", "blvnb.experiments.execute", "--worker"],
                                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             log_path.write_bytes(b"")
-            w.stdin.write(f"{payload}\t{result}\t{log_path}\t{threads}\n")
+            w.stdin.write(f"{payload}\t{result}\t{log_path}\t{r.cfg.threads}\n")
             w.stdin.flush()
             return w, result, None
         cmd = [sys.executable, "-m", "blvnb.experiments.execute", str(payload), str(result)]
@@ -578,12 +583,10 @@ def _run_pool(todo, run_fn, done, force, slots: dict[str, dict[str, str]], work:
                     failed[r.key] = why
                     pending.remove(r)
                 elif free and all(d in done for d in r.deps):
+                    if cores and running and sum(q.cfg.threads for q, *_ in running.values()) + r.cfg.threads > cores:
+                        break  # its threads do not fit beside the running runs: it starts next, none before it
                     slot = free.pop(0)
-                    threads = 1
-                    if cores:
-                        ready = sum(all(d in done for d in q.deps) for q in pending)
-                        threads = max(1, cores // max(1, min(len(slots), len(running) + ready)))
-                    running[slot] = (r, *start(r, slot, threads))
+                    running[slot] = (r, *start(r, slot))
                     pending.remove(r)
                     echo(f"[{slot}] {r.key[:16]} {r.cfg.strategy} {getattr(r.cfg, 'model', '')}; log {work / (r.key + '.log')}")
             for slot, (r, proc, result, logf) in list(running.items()):
@@ -631,7 +634,8 @@ def _child(payload: str, result: str) -> int:
 
 
 def _worker() -> int:
-    """A ``cpus`` executor's long-lived worker: one line per run on stdin (``payload result log threads``),
+    """A ``cpus`` executor's long-lived worker: one line per run on stdin (``payload result log threads``,
+    the run's own thread count),
     the run's output to its log, its record (or ``result.error`` with the traceback) written, then one line
     on stdout. It saves each run the seconds of starting Python and importing torch."""
     import traceback
@@ -742,10 +746,13 @@ def _run_slurm(todo, run_fn, done, force, device, opts: SlurmOptions, work: Path
 
 # a run that only writes a record: rehearse the executors ----------------------------------------------------
 
+
 def dry_run(cfg, force: bool = False) -> dict:
     """Write a placeholder record for ``cfg`` into the results store without training (``blvnb runs
     execute --dry-run``, and the executors' tests). It checks that every dependency's record is already
     there, so a wrong order fails. Its records say ``"dry_run": true`` and cannot be imported."""
+    import torch  # for the thread count it would have computed with
+
     profile, key = cfg.profile, cfg.key()
     for dep in dependencies(cfg):
         if not store_path(profile, dep.key()).is_file():
@@ -756,7 +763,7 @@ def dry_run(cfg, force: bool = False) -> dict:
            "metrics": {"mIoU": sum(iou) / 19, "mIoU_head_blv": 0.0, "mIoU_tail_blv": 0.0, "iou": iou},
            "train_seconds": 0.0, "version": blvnb.__version__, "git": None, "device": "dry-run",
            "dry_run": True, "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+           "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "threads": torch.get_num_threads()}
     write_json_atomic(store_path(profile, key), rec)
     return rec
 

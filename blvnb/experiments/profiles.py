@@ -103,6 +103,9 @@ class Profile:
     weight_decay: float | None = None
     amp: bool = False
     num_workers: int = 0
+    # the intra-op CPU threads every run computes with (part of its key: on a CPU the count changes the
+    # arithmetic, blvnb.devices.fixed_threads); a CPU pool keeps the cores busy with more runs at once
+    threads: int = 1
     # initialisation: None | "toy" | "imagenet" | a weights file; the toy pretraining run's settings
     pretrained: str | None = None
     pretraining: FrozenDict = field(default_factory=FrozenDict)
@@ -141,21 +144,22 @@ PROFILES: dict[str, Profile] = {
         # in 70 steps). The calibration ran at lr 0.02; the profile keeps each model's recipe lr (0.01 for
         # the CNNs), because a profile-wide lr would also set the AdamW recipes' (SegFormer, UDA).
         pretrained="toy",
+        # The pretraining runs alone (every other run waits for it), so it computes with both cores' threads.
         pretraining=FrozenDict(dataset="gta5", data_seed=1000, n_train=600, n_val=0, crop=(64, 128), iters=900,
-                               batch_size=16, lr=0.05, seed=0, load="all"),
+                               batch_size=16, lr=0.05, seed=0, load="all", threads=2),
     ),
     "gpu": Profile(
         name="gpu",
         description="toycity at 256x512 on one GPU, three seeds, the papers' architectures",
         size=(256, 512), n_train=2000, n_val=300, model="r50-psp", crop=(256, 512),
-        batch_size=16, iters=4000, amp=True, num_workers=8, seeds=(0, 1, 2),
+        batch_size=16, iters=4000, amp=True, num_workers=8, seeds=(0, 1, 2), threads=4,
         pretraining=FrozenDict(dataset="gta5", data_seed=1000, n_train=4000, iters=8000, seed=0),
     ),
     "paper": Profile(
         name="paper",
         description="the real data sets from data_root with the papers' hyper-parameters (GPU servers)",
         size=(1024, 2048), n_train=0, n_val=0, synthetic=False, model="r50-psp", crop=(512, 1024),
-        scale_range=(0.5, 2.0), batch_size=16, iters=40000, amp=True, num_workers=8,
+        scale_range=(0.5, 2.0), batch_size=16, iters=40000, amp=True, num_workers=8, threads=4,
         eval_mode="slide", eval_crop=(512, 1024), seeds=(0, 1, 2), pretrained="imagenet",
     ),
 }

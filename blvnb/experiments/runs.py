@@ -32,7 +32,7 @@ from blvnb.classes import NUM_CLASSES, SCANNET_CLASSES, VOC_CLASSES
 from blvnb.data import build_dataset, toycity
 from blvnb.data.base import read_index_png
 from blvnb.data.transforms import AugmentedDataset, eval_transform, train_transform
-from blvnb.devices import resolve_device
+from blvnb.devices import fixed_threads, resolve_device
 from blvnb.engine import loop
 from blvnb.engine.evaluate import evaluate
 from blvnb.engine.streams import Stream
@@ -99,6 +99,7 @@ class RunConfig:
     scale_range: tuple[float, float] = _UNSET
     base_size: tuple[int, int] | None = _UNSET
     amp: bool = _UNSET
+    threads: int = _UNSET  # intra-op CPU threads (blvnb.devices.fixed_threads): changes a CPU's arithmetic
     eval_mode: str = _UNSET
     eval_crop: tuple[int, int] | None = _UNSET
     size: tuple[int, int] = _UNSET
@@ -144,7 +145,7 @@ class RunConfig:
         for name in ("dataset",) + (("target",) if self.target is not None else ()):
             if getattr(self, name) not in DATASETS:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; known: {', '.join(DATASETS)}")
-        for name in ("iters", "batch_size"):
+        for name in ("iters", "batch_size", "threads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "iters" else 1):
                 raise ConfigError(f"{name} must be an integer >= {0 if name == 'iters' else 1}, got {v!r}")
@@ -532,8 +533,11 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
     loop.init_distributed(device)
     main = loop.is_main_process()
     log.info("run %s/%s (%s, %s, %s, seed %d)", cfg.profile, key, cfg.strategy, cfg.model, cfg.loss, cfg.seed)
-    return store.get_or_run(cfg.profile, key, cfg.key_dict(), lambda: _execute(cfg, key, device, force),
-                            force=force, lock=main, write=main)
+    def compute() -> dict:
+        with fixed_threads(cfg.threads):  # the run's own thread count, not the caller's (the same weights anywhere)
+            return _execute(cfg, key, device, force)
+
+    return store.get_or_run(cfg.profile, key, cfg.key_dict(), compute, force=force, lock=main, write=main)
 
 
 def run_seeds(cfg: RunConfig, seeds: tuple[int, ...] | None = None, force: bool = False) -> list[dict]:
