@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from blvnb.devices import fixed_threads
+from blvnb.devices import deterministic_algorithms, fixed_threads
 from blvnb.errors import ConfigError
 from blvnb.experiments import execute, runs
 
@@ -103,6 +103,28 @@ def test_fixed_threads_sets_and_restores_and_refuses_nonsense():
     for bad in (0, 2.0, "1", True):
         with pytest.raises(ConfigError, match=f"threads must be a whole number >= 1, got {bad!r}"):
             with fixed_threads(bad):
+                pass
+
+
+def test_deterministic_algorithms_are_a_run_setting_that_is_set_and_restored(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_algorithms(True):
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    with pytest.raises(RuntimeError), deterministic_algorithms(True):
+        raise RuntimeError("inside")
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after an error too
+    with deterministic_algorithms(False):
+        assert not torch.are_deterministic_algorithms_enabled()
+    cfg = quick_sized()
+    assert cfg.deterministic is False and cfg.with_(deterministic=True).key() != cfg.key()
+    for bad in (1, "yes", 0):
+        with pytest.raises(ConfigError, match="deterministic must be True or False"):
+            runs.RunConfig.from_profile("smoke", deterministic=bad)
+        with pytest.raises(ConfigError, match=f"deterministic must be True or False, got {bad!r}"):
+            with deterministic_algorithms(bad):
                 pass
 
 

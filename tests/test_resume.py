@@ -142,3 +142,26 @@ def test_supervised_ce_resume_after_sigkill_is_exact(tmp_path):
 
 def test_supervised_blv_resume_after_sigkill_is_exact(tmp_path):
     assert_resume_is_exact(f"{__file__}:supervised_blv", tmp_path, kill_at=6)
+
+
+# --- the paper profile: real-data loaders, sliding-window evaluation, deterministic algorithms -------------
+
+def paper_ce():
+    """The paper profile's recipe shrunk to a CPU: its Cityscapes loader on a toycity tree in the real layout
+    (``BLVNB_TEST_DATA_ROOT``), its sliding-window evaluation, and PyTorch's deterministic algorithms."""
+    from blvnb.experiments.runs import RunConfig
+
+    return RunConfig.from_profile("paper", data_root=os.environ["BLVNB_TEST_DATA_ROOT"], model="r10t-fpn",
+                                  pretrained=None, iters=7, ckpt_every=3, batch_size=2, crop=(32, 64),
+                                  eval_crop=(32, 64), amp=False, num_workers=0, threads=1, deterministic=True,
+                                  device="cpu", progress=False)
+
+
+def test_paper_profile_resume_after_sigkill_is_exact_with_deterministic_algorithms(tmp_path, monkeypatch):
+    from blvnb.data.toycity import write_tree
+
+    write_tree(tmp_path / "data" / "cityscapes", "cityscapes", n_train=6, n_val=1, size=(64, 128), seed=0,
+               progress=False)
+    monkeypatch.setenv("BLVNB_TEST_DATA_ROOT", str(tmp_path / "data"))
+    assert paper_ce().key_dict()["deterministic"] is True and paper_ce().data_root is not None
+    assert_resume_is_exact(f"{__file__}:paper_ce", tmp_path, kill_at=6)

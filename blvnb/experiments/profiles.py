@@ -106,6 +106,9 @@ class Profile:
     # the intra-op CPU threads every run computes with (part of its key: on a CPU the count changes the
     # arithmetic, blvnb.devices.fixed_threads); a CPU pool keeps the cores busy with more runs at once
     threads: int = 1
+    # PyTorch's deterministic algorithms where it has them (blvnb.devices.deterministic_algorithms): changes
+    # nothing on a CPU, makes a GPU run repeatable up to the atomics of a few backward passes, costs GPU time
+    deterministic: bool = False
     # initialisation: None | "toy" | "imagenet" | a weights file; the toy pretraining run's settings
     pretrained: str | None = None
     pretraining: FrozenDict = field(default_factory=FrozenDict)

@@ -32,7 +32,7 @@ from blvnb.classes import NUM_CLASSES, SCANNET_CLASSES, VOC_CLASSES
 from blvnb.data import build_dataset, toycity
 from blvnb.data.base import read_index_png
 from blvnb.data.transforms import AugmentedDataset, eval_transform, train_transform
-from blvnb.devices import fixed_threads, resolve_device
+from blvnb.devices import deterministic_algorithms, fixed_threads, resolve_device
 from blvnb.engine import loop
 from blvnb.engine.evaluate import evaluate
 from blvnb.engine.streams import Stream
@@ -100,6 +100,7 @@ class RunConfig:
     base_size: tuple[int, int] | None = _UNSET
     amp: bool = _UNSET
     threads: int = _UNSET  # intra-op CPU threads (blvnb.devices.fixed_threads): changes a CPU's arithmetic
+    deterministic: bool = _UNSET  # deterministic algorithms (blvnb.devices.deterministic_algorithms): a GPU's
     eval_mode: str = _UNSET
     eval_crop: tuple[int, int] | None = _UNSET
     size: tuple[int, int] = _UNSET
@@ -149,6 +150,8 @@ class RunConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "iters" else 1):
                 raise ConfigError(f"{name} must be an integer >= {0 if name == 'iters' else 1}, got {v!r}")
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"deterministic must be True or False, got {self.deterministic!r}")
         for name in ("crop", "size", "base_size", "eval_crop"):
             v = getattr(self, name)
             if v is None and name in ("base_size", "eval_crop"):
@@ -534,7 +537,8 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
     main = loop.is_main_process()
     log.info("run %s/%s (%s, %s, %s, seed %d)", cfg.profile, key, cfg.strategy, cfg.model, cfg.loss, cfg.seed)
     def compute() -> dict:
-        with fixed_threads(cfg.threads):  # the run's own thread count, not the caller's (the same weights anywhere)
+        # the run's own arithmetic, not the caller's: the same weights whoever runs it
+        with fixed_threads(cfg.threads), deterministic_algorithms(cfg.deterministic):
             return _execute(cfg, key, device, force)
 
     return store.get_or_run(cfg.profile, key, cfg.key_dict(), compute, force=force, lock=main, write=main)

@@ -1,0 +1,5 @@
+import sys
+
+from blvnb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,235 @@
+"""Command line: ``blvnb data ...`` and ``blvnb reproduce``.
+
+    blvnb data toycity --out DIR --style cityscapes --n-train N --n-val M --size HxW --seed S
+    blvnb data toycity --out DIR --style voc|scannet --n-train N --n-val M --size HxW --seed S [--n-aug K]
+    blvnb data check ROOT --dataset NAME        # every problem of a data root in one run (exit 1 if any)
+    blvnb data prepare --profile quick          # the cached toycity trees a profile uses
+    blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D] [--no-build]
+    blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
+    blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
+                       [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
+                       [--dependency wait|afterok] [--force] [--dry-run] [--data-root D] [--device D]
+    blvnb runs import DIR [--profile P] [--overwrite]     # GPU-server records → records/ (committed)
+    blvnb runs tables                                     # the table ids and what each runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from blvnb.errors import BlvnbError, ConfigError
+
+
+def _data_toycity(a) -> None:
+    from blvnb.data import toycity, toycity_layouts
+
+    size = toycity.parse_size(a.size)
+    if a.style in toycity_layouts.LAYOUT_STYLES:
+        options = {"n_aug": a.n_aug} if a.style == "voc" and a.n_aug is not None else {}
+        out = toycity_layouts.write_tree(a.out, a.style, n_train=a.n_train, n_val=a.n_val, size=size, seed=a.seed,
+                                         progress=not a.quiet, **options)
+    else:
+        out = toycity.write_tree(a.out, a.style, n_train=a.n_train, n_val=a.n_val, size=size, seed=a.seed,
+                                 progress=not a.quiet)
+    print(f"wrote toycity ({a.style}) to {out}")
+
+
+def _data_check(a) -> int:
+    from blvnb.data.check import check_tree
+
+    report = check_tree(a.root, a.dataset, splits=a.split or None, progress=not a.quiet)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _data_prepare(a) -> None:
+    from blvnb.data import toycity
+    from blvnb.experiments.profiles import get_profile
+
+    p = get_profile(a.profile)
+    if not p.synthetic:
+        print(f"profile {p.name} uses the real data sets; nothing to generate")
+        return
+    for style in toycity.STYLES:
+        path = toycity.ensure(style, n_train=p.n_train, n_val=p.n_val, size=p.size, seed=p.data_seed,
+                              progress=not a.quiet)
+        print(f"toycity {style:10s} {path}")
+
+
+def _reproduce(a) -> None:
+    from blvnb import reproduce
+
+    t0 = time.perf_counter()
+    reproduce.workers_for(a.jobs)  # a bad --jobs fails before anything runs
+    root = reproduce.repo_root()
+    if a.data_root is None:
+        _data_prepare(argparse.Namespace(profile=a.profile, quiet=False))
+    if not a.only:  # every table's runs first, in parallel; the chapters then read their records
+        reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root)
+    reproduce.run_notebooks(profile=a.profile, data_root=a.data_root, only=a.only, jobs=a.jobs, force=a.force,
+                            root=root)
+    if a.no_build:
+        return
+    index = reproduce.build_book(root)
+    print(f"\nThe book is at {index}  (open file://{index}); {time.perf_counter() - t0:.0f} s in all")
+
+
+def _runs_plan(a) -> None:
+    import json
+
+    from blvnb.experiments import execute
+
+    plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
+    if a.json:
+        print(json.dumps(plan.to_json(), indent=1, default=str))
+        for t, row, arm, why in plan.unavailable:
+            print(f"blvnb: not run yet: {t} {row} / {arm}: {why}", file=sys.stderr)
+    else:
+        print(execute.format_plan(plan))
+
+
+def _runs_execute(a) -> None:
+    import os
+
+    from blvnb.experiments import execute
+
+    execute.check_executor_options(a.executor, partition=a.partition, gpus_per_run=a.gpus_per_run,
+                                   time_limit=a.time_limit, cpus_per_run=a.cpus_per_run, cluster=a.cluster,
+                                   dependency=a.dependency)
+    run_fn = None
+    if a.dry_run:  # placeholders in a separate store: never mistaken for computed runs
+        from blvnb.experiments import store
+
+        os.environ["BLVNB_RESULTS"] = str(store.results_root() / "_dry_run")
+        run_fn = execute.dry_run
+    plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
+    print(execute.format_plan(plan).splitlines()[-1])
+    slurm = None
+    if a.executor == "slurm":
+        slurm = execute.SlurmOptions(partition=a.partition, gpus_per_run=1 if a.gpus_per_run is None else a.gpus_per_run,
+                                     time_limit=a.time_limit or 60, cpus_per_run=a.cpus_per_run, cluster=a.cluster,
+                                     dependency=a.dependency or "wait")
+    t0 = time.perf_counter()
+    if a.jobs is not None and a.executor != "cpus":
+        raise ConfigError(f"--jobs applies to --executor cpus (got --executor {a.executor})")
+    done = execute.execute(plan, run_fn, a.executor, force=a.force, device=a.device, slurm=slurm,
+                           gpus_per_run=a.gpus_per_run or 1, echo=print, jobs=a.jobs)
+    print(f"{len(done)} run records in the store; {time.perf_counter() - t0:.0f} s")
+
+
+def _runs_import(a) -> None:
+    from blvnb.experiments import records
+
+    written = records.import_records(a.src, profile=a.profile, overwrite=a.overwrite)
+    for p in written:
+        print(f"committed {p}")
+    print(f"{len(written)} record(s) written to {records.records_root()} (add them with git add records/)")
+
+
+def _runs_tables(a) -> None:
+    from blvnb.experiments import tables
+
+    for t in tables.list_tables():
+        spec = tables.get_table(t)
+        print(f"{t:10s}  {spec.title}\n{'':12s}{spec.note}")
+
+
+def _int_list(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="blvnb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    data = sub.add_parser("data", help="synthetic data sets").add_subparsers(dest="data_cmd", required=True)
+    t = data.add_parser("toycity", help="write a toycity tree in a real data set's layout")
+    t.add_argument("--out", required=True)
+    t.add_argument("--style", default="cityscapes", choices=("cityscapes", "gta", "synthia", "voc", "scannet"))
+    t.add_argument("--n-train", type=int, default=200)
+    t.add_argument("--n-val", type=int, default=60)
+    t.add_argument("--size", default="128x256", help="HxW, e.g. 128x256")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n-aug", type=int, default=None, help="voc: extra unlabeled images of the augmented set (default 3 x n-train)")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(fn=_data_toycity)
+    from blvnb.data.check import CHECKS
+
+    c = data.add_parser("check", help="validate a data root: every image, label and split list, all problems at once")
+    c.add_argument("root")
+    c.add_argument("--dataset", required=True, choices=tuple(CHECKS))
+    c.add_argument("--split", nargs="*", help="only these splits (default: all of the data set's)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(fn=_data_check)
+    p = data.add_parser("prepare", help="generate (once) the cached toycity trees a profile uses")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=_data_prepare)
+
+    r = sub.add_parser("reproduce", help="run the notebooks with papermill and build the book")
+    r.add_argument("--profile", default="quick")
+    r.add_argument("--data-root", default=None, help="folder with the real data sets (paper profile)")
+    r.add_argument("--only", nargs="*", help="notebook names (without .ipynb)")
+    r.add_argument("--jobs", default="1", help="runs and notebooks at once; 'auto' = one per GPU, or one per "
+                   "CPU core without a GPU")
+    r.add_argument("--force", action="store_true", help="re-run notebooks even when fresh")
+    r.add_argument("--no-build", action="store_true", help="run the notebooks, do not build the book")
+    r.set_defaults(fn=_reproduce)
+
+    runs = sub.add_parser("runs", help="the runs the book needs: plan, execute (CPU, GPUs, Slurm), import")
+    rs = runs.add_subparsers(dest="runs_cmd", required=True)
+    for name, fn, hlp in (("plan", _runs_plan, "list the distinct runs the tables need, with estimated cost"),
+                          ("execute", _runs_execute, "run the missing runs")):
+        q = rs.add_parser(name, help=hlp)
+        q.add_argument("--profile", default="quick")
+        q.add_argument("--only", nargs="+", metavar="TABLE", help="table ids or prefixes (blv-t1, dars, blv-fig)")
+        q.add_argument("--seeds", nargs="+", type=_int_list, help="seeds (default: the profile's)")
+        q.add_argument("--data-root", default=None, help="folder with the real data sets (paper profile)")
+        q.set_defaults(fn=fn)
+        if name == "plan":
+            q.add_argument("--json", action="store_true", help="a JSON list, one object per run")
+            continue
+        q.add_argument("--executor", default="local", help="local (this process) | gpus (one process per GPU) | "
+                       "cpus (--jobs processes sharing the cores) | slurm (one job per run, submitit)")
+        q.add_argument("--jobs", type=int, default=None, help="processes of --executor cpus (default: one per core)")
+        q.add_argument("--partition", default=None, help="Slurm partition")
+        q.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per run (gpus, slurm; default 1)")
+        q.add_argument("--time-limit", type=int, default=None, help="minutes per Slurm job (default 60)")
+        q.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per Slurm job")
+        q.add_argument("--cluster", default=None, help="submitit cluster: slurm (default where sbatch exists) | local")
+        q.add_argument("--dependency", default=None, help="wait (submit a round after its teacher finished, "
+                       "default) | afterok (submit all at once with Slurm dependencies)")
+        q.add_argument("--device", default=None, help="device for --executor local (default: auto)")
+        q.add_argument("--force", action="store_true", help="run again even where a record exists")
+        q.add_argument("--dry-run", action="store_true", help="write placeholder records to results/_dry_run "
+                       "instead of training (rehearse a cluster submission)")
+    i = rs.add_parser("import", help="validate records from a GPU server and copy them to records/ (committed)")
+    i.add_argument("src", help="a results folder (results/, results/gpu/runs/) or record files")
+    i.add_argument("--profile", default=None, help="import only this profile's records")
+    i.add_argument("--overwrite", action="store_true", help="replace committed records that differ")
+    i.set_defaults(fn=_runs_import)
+    t = rs.add_parser("tables", help="the table ids and what each runs")
+    t.set_defaults(fn=_runs_tables)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        rc = a.fn(a)
+    except BlvnbError as exc:
+        print(f"blvnb: error: {exc}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,556 @@
+"""A run: a frozen config → a stored result record.
+
+``RunConfig.from_profile("quick", strategy="supervised", loss="blv", loss_options={"sigma": 6})`` takes
+every default from the profile; ``run(cfg)`` resolves the data (toycity in the cache, or the real data
+under ``data_root``), builds the model, hands the strategy's streams to the one loop, evaluates on
+Cityscapes val and stores the record (:mod:`blvnb.experiments.store`). A second call with the same
+config reads the record back; ``force=True`` trains again from scratch.
+
+A strategy (``blvnb/engine/strategies/<name>.py``) sees the run through ``build(cfg, data)``: ``cfg``
+is the :class:`RunConfig`, ``data`` a :class:`RunData` (data sets, splits, streams, class counts, the
+run's work folder, other runs it depends on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from blvnb.classes import NUM_CLASSES, SCANNET_CLASSES, VOC_CLASSES
+from blvnb.data import build_dataset, toycity
+from blvnb.data.base import read_index_png
+from blvnb.data.transforms import AugmentedDataset, eval_transform, train_transform
+from blvnb.devices import deterministic_algorithms, fixed_threads, resolve_device
+from blvnb.engine import loop
+from blvnb.engine.evaluate import evaluate
+from blvnb.engine.streams import Stream
+from blvnb.engine.strategies import STRATEGIES, get_builder
+from blvnb.errors import BlvnbError, ConfigError, DatasetError
+from blvnb.experiments import store
+from blvnb.experiments.profiles import PRETRAINED_CHOICES, FrozenDict, Profile, freeze, get_profile, thaw
+from blvnb.losses.frequencies import counts_from_labels
+from blvnb.models.registry import build_model
+
+log = logging.getLogger(__name__)
+
+#: data-set kind → (toycity style, sub-folders of data_root that may hold the real data set)
+DATASETS = {
+    "cityscapes": ("cityscapes", ("cityscapes",)),
+    "gta5": ("gta", ("gta5", "gta", "GTA5")),
+    "synthia": ("synthia", ("synthia", "synthia/RAND_CITYSCAPES", "RAND_CITYSCAPES")),
+    # DARS Tables 3, 12, 13: other label spaces; toycity writes them in their layouts (blvnb.data.toycity_layouts)
+    "voc": ("voc", ("VOCdevkit/VOC2012", "VOCdevkit", "voc", "VOC2012")),
+    "scannet": ("scannet", ("scannet", "ScanNet")),
+}
+
+#: data sets whose classes are not Cityscapes' 19: their class names, in train-id order
+LABEL_SPACES = {"voc": VOC_CLASSES, "scannet": SCANNET_CLASSES}
+
+
+def num_classes_of(kind: str) -> int:
+    """The number of classes a model trained on data set ``kind`` predicts (19 unless another label space)."""
+    return len(LABEL_SPACES[kind]) if kind in LABEL_SPACES else NUM_CLASSES
+
+#: fields that change where and how fast a run executes, not what it computes: not in the key
+EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile")
+
+_UNSET: Any = None  # a field left None is filled from the profile (where the profile has that field)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What a run computes (every field but :data:`EXECUTION` is part of its key).
+
+    Fields that a :class:`~blvnb.experiments.profiles.Profile` also has (model, iters, batch_size, crop,
+    data sizes, …) default to the profile's value; ``seed`` to the profile's first seed.
+    """
+
+    profile: str
+    strategy: str = "supervised"
+    model: str = _UNSET
+    loss: str = "ce"
+    loss_options: FrozenDict = field(default_factory=FrozenDict)
+    strategy_options: FrozenDict = field(default_factory=FrozenDict)
+    dataset: str = "cityscapes"  # labeled / source data: cityscapes | gta5 | synthia
+    target: str | None = None  # UDA target ("cityscapes") or None
+    labeled_fraction: str | None = None  # None: all of the train split; else e.g. "1/8"
+    seed: int = _UNSET
+    pretrained: str | None = "profile"  # None | "toy" | "imagenet" | a weights file | "profile" (its default)
+    evaluate: bool = True  # False: no evaluation (a toy pretraining run)
+    data_root: str | None = None
+    # from the profile (see Profile for their meaning)
+    iters: int = _UNSET
+    batch_size: int = _UNSET
+    lr: float | None = _UNSET
+    weight_decay: float | None = _UNSET
+    crop: tuple[int, int] = _UNSET
+    scale_range: tuple[float, float] = _UNSET
+    base_size: tuple[int, int] | None = _UNSET
+    amp: bool = _UNSET
+    threads: int = _UNSET  # intra-op CPU threads (blvnb.devices.fixed_threads): changes a CPU's arithmetic
+    deterministic: bool = _UNSET  # deterministic algorithms (blvnb.devices.deterministic_algorithms): a GPU's
+    eval_mode: str = _UNSET
+    eval_crop: tuple[int, int] | None = _UNSET
+    size: tuple[int, int] = _UNSET
+    n_train: int = _UNSET
+    n_val: int = _UNSET
+    data_seed: int = _UNSET
+    # execution (not part of the key)
+    device: str = "auto"
+    num_workers: int = _UNSET
+    progress: bool = True
+    ckpt_every: int | None = None  # None: a tenth of the run, at least 50 iterations
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self):
+        prof = get_profile(self.profile)
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        profile_fields = {f.name for f in fields(Profile)}
+        for f in fields(self):
+            if f.name in profile_fields and f.name != "pretrained" and getattr(self, f.name) is None \
+                    and f.default is _UNSET:
+                set_(f.name, getattr(prof, f.name))
+        if self.seed is None:
+            set_("seed", prof.seeds[0])
+        if self.pretrained == "profile":
+            set_("pretrained", prof.pretrained)
+        for name in ("loss_options", "strategy_options"):
+            value = getattr(self, name)
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{name} must be a dict of option names to values, got {value!r}")
+            set_(name, FrozenDict(value))
+        for name in ("crop", "scale_range", "base_size", "eval_crop", "size"):
+            v = getattr(self, name)
+            if v is not None:
+                set_(name, freeze(v))
+        self._validate(prof)
+
+    def _validate(self, prof: Profile) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; registered: {', '.join(STRATEGIES)}")
+        for name in ("dataset",) + (("target",) if self.target is not None else ()):
+            if getattr(self, name) not in DATASETS:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; known: {', '.join(DATASETS)}")
+        for name in ("iters", "batch_size", "threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "iters" else 1):
+                raise ConfigError(f"{name} must be an integer >= {0 if name == 'iters' else 1}, got {v!r}")
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"deterministic must be True or False, got {self.deterministic!r}")
+        for name in ("crop", "size", "base_size", "eval_crop"):
+            v = getattr(self, name)
+            if v is None and name in ("base_size", "eval_crop"):
+                continue
+            if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                 and x > 0 for x in v)):
+                raise ConfigError(f"{name} must be (height, width) in pixels, two positive integers; got {v!r}")
+        lo_hi = self.scale_range
+        if not (isinstance(lo_hi, tuple) and len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1]):
+            raise ConfigError(f"scale_range must be (min, max) with 0 < min <= max; got {lo_hi!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if self.labeled_fraction is not None:
+            from blvnb.data.splits import fraction_text
+
+            object.__setattr__(self, "labeled_fraction", fraction_text(self.labeled_fraction))
+        p = self.pretrained
+        if p is not None and p not in PRETRAINED_CHOICES and not Path(str(p)).expanduser().is_file():
+            raise ConfigError(f"pretrained={p!r} is neither one of {PRETRAINED_CHOICES} nor an existing weights "
+                              "file; pass None (random initialisation), 'toy', 'imagenet' or a path")
+        if p == "toy" and not prof.pretraining:
+            raise ConfigError(f"profile {prof.name!r} has no toy pretraining; use pretrained=None")
+        if not prof.synthetic and self.data_root is None:
+            raise ConfigError(
+                f"profile {prof.name!r} trains on the real data sets: pass data_root "
+                f"(papermill ... -p data_root /path/to/data, a folder holding cityscapes/, gta5/, synthia/)")
+
+    @classmethod
+    def from_profile(cls, profile: str, *, strategy: str = "supervised", loss: str = "ce",
+                     loss_options: dict | None = None, **overrides) -> RunConfig:
+        """The run of ``strategy`` with ``loss`` in ``profile``; any field may be overridden by keyword."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"unknown run setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(profile=profile, strategy=strategy, loss=loss, loss_options=loss_options or {}, **overrides)
+
+    def with_(self, **kw) -> RunConfig:
+        unknown = set(kw) - {f.name for f in fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown run setting(s) {sorted(unknown)}")
+        return replace(self, **kw)
+
+    def key_dict(self) -> dict:
+        """What the run computes, as JSON: the fields minus :data:`EXECUTION`, the real data's mount point
+        replaced by "real", a weights file by its content hash, and toycity's generator version."""
+        d = {f.name: thaw(getattr(self, f.name)) for f in fields(self) if f.name not in EXECUTION}
+        if d["data_root"] is not None:  # the same real data set wherever it is mounted
+            d["data_root"] = "real"
+        else:  # a new toycity generator makes new data
+            d["toycity_version"] = toycity.GENERATOR_VERSION
+        if d["pretrained"] is not None and d["pretrained"] not in PRETRAINED_CHOICES:
+            d["pretrained"] = "file:" + _file_hash(Path(d["pretrained"]).expanduser())
+        if d["pretrained"] == "toy":
+            d["pretraining"] = thaw(get_profile(self.profile).pretraining)
+        return d
+
+    def key(self) -> str:
+        """The store key: a hash of :meth:`key_dict` and the library version."""
+        return store.config_key(self.key_dict())
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def pretraining_config(cfg: RunConfig) -> RunConfig:
+    """The profile's toy pretraining run for ``cfg.model``: supervised CE on disjoint toycity data (another
+    style and data seed), not evaluated; its backbone is the "ImageNet" of runs with ``pretrained="toy"``."""
+    spec = dict(get_profile(cfg.profile).pretraining)
+    spec.pop("load", None)  # what a run takes from it, not a setting of the pretraining run
+    return RunConfig.from_profile(cfg.profile, **{**dict(model=cfg.model, data_root=cfg.data_root, device=cfg.device,
+                                                         num_workers=cfg.num_workers, progress=cfg.progress),
+                                                  **spec, "pretrained": None, "evaluate": False})
+
+
+def dataset_root(kind: str, data_root: str | None, cfg: RunConfig | None = None, progress: bool = True,
+                 n_train: int | None = None) -> Path:
+    """The folder holding data set ``kind``: under ``data_root`` for real data, else toycity in the cache."""
+    if kind not in DATASETS:
+        raise ConfigError(f"unknown data set {kind!r}; known: {', '.join(DATASETS)}")
+    style, subdirs = DATASETS[kind]
+    if data_root is None:
+        size, n, n_val, seed = (cfg.size, cfg.n_train, cfg.n_val, cfg.data_seed) if cfg else ((128, 256), 200, 60, 0)
+        if kind in LABEL_SPACES:  # toycity relabelled into VOC's / ScanNet's classes and written in their layouts
+            from blvnb.data import toycity_layouts
+
+            return toycity_layouts.ensure(style, n_train=n_train if n_train is not None else n, n_val=n_val,
+                                          size=tuple(size), seed=seed, progress=progress)
+        return toycity.ensure(style, n_train=n_train if n_train is not None else n, n_val=n_val, size=tuple(size),
+                              seed=seed, progress=progress)
+    root = Path(data_root).expanduser()
+    for sub in subdirs:
+        if (root / sub).is_dir():
+            return root / sub
+    return root  # data_root may point at the data set itself; the loader explains what it expected
+
+
+class PseudoLabeled(torch.utils.data.Dataset):
+    """A data set whose labels are replaced by the PNGs ``<pseudo_dir>/<name>.png`` (train ids, 255 ignore)."""
+
+    def __init__(self, base, pseudo_dir: str | Path):
+        self.base, self.pseudo_dir = base, Path(pseudo_dir)
+        if not self.pseudo_dir.is_dir():
+            raise DatasetError(f"pseudo-label folder {self.pseudo_dir} does not exist")
+        self.names = base.names
+        self.labeled = True
+
+    def __len__(self):
+        return len(self.base)
+
+    def label_file(self, i: int) -> Path:
+        return self.pseudo_dir / f"{self.names[i]}.png"
+
+    def read_label(self, i: int):
+        path = self.label_file(i)
+        if not path.is_file():
+            raise DatasetError(f"pseudo label {path} of image {self.names[i]} is missing; regenerate the round's labels")
+        return read_index_png(path)
+
+    def __getitem__(self, i: int) -> dict:
+        image = self.base.read_image(i)
+        label = torch.from_numpy(self.read_label(i).astype(np.int64))
+        if tuple(label.shape) != tuple(image.shape[-2:]):
+            raise DatasetError(f"pseudo label {self.label_file(i)} is {tuple(label.shape)}, its image "
+                               f"{tuple(image.shape[-2:])}")
+        return {"image": image, "label": label, "name": self.names[i]}
+
+
+class ImagePool(torch.utils.data.Dataset):
+    """Data sets' images one after another, read without labels (an unlabeled pool): ``(prefix, data set)``
+    parts, each image named ``prefix + name``. ``read_image``/``names`` are what :class:`PseudoLabeled` reads."""
+
+    def __init__(self, parts):
+        self.parts = [(str(prefix), ds) for prefix, ds in parts]
+        self.names = [prefix + n for prefix, ds in self.parts for n in ds.names]
+        self._where = [(j, i) for j, (_, ds) in enumerate(self.parts) for i in range(len(ds))]
+        if len(set(self.names)) != len(self.names):
+            raise DatasetError("an image pool holds two images of one name; give its parts distinct prefixes")
+        self.labeled = False
+
+    def __len__(self):
+        return len(self.names)
+
+    def read_image(self, i: int) -> torch.Tensor:
+        j, k = self._where[i]
+        return self.parts[j][1].read_image(k)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.read_image(i), "name": self.names[i]}
+
+
+#: the prefix of the extra unlabeled images' names (:meth:`RunData.extra_images`): toycity's extra tree
+#: reuses the train split's file names
+EXTRA_PREFIX = "extra_"
+#: toycity's extra unlabeled images are drawn with data seed ``cfg.data_seed + EXTRA_DATA_SEED_OFFSET``
+EXTRA_DATA_SEED_OFFSET = 1
+
+
+class RunData:
+    """What a strategy's ``build(cfg, data)`` may ask of the run (CONTRACT.md)."""
+
+    def __init__(self, cfg: RunConfig, key: str, device: torch.device):
+        self.cfg, self.key, self.device = cfg, key, device
+        self.seed, self.progress = cfg.seed, cfg.progress
+        self.profile = get_profile(cfg.profile)
+
+    @cached_property
+    def work_dir(self) -> Path:
+        """A folder beside the run's record for the run's own files (a round's pseudo labels)."""
+        path = store.work_dir(self.cfg.profile, self.key)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def root(self, kind: str) -> Path:
+        return dataset_root(kind, self.cfg.data_root, self.cfg, self.cfg.progress)
+
+    def base_dataset(self, kind: str, split: str, *, labeled: bool = True):
+        return build_dataset(kind, self.root(kind), split=split, labeled=labeled)
+
+    @staticmethod
+    def _split(kind: str, split: str) -> str:
+        """VOC's training images are its SBD-augmented set ("aug": the official train list and the rest,
+        DARS's labeled and unlabeled images; :meth:`split_indices`)."""
+        return "aug" if kind == "voc" and split == "train" else split
+
+    def extra_images(self, n: int):
+        """``n`` unlabeled Cityscapes images outside every split (DARS Table 8's N_p), named
+        ``EXTRA_PREFIX + name``: the first ``n`` by name of Cityscapes' coarse ``train_extra`` images
+        (real data; their coarse labels are not read), or on toycity ``n`` Cityscapes-style images drawn
+        with another data seed (``cfg.data_seed + EXTRA_DATA_SEED_OFFSET``; cached as any toycity tree)."""
+        cfg = self.cfg
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"the number of extra unlabeled images must be an integer >= 1, got {n!r}")
+        if cfg.data_root is None:
+            root = toycity.ensure("cityscapes", n_train=n, n_val=0, size=tuple(cfg.size),
+                                  seed=cfg.data_seed + EXTRA_DATA_SEED_OFFSET, progress=cfg.progress)
+            images = build_dataset("cityscapes", root, split="train", labeled=False)
+        else:
+            root = self.root("cityscapes")
+            every = build_dataset("cityscapes-coarse", root, split="unlabeled", labeled=False)
+            if len(every) < n:
+                raise DatasetError(f"{n} extra unlabeled images asked for, but Cityscapes' train_extra under {root} "
+                                   f"holds {len(every)}")
+            images = build_dataset("cityscapes-coarse", root, split="unlabeled", names=every.names[:n], labeled=False)
+        return ImagePool([(EXTRA_PREFIX, images)])
+
+    def dataset(self, kind: str, split: str, *, train: bool = True, indices=None, scale_range=None, crop=None,
+                pseudo_dir=None, labeled: bool = True, rotate: float | None = None, blur: bool = False,
+                augment: str | None = None, extra_unlabeled: int = 0):
+        """Data set ``kind``/``split`` seen through the run's training augmentation (``train=True``: random
+        scale ``scale_range`` or the run's, crop ``crop`` or the run's, flip; DARS's ``rotate``/``blur``;
+        ``augment``: one augmentation alone, :func:`~blvnb.data.transforms.train_transform`), or
+        un-augmented (``train=False``). ``indices`` select images of the split; ``extra_unlabeled``
+        appends that many images of :meth:`extra_images` (the pool is then read without labels, unless
+        ``pseudo_dir`` gives them); ``pseudo_dir`` replaces the labels by that folder's PNGs;
+        ``labeled=False`` reads images only."""
+        if extra_unlabeled and kind != "cityscapes":
+            raise ConfigError(f"extra unlabeled images are Cityscapes images (DARS Table 8); data set {kind!r} has none")
+        split = self._split(kind, split)
+        read_labels = labeled and pseudo_dir is None and not extra_unlabeled
+        base = None
+        if indices is None or len(indices) or not extra_unlabeled:
+            base = self.base_dataset(kind, split, labeled=read_labels)
+            if indices is not None:
+                names = [base.names[int(i)] for i in indices]
+                base = build_dataset(kind, self.root(kind), split=split, names=names, labeled=read_labels)
+        if extra_unlabeled:
+            extra = self.extra_images(extra_unlabeled)
+            base = extra if base is None else ImagePool([("", base)] + extra.parts)
+        if pseudo_dir is not None:
+            base = PseudoLabeled(base, pseudo_dir)
+        cfg = self.cfg
+        if train:
+            tf = train_transform(tuple(crop or cfg.crop), tuple(scale_range or cfg.scale_range), cfg.base_size,
+                                 rotate=rotate, blur=blur, augment=augment)
+        else:
+            tf = eval_transform(cfg.base_size)
+        return AugmentedDataset(base, tf)
+
+    def split_indices(self, fraction) -> tuple[list[int], list[int]]:
+        """(labeled, unlabeled) indices of the training images for the nested split ``fraction`` (e.g.
+        "1/8"): of Cityscapes-train, or of the run's data set when it has its own label space (ScanNet:
+        frames; VOC: its augmented set). ``fraction=None``: every training image labeled — except VOC,
+        whose official train list is labeled and the rest of the augmented set unlabeled (DARS Table 3)."""
+        from blvnb.data.splits import fraction_text, nested_splits
+
+        kind = self.cfg.dataset if self.cfg.dataset in LABEL_SPACES else "cityscapes"
+        names = self.base_dataset(kind, self._split(kind, "train")).names
+        if fraction is None:
+            if kind != "voc":
+                return list(range(len(names))), []
+            official = set(self.base_dataset("voc", "train").names)
+            return ([i for i, n in enumerate(names) if n in official],
+                    [i for i, n in enumerate(names) if n not in official])
+        key = fraction_text(fraction)
+        split = nested_splits(names, seed=0, fractions=[key])[key]
+        pos = {n: i for i, n in enumerate(names)}
+        return [pos[n] for n in split["labeled"]], [pos[n] for n in split["unlabeled"]]
+
+    def stream(self, dataset, batch_size: int, order=None) -> Stream:
+        return Stream(dataset, batch_size, seed=self.seed, order=order, num_workers=self.cfg.num_workers)
+
+    def class_counts(self, dataset) -> np.ndarray:
+        """Valid pixels per class of ``dataset``'s labels (int64 [C]: 19, or the run's label space's)."""
+        return counts_from_labels(dataset, num_classes_of(self.cfg.dataset), progress=False)
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh model of the run's architecture with its data set's classes (a DARS round's teacher)."""
+        return build_model(self.cfg.model, num_classes=num_classes_of(self.cfg.dataset))
+
+    def dependency(self, cfg2: RunConfig) -> dict:
+        """The record of another run (run first when missing), with its ``checkpoint`` path."""
+        return run(cfg2)
+
+
+def _load_pretraining(model: torch.nn.Module, ckpt: Path, load: str = "backbone") -> None:
+    """Copy the toy pretraining's weights (checkpoint ``ckpt``) into ``model``: the backbone (keys with a
+    ``backbone`` part, as ImageNet weights would be), or with ``load="all"`` every weight of the same name
+    and shape (the pretraining trains the same architecture, so everything but a classifier of another
+    label space). The quick profile loads all: its calibration (book/quick_profile.md) found that a
+    decoder trained from scratch in a quick run's few steps learns no tail class at all."""
+    if load not in ("backbone", "all"):
+        raise ConfigError(f"the profile's pretraining load={load!r}; use 'backbone' or 'all'")
+    state = loop.load_checkpoint(ckpt)["model"]
+    own = model.state_dict()
+    picked = {k: v for k, v in state.items() if "backbone" in k.split(".")}
+    wanted = [k for k in own if "backbone" in k.split(".")]
+    if not picked or set(wanted) - set(picked):
+        raise BlvnbError(f"checkpoint {ckpt} does not hold this model's backbone; delete it, or run with force=True")
+    if load == "all":
+        picked = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    loop.load_model_state(model, {**own, **picked}, ckpt)
+
+
+def build_run_model(cfg: RunConfig, data: RunData | None = None) -> torch.nn.Module:
+    """The model of ``cfg`` (seeded), from random weights, timm's ImageNet weights, a local file, or the
+    profile's toy pretraining."""
+    torch.manual_seed(cfg.seed)
+    kw: dict = {}
+    if cfg.pretrained == "imagenet":
+        kw["pretrained"] = True
+    elif cfg.pretrained not in (None, "toy"):
+        kw["weights"] = str(Path(cfg.pretrained).expanduser())
+    model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset), **kw)
+    if cfg.pretrained == "toy":
+        rec = run(pretraining_config(cfg))
+        _load_pretraining(model, Path(rec["checkpoint"]), get_profile(cfg.profile).pretraining.get("load", "backbone"))
+    return model
+
+
+def _subsample(history: dict[str, list[float]], max_points: int = 1000) -> tuple[dict, int]:
+    n = max((len(v) for v in history.values()), default=0)
+    every = max(1, math.ceil(n / max_points))
+    return {k: v[::every] for k, v in history.items()}, every
+
+
+def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dict:
+    ckpt = store.checkpoint_path(cfg.profile, key)
+    if force:  # train again from scratch (issue 14 #2), not from the final checkpoint
+        if loop.is_main_process():
+            ckpt.unlink(missing_ok=True)
+        if loop.world_size() > 1:
+            torch.distributed.barrier()  # no rank may read the old checkpoint
+    data = RunData(cfg, key, device)
+    model = build_run_model(cfg, data)
+    built = get_builder(cfg.strategy)(cfg, data)
+    built.strategy.seed = cfg.seed
+    ckpt_every = cfg.ckpt_every if cfg.ckpt_every is not None else max(50, cfg.iters // 10)
+    settings = dict(iters=cfg.iters, seed=cfg.seed, amp=bool(cfg.amp and device.type == "cuda"),
+                    channels_last=cfg.channels_last, compile=cfg.compile, ckpt_every=ckpt_every, sync_bn=True)
+    tcfg = loop.TrainConfig(**{**settings, **built.train_overrides})
+    result = loop.train(model, built.streams, tcfg, built.strategy, device=device, checkpoint=ckpt,
+                        init_state=built.init_state, progress=cfg.progress, desc=f"{cfg.strategy} {cfg.loss} seed {cfg.seed}")
+    metrics: dict = {"evaluated": False}
+    n_val = 0
+    if cfg.evaluate:
+        kind = cfg.dataset if cfg.dataset in LABEL_SPACES else "cityscapes"  # UDA and the rest: Cityscapes val
+        val = data.dataset(kind, "val", train=False)
+        n_val = len(val)
+        part = Subset(val, range(loop.rank(), len(val), loop.world_size()))  # ranks share the val set
+        model.eval()
+        space = {"num_classes": num_classes_of(kind), "dataset": "generic"} if kind in LABEL_SPACES else {}
+        metrics = evaluate(model, DataLoader(part, batch_size=1, num_workers=cfg.num_workers), device=device,
+                           mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress, **space,
+                           amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None)
+        metrics.pop("confusion", None)
+    history, every = _subsample(result["history"])
+    return {"train_seconds": result["seconds"], "metrics": metrics, "history": history, "history_every": every,
+            "loss": history.get("loss", []), "summary": built.strategy.summary(), "checkpoint": str(ckpt),
+            "resumed": result["resumed"], "resumed_from": result["resumed_from"], "seed": cfg.seed,
+            "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
+            "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def run(cfg: RunConfig, force: bool = False) -> dict:
+    """The stored record for ``cfg`` (see :mod:`blvnb.experiments.store`), training it if needed.
+
+    ``force=True`` deletes the run's checkpoint and trains again from scratch. Under torchrun every
+    rank calls this; rank 0 holds the lock and writes the record.
+    """
+    if not isinstance(cfg, RunConfig):
+        raise ConfigError(f"run() takes a RunConfig (RunConfig.from_profile(...)), got {type(cfg).__name__}")
+    key = cfg.key()
+    if not force:  # a record computed elsewhere (a GPU server) and committed under records/ is rendered as is
+        from blvnb.experiments import records
+
+        committed = records.committed(cfg.profile, key)
+        if committed is not None:
+            return committed
+    device = resolve_device(cfg.device)
+    loop.init_distributed(device)
+    main = loop.is_main_process()
+    log.info("run %s/%s (%s, %s, %s, seed %d)", cfg.profile, key, cfg.strategy, cfg.model, cfg.loss, cfg.seed)
+    def compute() -> dict:
+        # the run's own arithmetic, not the caller's: the same weights whoever runs it
+        with fixed_threads(cfg.threads), deterministic_algorithms(cfg.deterministic):
+            return _execute(cfg, key, device, force)
+
+    return store.get_or_run(cfg.profile, key, cfg.key_dict(), compute, force=force, lock=main, write=main)
+
+
+def run_seeds(cfg: RunConfig, seeds: tuple[int, ...] | None = None, force: bool = False) -> list[dict]:
+    """``run`` once per seed (the profile's seeds when ``seeds`` is None)."""
+    if isinstance(seeds, int):
+        seeds = (seeds,)
+    seeds = seeds or get_profile(cfg.profile).seeds
+    return [run(cfg.with_(seed=int(s)), force=force) for s in seeds]
+
+
+__all__ = ["DATASETS", "EXECUTION", "EXTRA_PREFIX", "ImagePool", "PseudoLabeled", "RunConfig", "RunData", "build_run_model", "dataset_root",
+           "pretraining_config", "run", "run_seeds"]
