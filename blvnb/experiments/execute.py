@@ -396,6 +396,47 @@ def _with_device(cfg, device: str | None):
     return cfg.with_(device=device)
 
 
+def _minutes(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress:
+    """The run phase as a person reads it: ``echo`` for each line, and when a run ends (or fails) the line
+    carries a running summary: runs done out of the total, failed, elapsed, and the time left.
+
+    The time left is the plan's own estimate of the runs still to do (:attr:`PlannedRun.est_seconds`),
+    scaled by the pace measured so far: wall seconds elapsed per estimated second of the runs that have
+    finished. It therefore corrects a cost model made on another machine, and counts the workers of a pool
+    running side by side, and it improves as runs finish. Before the first run ends it says so."""
+
+    def __init__(self, todo: list[PlannedRun], echo: Callable[[str], None], clock: Callable[[], float] = time.monotonic):
+        self.echo, self.clock, self.t0 = echo, clock, clock()
+        self.est = {r.key: r.est_seconds for r in todo}
+        self.ok: set[str] = set()
+        self.bad: set[str] = set()
+
+    def __call__(self, line: str) -> None:
+        self.echo(line)
+
+    def ended(self, key: str, ok: bool, line: str | None = None) -> None:
+        """Run ``key`` finished (``ok``) or failed / was not started; echo ``line`` with the summary."""
+        (self.ok if ok else self.bad).add(key)
+        self.echo(f"{line} · {self.summary()}" if line else self.summary())
+
+    def summary(self) -> str:
+        elapsed = self.clock() - self.t0
+        finished = sum(self.est[k] for k in self.ok)
+        left = sum(v for k, v in self.est.items() if k not in self.ok and k not in self.bad)
+        if not left:
+            eta = "none left"
+        elif finished > 0 and elapsed > 0:
+            eta = f"about {_minutes(left * elapsed / finished)} left"
+        else:
+            eta = "time left known after the first run"
+        return (f"{len(self.ok)}/{len(self.est)} done, {len(self.bad)} failed, {_minutes(elapsed)} elapsed, {eta}")
+
+
 def execute(plan: Plan, run_fn: Callable | None = None, executor: str = "local", *, force: bool = False,
             device: str | None = None, progress: bool = True, gpus: list[str] | None = None,
             gpus_per_run: int = 1, slurm: SlurmOptions | None = None, work_dir: str | Path | None = None,
@@ -422,6 +463,7 @@ def execute(plan: Plan, run_fn: Callable | None = None, executor: str = "local",
     if not todo:
         return done
     work = Path(work_dir) if work_dir else _default_work_dir(plan)
+    echo = Progress(todo, echo)
     if executor == "local":
         failed = _run_local(todo, run_fn, done, force, device, echo)
     elif executor == "gpus":
@@ -459,12 +501,15 @@ def _run_local(todo, run_fn, done, force, device, echo) -> dict[str, str]:
         why = _blocked(r, done, failed)
         if why:
             failed[r.key] = why
+            echo.ended(r.key, False, f"[{i}/{len(todo)}] {r.key[:16]} {why}")
             continue
         echo(f"[{i}/{len(todo)}] {r.key[:16]} {r.cfg.strategy} {getattr(r.cfg, 'model', '')} (est {r.est_seconds:.0f} s)")
         try:
             done[r.key] = _collect(r.cfg.profile, r.key, run_fn(_with_device(r.cfg, device), force=force))
+            echo.ended(r.key, True, f"[{i}/{len(todo)}] {r.key[:16]} done")
         except BlvnbError as exc:
             failed[r.key] = str(exc)
+            echo.ended(r.key, False, f"[{i}/{len(todo)}] {r.key[:16]} FAILED: {exc}")
     return failed
 
 
@@ -582,6 +627,7 @@ def _run_pool(todo, run_fn, done, force, slots: dict[str, dict[str, str]], work:
                 if why:
                     failed[r.key] = why
                     pending.remove(r)
+                    echo.ended(r.key, False, f"[-] {r.key[:16]} {why}")
                 elif free and all(d in done for d in r.deps):
                     if cores and running and sum(q.cfg.threads for q, *_ in running.values()) + r.cfg.threads > cores:
                         break  # its threads do not fit beside the running runs: it starts next, none before it
@@ -597,15 +643,17 @@ def _run_pool(todo, run_fn, done, force, slots: dict[str, dict[str, str]], work:
                 free.append(slot)
                 if ok:
                     done[r.key] = _collect(r.cfg.profile, r.key, json.loads(result.read_text()))
-                    echo(f"[{slot}] {r.key[:16]} done")
+                    echo.ended(r.key, True, f"[{slot}] {r.key[:16]} done")
                 else:
                     code = proc.returncode if proc.poll() is not None else "error"
                     failed[r.key] = f"exit {code}; log {work / (r.key + '.log')}"
+                    echo.ended(r.key, False, f"[{slot}] {r.key[:16]} FAILED ({failed[r.key]})")
             if running:
                 time.sleep(0.2)
             elif pending and not any(all(d in done for d in r.deps) for r in pending):
                 for r in pending:  # nothing runs and nothing can start: the rest wait on failures
                     failed[r.key] = _blocked(r, done, failed) or "not started: a dependency did not finish"
+                    echo.ended(r.key, False, f"[-] {r.key[:16]} {failed[r.key]}")
                 pending = []
     finally:  # finished, or interrupted (Ctrl-C, an error here): no run is left training on its own
         for r, proc, result, logf in running.values():
@@ -716,6 +764,7 @@ def _run_slurm(todo, run_fn, done, force, device, opts: SlurmOptions, work: Path
             if why:
                 failed[r.key] = why
                 pending.remove(r)
+                echo.ended(r.key, False, f"[-] {r.key[:16]} {why}")
             elif all(d in done for d in r.deps):
                 submit(r)
                 pending.remove(r)
@@ -725,21 +774,24 @@ def _run_slurm(todo, run_fn, done, force, device, opts: SlurmOptions, work: Path
             del jobs[key]
             try:
                 done[key] = _collect(r.cfg.profile, key, job.result())
-                echo(f"[done] {key[:16]} (job {job.job_id})")
+                echo.ended(key, True, f"[done] {key[:16]} (job {job.job_id})")
             except Exception as exc:  # a job's failure, with its traceback in the job's log
                 failed[key] = f"job {job.job_id} failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}" \
                               f" (logs in {folder})"
+                echo.ended(key, False, f"[FAILED] {key[:16]} {failed[key]}")
                 # afterok: Slurm would keep the students pending forever ("DependencyNeverSatisfied")
                 for k2, (r2, job2) in list(jobs.items()):
                     if _depends_on(r2, key, todo_by_key):
                         job2.cancel(check=False)
                         del jobs[k2]
                         failed[k2] = f"cancelled: its dependency {key[:16]} failed"
+                        echo.ended(k2, False, f"[-] {k2[:16]} {failed[k2]}")
         if jobs:
             time.sleep(opts.poll_seconds)
         elif pending and not any(all(d in done for d in r.deps) for r in pending):
             for r in pending:
                 failed[r.key] = _blocked(r, done, failed) or "not started: a dependency did not finish"
+                echo.ended(r.key, False, f"[-] {r.key[:16]} {failed[r.key]}")
             pending = []
     return failed
 
