@@ -178,10 +178,19 @@ def test_bad_executor_options(kw, msg):
 
 # --- records computed elsewhere ------------------------------------------------------------------------
 
-def good_record(key="abc123", profile="gpu"):
-    return {"key": key, "profile": profile, "config": {"strategy": "supervised"}, "version": "0.1.1",
-            "git": "f3a3aed", "device": "NVIDIA H200", "train_seconds": 10.0,
+def good_record(run="a", profile="gpu"):
+    """A valid record of a run named ``run`` (its config differs per name), whose key is its config's."""
+    from blvnb.experiments import store
+
+    config = {"strategy": "supervised", "seed": run}
+    return {"key": store.config_key(config, "0.1.1"), "key_scheme": 1, "profile": profile, "config": config,
+            "version": "0.1.1", "git": "f3a3aed", "device": "NVIDIA H200", "train_seconds": 10.0,
             "metrics": {"mIoU": 50.0, "mIoU_head_blv": 60.0, "mIoU_tail_blv": 30.0, "iou": [50.0] * 19}}
+
+
+def at(src, rec):
+    """Where a server's results store keeps ``rec``."""
+    return src / rec["profile"] / "runs" / f"{rec['key']}.json"
 
 
 def write(path, obj):
@@ -192,17 +201,18 @@ def write(path, obj):
 
 def test_import_validates_then_copies_into_records(tmp_path):
     src = tmp_path / "server" / "results"
-    write(src / "gpu" / "runs" / "abc123.json", good_record())
-    write(src / "gpu" / "runs" / "def456.json", good_record("def456"))
-    write(src / "gpu" / "runs" / ".def456.json.1.tmp", "{half")  # an unfinished atomic write: skipped
+    a, b = good_record("a"), good_record("b")
+    write(at(src, a), a)
+    write(at(src, b), b)
+    write(src / "gpu" / "runs" / f".{b['key']}.json.1.tmp", "{half")  # an unfinished atomic write: skipped
     written = records.import_records(src)
-    assert sorted(p.name for p in written) == ["abc123.json", "def456.json"]
-    rec = records.committed("gpu", "abc123")
+    assert sorted(p.name for p in written) == sorted(f"{r['key']}.json" for r in (a, b))
+    rec = records.committed("gpu", a["key"])
     assert rec["committed"] and rec["device"] == "NVIDIA H200" and rec["git"] == "f3a3aed"
     assert records.import_records(src) == []  # the same records again: nothing to do
-    changed = good_record()
+    changed = good_record("a")
     changed["metrics"]["mIoU"] = 51.0
-    write(src / "gpu" / "runs" / "abc123.json", changed)
+    write(at(src, a), changed)
     with pytest.raises(BlvnbError, match="already committed.*--overwrite"):
         records.import_records(src)
     assert records.import_records(src, overwrite=True)
@@ -215,19 +225,51 @@ def test_import_validates_then_copies_into_records(tmp_path):
     ({**good_record(), "metrics": {**good_record()["metrics"], "iou": [1.0] * 18}}, "list of 19 numbers"),
     ({**good_record(), "dry_run": True}, "placeholder"),
     ([1, 2], "a run record is a JSON object"),
+    # names that would become paths outside records/
+    ({**good_record(), "profile": "../../escaped"}, "field 'profile': profile '../../escaped' cannot be used"),
+    ({**good_record(), "profile": "/tmp/abs"}, "field 'profile': profile '/tmp/abs' cannot be used"),
+    ({**good_record(), "key": "../../../keyescape"}, "field 'key': key '../../../keyescape' cannot be used"),
+    # another run's config under this key (loss changed after the run), or a key scheme this blvnb does not make
+    ({**good_record(), "config": {**good_record()["config"], "loss": "blv"}}, "is not|has key"),
+    ({**good_record(), "key_scheme": 2}, "field 'key_scheme' is 2, but this blvnb makes keys with scheme 1"),
+    ({**good_record(), "config": "supervised"}, "field 'config' must be an object"),
 ])
 def test_import_rejects_bad_records_naming_the_file(tmp_path, content, msg):
     src = tmp_path / "in"
-    write(src / "gpu" / "runs" / "abc123.json", good_record("abc123"))
+    ok = good_record("ok")
+    write(at(src, ok), ok)
     bad = write(src / "gpu" / "runs" / "zzz.json", content)
-    with pytest.raises(records.RecordError, match=re.escape(str(bad)) + ".*" + msg):
+    with pytest.raises(records.RecordError, match=re.escape(str(bad)) + ".*(" + msg + ")"):
         records.import_records(src)
     assert records.list_committed("gpu") == []  # nothing copied when one file is bad
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "keyescape.json").exists()
+
+
+def test_a_single_record_file_cannot_escape_records(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLVNB_RECORDS", str(tmp_path / "a" / "b" / "c" / "records"))
+    rec = {**good_record(), "key": "../../../keyescape"}
+    f = write(tmp_path / "one.json", rec)
+    with pytest.raises(records.RecordError, match=re.escape(str(f)) + ".*field 'key'"):
+        records.import_records(f)
+    assert not list(tmp_path.rglob("keyescape*"))
+    with pytest.raises(ConfigError, match="cannot be used as a file name"):
+        records.record_path("../x", "k")
+
+
+def test_a_real_runs_key_is_the_key_of_its_recorded_config():
+    """The check on import recomputes keys the way runs.run makes them, after the JSON round trip."""
+    import blvnb
+    from blvnb.experiments import runs, store
+
+    for cfg in (runs.RunConfig.from_profile("quick", loss="blv", loss_options={"sigma": 4.0}),
+                runs.RunConfig.from_profile("paper", data_root="/data", strategy="dars-rounds")):
+        config = json.loads(json.dumps(cfg.key_dict(), default=str))
+        assert store.config_key(config, blvnb.__version__) == cfg.key()
 
 
 def test_a_pretraining_record_needs_no_metrics(tmp_path):
     rec = {**good_record("pre1"), "metrics": {"evaluated": False}}
-    write(tmp_path / "s" / "gpu" / "runs" / "pre1.json", rec)
+    write(at(tmp_path / "s", rec), rec)
     assert records.import_records(tmp_path / "s")
 
 
@@ -237,7 +279,7 @@ def test_import_errors_for_missing_folder_and_wrong_names(tmp_path):
     write(tmp_path / "e" / "x.txt", "")
     with pytest.raises(BlvnbError, match="no run records"):
         records.import_records(tmp_path / "e")
-    write(tmp_path / "m" / "gpu" / "runs" / "other.json", good_record("abc123"))
+    write(tmp_path / "m" / "gpu" / "runs" / "other.json", good_record("a"))
     with pytest.raises(records.RecordError, match="file name says run 'other'"):
         records.import_records(tmp_path / "m")
 

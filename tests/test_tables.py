@@ -158,9 +158,11 @@ def _fake_run(calls):
         for d in execute.dependencies(cfg):
             assert d.key() in calls, "a teacher must run before its student"
         iou = [float(len(calls))] * 19
-        return {"key": cfg.key(), "profile": cfg.profile, "config": {}, "metrics": {
+        import blvnb
+
+        return {"key": cfg.key(), "profile": cfg.profile, "config": cfg.key_dict(), "metrics": {
             "mIoU": 50.0, "mIoU_head_blv": 60.0, "mIoU_tail_blv": 30.0, "iou": iou}, "train_seconds": 1.0,
-            "version": "x", "git": None, "device": "cpu"}
+            "version": blvnb.__version__, "git": None, "device": "cpu"}
     return run_fn
 
 

@@ -309,10 +309,7 @@ def store_path(profile: str, key: str) -> Path:
     """The results store's place for a run record (CONTRACT: ``results/<profile>/runs/<key>.json``)."""
     from blvnb.experiments import store
 
-    fn = getattr(store, "run_record_path", None)
-    if fn is not None:
-        return Path(fn(profile, key))
-    return store.results_root() / profile / "runs" / f"{key}.json"
+    return store.record_path(profile, key)
 
 
 def existing(profile: str, key: str) -> dict | None:
@@ -805,13 +802,15 @@ def dry_run(cfg, force: bool = False) -> dict:
     there, so a wrong order fails. Its records say ``"dry_run": true`` and cannot be imported."""
     import torch  # for the thread count it would have computed with
 
+    from blvnb.experiments import store
+
     profile, key = cfg.profile, cfg.key()
     for dep in dependencies(cfg):
         if not store_path(profile, dep.key()).is_file():
             raise BlvnbError(f"dry run {key}: its dependency {dep.key()} has no record yet (ordering bug)")
     h = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
     iou = [float((h >> (i % 24)) % 100) for i in range(19)]
-    rec = {"key": key, "profile": profile, "config": {"strategy": cfg.strategy, "seed": cfg.seed},
+    rec = {"key": key, "key_scheme": store.KEY_SCHEME, "profile": profile, "config": cfg.key_dict(),
            "metrics": {"mIoU": sum(iou) / 19, "mIoU_head_blv": 0.0, "mIoU_tail_blv": 0.0, "iou": iou},
            "train_seconds": 0.0, "version": blvnb.__version__, "git": None, "device": "dry-run",
            "dry_run": True, "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

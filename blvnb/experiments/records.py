@@ -24,7 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from blvnb.classes import NUM_CLASSES
-from blvnb.errors import BlvnbError
+from blvnb.errors import BlvnbError, ConfigError
+from blvnb.experiments import store
 from blvnb.io import write_json_atomic
 
 #: what every record must carry to be committed: where and with what it was computed, and its metrics
@@ -45,8 +46,10 @@ def records_root() -> Path:
 
 
 def record_path(profile: str, key: str, root: Path | None = None) -> Path:
-    """Where the committed record of run ``key`` of ``profile`` lives."""
-    return (root or records_root()) / profile / "runs" / f"{key}.json"
+    """Where the committed record of run ``key`` of ``profile`` lives (both names checked as the results
+    store checks them: nothing lands outside ``records/``)."""
+    return (root or records_root()) / store.check_name(profile, "profile") / "runs" / \
+        f"{store.check_name(key, 'run key')}.json"
 
 
 def committed(profile: str, key: str, root: Path | None = None) -> dict | None:
@@ -90,8 +93,22 @@ def validate(rec, path: str | Path = "<record>") -> None:
     if missing:
         raise RecordError(f"{path}: missing field(s) {missing}; a run record needs {list(REQUIRED_FIELDS)} "
                           "(written by blvnb.experiments.runs.run)")
-    if not isinstance(rec["key"], str) or not rec["key"]:
-        raise RecordError(f"{path}: 'key' must be a non-empty string, found {rec['key']!r}")
+    for field in ("key", "profile"):  # both become folder and file names in records/
+        try:
+            store.check_name(rec[field], field)
+        except ConfigError as exc:
+            raise RecordError(f"{path}: field {field!r}: {exc}") from None
+    scheme = rec.get("key_scheme", 1)  # records written before the scheme was stated used scheme 1
+    if scheme != store.KEY_SCHEME:
+        raise RecordError(f"{path}: field 'key_scheme' is {scheme!r}, but this blvnb makes keys with scheme "
+                          f"{store.KEY_SCHEME}; import it with the blvnb version that wrote it ({rec.get('version')!r})")
+    if not isinstance(rec["config"], dict):
+        raise RecordError(f"{path}: field 'config' must be an object, found {type(rec['config']).__name__}")
+    own = store.config_key(rec["config"], rec["version"])
+    if rec["key"] != own:
+        raise RecordError(f"{path}: field 'key' is {rec['key']!r} but its own 'config' (version "
+                          f"{rec['version']!r}) has key {own!r}: the config was edited after the run, or the "
+                          "record belongs to another run")
     metrics = rec["metrics"]
     if not isinstance(metrics, dict):
         raise RecordError(f"{path}: 'metrics' must be an object, found {type(metrics).__name__}")

@@ -47,9 +47,16 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
-def config_key(config: dict) -> str:
-    """A short stable hash of the config (sorted JSON) and the library version."""
-    blob = json.dumps({"config": config, "version": blvnb.__version__}, sort_keys=True, default=str)
+#: how a key is made from a run's config (:func:`config_key`); every record states it, so that a record
+#: written under another scheme is refused by name instead of matching the wrong run
+KEY_SCHEME = 1
+
+
+def config_key(config: dict, version: str | None = None) -> str:
+    """A short stable hash of the config (sorted JSON) and the library version (this one, or the
+    ``version`` a record was computed with, to check an old record's key against its own config)."""
+    blob = json.dumps({"config": config, "version": blvnb.__version__ if version is None else version},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -125,8 +132,8 @@ def get_or_run(profile: str, key: str, config: dict, run: Callable[[], dict], ro
             rec["cached"] = True
             return rec
         result = run()
-        rec = {"profile": profile, "key": key, "config": config, "version": blvnb.__version__,
-               "git": git_revision(), **result}
+        rec = {"profile": profile, "key": key, "key_scheme": KEY_SCHEME, "config": config,
+               "version": blvnb.__version__, "git": git_revision(), **result}
         if write:
             write_json_atomic(path, rec)
     rec["cached"] = False
