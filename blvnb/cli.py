@@ -63,8 +63,9 @@ def _reproduce(a) -> None:
     from blvnb import reproduce
 
     t0 = time.perf_counter()
-    reproduce.workers_for(a.jobs)  # a bad --jobs fails before anything runs
+    reproduce.workers_for(a.jobs)  # a bad --jobs or --only fails before anything runs
     root = reproduce.repo_root()
+    reproduce.chapter_sources(root, a.only)
     if a.data_root is None:
         _data_prepare(argparse.Namespace(profile=a.profile, quiet=False))
     if not a.only:  # every table's runs first, in parallel; the chapters then read their records

@@ -3,8 +3,9 @@
 ``blvnb reproduce --profile quick`` executes every ``notebooks/*.ipynb`` into ``book/generated/``
 (skipping those whose notebook, library source and parameters are unchanged since their last successful
 run), in parallel over GPUs when there are several, then builds ``_build/html`` with Jupyter Book,
-warnings as errors. A notebook that fails stops the build: its partial output stays in
-``book/generated/`` for inspection and the command exits non-zero.
+warnings as errors. A notebook that fails stops the build: the other chapters still run (and are fresh
+next time), its partial output stays in ``book/generated/`` for inspection, the error names its log, and
+the command exits non-zero.
 
 Before every build it writes the pages the book generates:
 
@@ -164,19 +165,28 @@ def execute(job: Job, root: Path, gpu: int | None, log_dir: Path, stream: bool =
     return job, ok, time.perf_counter() - t0
 
 
+def chapter_sources(root: Path, only: list[str] | None = None) -> list[Path]:
+    """The notebooks ``notebooks/*.ipynb`` of ``root``, or those ``only`` names (``blv_method``,
+    ``blv_method.ipynb`` or ``notebooks/blv_method.ipynb``); a name of no notebook is a ConfigError that
+    lists the chapters (``blvnb reproduce`` checks this before it prepares data or trains anything)."""
+    sources = sorted((root / "notebooks").glob("*.ipynb"))
+    if not only:
+        return sources
+    wanted = {Path(n).stem for n in only}
+    unknown = sorted(wanted - {s.stem for s in sources})
+    if unknown:
+        raise ConfigError(f"--only: no notebook named {', '.join(map(repr, unknown))} in {root / 'notebooks'}; "
+                          f"the chapters are {', '.join(s.stem for s in sources) or 'none'}")
+    return [s for s in sources if s.stem in wanted]
+
+
 def run_notebooks(profile: str = "quick", data_root: str | None = None, only: list[str] | None = None,
                   jobs: int | str = 1, force: bool = False, root: Path | None = None,
                   out_dir: Path | None = None, echo=print) -> list[Path]:
     """Execute the notebooks; returns the executed outputs. Raises BlvnbError if any notebook failed."""
     root = root or repo_root()
     out_dir = out_dir or root / "book" / "generated"
-    sources = sorted((root / "notebooks").glob("*.ipynb"))
-    if only:
-        wanted = {Path(n).stem for n in only}
-        unknown = wanted - {s.stem for s in sources}
-        if unknown:
-            raise ConfigError(f"no notebook named {sorted(unknown)}; have: {[s.stem for s in sources]}")
-        sources = [s for s in sources if s.stem in wanted]
+    sources = chapter_sources(root, only)
     params = {"profile": profile, "data_root": data_root}
     todo = [Job(s, out_dir / s.name, params) for s in sources]
     n_gpu = gpu_count()
@@ -204,9 +214,12 @@ def run_notebooks(profile: str = "quick", data_root: str | None = None, only: li
             echo(f"[{'done' if ok else 'FAILED'}] {job.source.name} in {secs:.0f} s")
             if not ok:
                 failed.append(job)
+                if workers > 1:  # its output was not on the console: show how it ended
+                    tail = (log_dir / f"{job.source.stem}.log").read_text(errors="replace").splitlines()[-15:]
+                    echo("\n".join(f"    {line}" for line in tail))
     if failed:
-        names = ", ".join(j.source.name for j in failed)
-        raise BlvnbError(f"notebook(s) failed: {names}. Partial outputs are in {out_dir}, logs in {log_dir}; "
+        names = ", ".join(f"{j.source.name} (log: {log_dir / (j.source.stem + '.log')})" for j in failed)
+        raise BlvnbError(f"notebook(s) failed: {names}. The other chapters ran; partial outputs are in {out_dir}; "
                          "the book was not built.")
     if out_dir == root / "book" / "generated":
         page = write_status(root, profile=profile)
