@@ -103,6 +103,69 @@ def workers_for(jobs: int | str) -> int:
     return n
 
 
+def data_sets_of(plan) -> list[str]:
+    """The data sets (``blvnb.data.DATASETS`` kinds) that the runs of ``plan`` train or evaluate on: each
+    run's data set and UDA target, Cityscapes for every evaluated run outside VOC / ScanNet (their val
+    split is Cityscapes'), and Cityscapes' coarse ``train_extra`` where a round takes extra images."""
+    from blvnb.experiments.runs import DATASETS, LABEL_SPACES
+
+    kinds = set()
+    for run in plan.runs.values():
+        c = run.cfg
+        kinds.add(c.dataset)
+        if c.target:
+            kinds.add(c.target)
+        if c.evaluate and c.dataset not in LABEL_SPACES:
+            kinds.add("cityscapes")
+        if (c.strategy_options or {}).get("extra_unlabeled"):
+            kinds.add("cityscapes-coarse")
+    return [k for k in (*DATASETS, "cityscapes-coarse") if k in kinds]
+
+
+def check_data_root(profile: str, data_root: str, echo=print) -> dict[str, Path]:
+    """``blvnb data prepare --data-root D``: find under ``D`` each data set the tables of ``profile`` use
+    (:func:`data_sets_of`; the sub-folders of :data:`blvnb.experiments.runs.DATASETS`) and open every split
+    a run reads with its loader — which checks that each image has its label — and decode one label of each.
+    Every problem of every data set is reported at once, in a :class:`~blvnb.errors.DatasetError`, before
+    any training starts; ``blvnb data check`` then decodes every file of one data set. Returns kind → folder.
+    """
+    from blvnb.data import build_dataset
+    from blvnb.data.check import CHECKS
+    from blvnb.errors import DatasetError
+    from blvnb.experiments import execute as ex
+    from blvnb.experiments.runs import DATASETS, dataset_root
+
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"--data-root {root} does not exist or is not a folder")
+    kinds = data_sets_of(ex.plan_for(profile, None, None, str(root)))
+    found, problems = {}, []
+    for kind in kinds:
+        where = dataset_root("cityscapes" if kind == "cityscapes-coarse" else kind, str(root))
+        splits, classes, _ = CHECKS[kind]
+        counts = {}
+        try:
+            for split in splits:
+                ds = build_dataset(kind, where, split=split, labeled=bool(classes))
+                if not len(ds):
+                    raise DatasetError(f"its {split} split holds no image")
+                if ds.labeled:
+                    ds.read_label(0)  # the id encoding and the size of one label
+                counts[split] = len(ds)
+        except BlvnbError as e:
+            subdirs = DATASETS["cityscapes" if kind == "cityscapes-coarse" else kind][1]
+            looked = (f" (no {', '.join(d + '/' for d in subdirs)} under it either)" if where == root else "")
+            problems.append(f"{kind} ({where}{looked}): {str(e).splitlines()[0]}")
+            continue
+        found[kind] = where
+        echo(f"{kind:18s} {where}: " + ", ".join(f"{n} {split}" for split, n in counts.items()))
+    if problems:
+        raise DatasetError(f"the data root {root} cannot run the tables of profile {profile}:\n  "
+                           + "\n  ".join(problems) + "\n`blvnb data check PATH --dataset NAME` lists every "
+                           "problem of one data set")
+    return found
+
+
 def prepare_runs(profile: str, data_root: str | None, jobs: int | str, root: Path, force: bool = False,
                  echo=print) -> int:
     """Train (or find) every run that the tables of ``profile`` need before any notebook starts, so that the

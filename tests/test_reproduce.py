@@ -1,12 +1,14 @@
 """`blvnb reproduce` around the notebooks, cheaply: chapters are tiny notebooks run by a stand-in papermill
 (``python -m papermill`` finds ``FAKE_PAPERMILL`` first on PYTHONPATH), so the real :func:`reproduce.execute`
 (subprocess, log, run box, stamp) runs without a kernel. Freshness and what invalidates it, a notebook that
-fails, ``--only`` with an unknown name, ``--jobs auto`` (``make book``'s default)."""
+fails, ``--only`` with an unknown name, ``--jobs auto`` (``make book``'s default); ``data prepare`` on a real data
+root (toycity written in the real data sets' layouts)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -238,7 +240,7 @@ def test_jobs_auto_is_one_worker_per_gpu_or_per_core(monkeypatch):
 
 def test_make_book_passes_jobs_auto():
     make = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    assert "JOBS   ?= auto" in make and "--jobs $(JOBS)" in make
+    assert re.search(r"^JOBS\s*\?=\s*auto\s*$", make, re.M) and "reproduce --profile $(PROFILE) --jobs $(JOBS)" in make
 
 
 def test_jobs_auto_runs_chapters_at_once_on_a_cpu_machine(book, monkeypatch):
@@ -286,3 +288,84 @@ def test_prepare_runs_with_jobs_auto_picks_the_executor(monkeypatch, tmp_path, g
     monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
     assert reproduce.prepare_runs("quick", None, "auto", tmp_path, echo=lambda s: None) == 2
     assert got == {"executor": executor, **kw}
+
+
+# --- data prepare on a real data root ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A data root in the real data sets' layouts, written by toycity: what a GPU server mounts."""
+    import shutil
+
+    from blvnb.data import toycity as T
+    from blvnb.data import toycity_layouts as TL
+
+    root = tmp_path_factory.mktemp("data")
+    size = (32, 64)
+    T.write_tree(root / "cityscapes", "cityscapes", 3, 2, size=size, progress=False)
+    for img in sorted((root / "cityscapes" / "leftImg8bit" / "train").glob("*/*.png")):  # the coarse train_extra
+        extra = root / "cityscapes" / "leftImg8bit" / "train_extra" / img.parent.name
+        extra.mkdir(parents=True, exist_ok=True)
+        shutil.copy(img, extra / img.name.replace("_000019_", "_000020_"))
+    T.write_tree(root / "gta5", "gta", 3, 0, size=size, progress=False)
+    T.write_tree(root / "synthia", "synthia", 3, 0, size=size, progress=False)
+    voc = TL.write_tree(root.parent / f"{root.name}-voc", "voc", 2, 2, size=size, n_aug=2, progress=False)
+    shutil.move(voc / "VOCdevkit", root / "VOCdevkit")  # the real root holds VOCdevkit/VOC2012 itself
+    TL.write_tree(root / "scannet", "scannet", 10, 10, size=size, progress=False)
+    return root
+
+
+def copy_root(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def test_data_prepare_finds_and_opens_every_data_set_of_a_real_root(data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BLVNB_CACHE", str(tmp_path / "cache"))
+    assert main(["data", "prepare", "--profile", "smoke", "--data-root", str(data_root)]) == 0
+    rows = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert list(rows) == ["cityscapes", "gta5", "synthia", "voc", "scannet", "cityscapes-coarse"]
+    assert rows["cityscapes"].endswith(f"{data_root / 'cityscapes'}: 3 train, 2 val")
+    assert rows["voc"].endswith(f"{data_root / 'VOCdevkit' / 'VOC2012'}: 2 train, 2 val, 4 aug")
+    assert rows["cityscapes-coarse"].endswith(": 3 unlabeled")
+    assert not (tmp_path / "cache").exists()  # nothing generated
+
+
+def test_data_prepare_lists_every_problem_of_a_real_root(data_root, tmp_path, capsys):
+    import shutil
+
+    root = copy_root(data_root, tmp_path / "data")
+    shutil.rmtree(root / "gta5")
+    label = sorted((root / "cityscapes" / "gtFine" / "val").glob("*/*_labelIds.png"))[0]
+    label.unlink()
+    bad = sorted((root / "synthia" / "GT" / "LABELS").glob("*.png"))[0]
+    bad.write_bytes(b"not a png")  # the first label, the one decoded
+    assert main(["data", "prepare", "--profile", "smoke", "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"the data root {root} cannot run the tables of profile smoke" in err
+    problems = [ln.strip() for ln in err.splitlines() if ln.startswith("  ")]
+    assert [p.split()[0] for p in problems] == ["cityscapes", "gta5", "synthia"], problems  # the coarse images are whole
+    assert label.name.removesuffix("_gtFine_labelIds.png") in problems[0]
+    assert problems[1].startswith(f"gta5 ({root} (no gta5/, gta/, GTA5/ under it either))"), problems[1]
+    assert bad.name in problems[2]
+    assert "blvnb data check" in err
+
+
+def test_data_prepare_of_a_real_profile_needs_a_data_root(tmp_path, capsys):
+    assert main(["data", "prepare", "--profile", "paper"]) == 2
+    assert "profile paper trains on the real data sets: pass --data-root" in capsys.readouterr().err
+    assert main(["data", "prepare", "--profile", "paper", "--data-root", str(tmp_path / "nowhere")]) == 2
+    assert f"--data-root {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+
+
+def test_reproduce_with_a_broken_data_root_fails_before_any_run(book, data_root, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    root = copy_root(data_root, tmp_path / "data")
+    shutil.rmtree(root / "synthia")
+    monkeypatch.chdir(book)
+    monkeypatch.setattr(reproduce, "prepare_runs", lambda *a, **k: pytest.fail("runs started on a broken data root"))
+    assert main(["reproduce", "--profile", "smoke", "--data-root", str(root)]) == 2
+    assert "synthia" in capsys.readouterr().err and not calls(book)
