@@ -4,6 +4,7 @@
     blvnb data toycity --out DIR --style voc|scannet --n-train N --n-val M --size HxW --seed S [--n-aug K]
     blvnb data check ROOT --dataset NAME        # every problem of a data root in one run (exit 1 if any)
     blvnb data prepare --profile quick          # the cached toycity trees a profile uses
+    blvnb data prepare --profile paper --data-root D   # the real data sets its tables use, found and opened
     blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D] [--no-build]
     blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
@@ -50,9 +51,14 @@ def _data_prepare(a) -> None:
     from blvnb.experiments.profiles import get_profile
 
     p = get_profile(a.profile)
-    if not p.synthetic:
-        print(f"profile {p.name} uses the real data sets; nothing to generate")
+    if getattr(a, "data_root", None) is not None:  # real data: found and opened, nothing generated
+        from blvnb import reproduce
+
+        reproduce.check_data_root(p.name, a.data_root)
         return
+    if not p.synthetic:
+        raise ConfigError(f"profile {p.name} trains on the real data sets: pass --data-root D, a folder holding "
+                          "cityscapes/, gta5/, synthia/ (and VOCdevkit/, scannet/ for DARS Tables 3, 12, 13)")
     for style in toycity.STYLES:
         path = toycity.ensure(style, n_train=p.n_train, n_val=p.n_val, size=p.size, seed=p.data_seed,
                               progress=not a.quiet)
@@ -63,10 +69,10 @@ def _reproduce(a) -> None:
     from blvnb import reproduce
 
     t0 = time.perf_counter()
-    reproduce.workers_for(a.jobs)  # a bad --jobs fails before anything runs
+    reproduce.workers_for(a.jobs)  # a bad --jobs or --only fails before anything runs
     root = reproduce.repo_root()
-    if a.data_root is None:
-        _data_prepare(argparse.Namespace(profile=a.profile, quiet=False))
+    reproduce.chapter_sources(root, a.only)
+    _data_prepare(argparse.Namespace(profile=a.profile, data_root=a.data_root, quiet=False))
     if not a.only:  # every table's runs first, in parallel; the chapters then read their records
         reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root)
     reproduce.run_notebooks(profile=a.profile, data_root=a.data_root, only=a.only, jobs=a.jobs, force=a.force,
@@ -170,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=_data_check)
     p = data.add_parser("prepare", help="generate (once) the cached toycity trees a profile uses")
     p.add_argument("--profile", default="quick")
+    p.add_argument("--data-root", default=None, help="folder with the real data sets: find and open each one the "
+                   "profile's tables use (nothing is generated)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=_data_prepare)
 

@@ -3,8 +3,9 @@
 ``blvnb reproduce --profile quick`` executes every ``notebooks/*.ipynb`` into ``book/generated/``
 (skipping those whose notebook, library source and parameters are unchanged since their last successful
 run), in parallel over GPUs when there are several, then builds ``_build/html`` with Jupyter Book,
-warnings as errors. A notebook that fails stops the build: its partial output stays in
-``book/generated/`` for inspection and the command exits non-zero.
+warnings as errors. A notebook that fails stops the build: the other chapters still run (and are fresh
+next time), its partial output stays in ``book/generated/`` for inspection, the error names its log, and
+the command exits non-zero.
 
 Before every build it writes the pages the book generates:
 
@@ -102,6 +103,69 @@ def workers_for(jobs: int | str) -> int:
     return n
 
 
+def data_sets_of(plan) -> list[str]:
+    """The data sets (``blvnb.data.DATASETS`` kinds) that the runs of ``plan`` train or evaluate on: each
+    run's data set and UDA target, Cityscapes for every evaluated run outside VOC / ScanNet (their val
+    split is Cityscapes'), and Cityscapes' coarse ``train_extra`` where a round takes extra images."""
+    from blvnb.experiments.runs import DATASETS, LABEL_SPACES
+
+    kinds = set()
+    for run in plan.runs.values():
+        c = run.cfg
+        kinds.add(c.dataset)
+        if c.target:
+            kinds.add(c.target)
+        if c.evaluate and c.dataset not in LABEL_SPACES:
+            kinds.add("cityscapes")
+        if (c.strategy_options or {}).get("extra_unlabeled"):
+            kinds.add("cityscapes-coarse")
+    return [k for k in (*DATASETS, "cityscapes-coarse") if k in kinds]
+
+
+def check_data_root(profile: str, data_root: str, echo=print) -> dict[str, Path]:
+    """``blvnb data prepare --data-root D``: find under ``D`` each data set the tables of ``profile`` use
+    (:func:`data_sets_of`; the sub-folders of :data:`blvnb.experiments.runs.DATASETS`) and open every split
+    a run reads with its loader — which checks that each image has its label — and decode one label of each.
+    Every problem of every data set is reported at once, in a :class:`~blvnb.errors.DatasetError`, before
+    any training starts; ``blvnb data check`` then decodes every file of one data set. Returns kind → folder.
+    """
+    from blvnb.data import build_dataset
+    from blvnb.data.check import CHECKS
+    from blvnb.errors import DatasetError
+    from blvnb.experiments import execute as ex
+    from blvnb.experiments.runs import DATASETS, dataset_root
+
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"--data-root {root} does not exist or is not a folder")
+    kinds = data_sets_of(ex.plan_for(profile, None, None, str(root)))
+    found, problems = {}, []
+    for kind in kinds:
+        where = dataset_root("cityscapes" if kind == "cityscapes-coarse" else kind, str(root))
+        splits, classes, _ = CHECKS[kind]
+        counts = {}
+        try:
+            for split in splits:
+                ds = build_dataset(kind, where, split=split, labeled=bool(classes))
+                if not len(ds):
+                    raise DatasetError(f"its {split} split holds no image")
+                if ds.labeled:
+                    ds.read_label(0)  # the id encoding and the size of one label
+                counts[split] = len(ds)
+        except BlvnbError as e:
+            subdirs = DATASETS["cityscapes" if kind == "cityscapes-coarse" else kind][1]
+            looked = (f" (no {', '.join(d + '/' for d in subdirs)} under it either)" if where == root else "")
+            problems.append(f"{kind} ({where}{looked}): {str(e).splitlines()[0]}")
+            continue
+        found[kind] = where
+        echo(f"{kind:18s} {where}: " + ", ".join(f"{n} {split}" for split, n in counts.items()))
+    if problems:
+        raise DatasetError(f"the data root {root} cannot run the tables of profile {profile}:\n  "
+                           + "\n  ".join(problems) + "\n`blvnb data check PATH --dataset NAME` lists every "
+                           "problem of one data set")
+    return found
+
+
 def prepare_runs(profile: str, data_root: str | None, jobs: int | str, root: Path, force: bool = False,
                  echo=print) -> int:
     """Train (or find) every run that the tables of ``profile`` need before any notebook starts, so that the
@@ -164,19 +228,28 @@ def execute(job: Job, root: Path, gpu: int | None, log_dir: Path, stream: bool =
     return job, ok, time.perf_counter() - t0
 
 
+def chapter_sources(root: Path, only: list[str] | None = None) -> list[Path]:
+    """The notebooks ``notebooks/*.ipynb`` of ``root``, or those ``only`` names (``blv_method``,
+    ``blv_method.ipynb`` or ``notebooks/blv_method.ipynb``); a name of no notebook is a ConfigError that
+    lists the chapters (``blvnb reproduce`` checks this before it prepares data or trains anything)."""
+    sources = sorted((root / "notebooks").glob("*.ipynb"))
+    if not only:
+        return sources
+    wanted = {Path(n).stem for n in only}
+    unknown = sorted(wanted - {s.stem for s in sources})
+    if unknown:
+        raise ConfigError(f"--only: no notebook named {', '.join(map(repr, unknown))} in {root / 'notebooks'}; "
+                          f"the chapters are {', '.join(s.stem for s in sources) or 'none'}")
+    return [s for s in sources if s.stem in wanted]
+
+
 def run_notebooks(profile: str = "quick", data_root: str | None = None, only: list[str] | None = None,
                   jobs: int | str = 1, force: bool = False, root: Path | None = None,
                   out_dir: Path | None = None, echo=print) -> list[Path]:
     """Execute the notebooks; returns the executed outputs. Raises BlvnbError if any notebook failed."""
     root = root or repo_root()
     out_dir = out_dir or root / "book" / "generated"
-    sources = sorted((root / "notebooks").glob("*.ipynb"))
-    if only:
-        wanted = {Path(n).stem for n in only}
-        unknown = wanted - {s.stem for s in sources}
-        if unknown:
-            raise ConfigError(f"no notebook named {sorted(unknown)}; have: {[s.stem for s in sources]}")
-        sources = [s for s in sources if s.stem in wanted]
+    sources = chapter_sources(root, only)
     params = {"profile": profile, "data_root": data_root}
     todo = [Job(s, out_dir / s.name, params) for s in sources]
     n_gpu = gpu_count()
@@ -204,9 +277,12 @@ def run_notebooks(profile: str = "quick", data_root: str | None = None, only: li
             echo(f"[{'done' if ok else 'FAILED'}] {job.source.name} in {secs:.0f} s")
             if not ok:
                 failed.append(job)
+                if workers > 1:  # its output was not on the console: show how it ended
+                    tail = (log_dir / f"{job.source.stem}.log").read_text(errors="replace").splitlines()[-15:]
+                    echo("\n".join(f"    {line}" for line in tail))
     if failed:
-        names = ", ".join(j.source.name for j in failed)
-        raise BlvnbError(f"notebook(s) failed: {names}. Partial outputs are in {out_dir}, logs in {log_dir}; "
+        names = ", ".join(f"{j.source.name} (log: {log_dir / (j.source.stem + '.log')})" for j in failed)
+        raise BlvnbError(f"notebook(s) failed: {names}. The other chapters ran; partial outputs are in {out_dir}; "
                          "the book was not built.")
     if out_dir == root / "book" / "generated":
         page = write_status(root, profile=profile)

@@ -71,7 +71,21 @@ class DevTools:
             time.sleep(0.25)
         return False
 
+    def wait_stable(self, expression: str, timeout: float = 10.0):
+        """The value of ``expression`` once two readings 0.1 s apart agree (a scroll or a layout that has
+        settled); an AssertionError naming it if it never does."""
+        end = time.monotonic() + timeout
+        last = self.js(expression)
+        while time.monotonic() < end:
+            time.sleep(0.1)
+            now = self.js(expression)
+            if now == last:
+                return now
+            last = now
+        raise AssertionError(f"never settled in {timeout} s: {expression[:120]}")
+
     def drain(self, seconds: float = 0.3) -> None:
+        """Collect the events still arriving, until none came for ``seconds``."""
         self.ws.settimeout(seconds)
         try:
             while True:
@@ -112,8 +126,9 @@ def browser():
     try:
         port_file = Path(profile_dir) / "DevToolsActivePort"
         end = time.monotonic() + 60
-        while not port_file.is_file() and time.monotonic() < end:
+        while not (port_file.is_file() and port_file.read_text().split()) and time.monotonic() < end:
             time.sleep(0.2)
+        assert port_file.is_file(), f"chromium wrote no {port_file} in 60 s"
         port = int(port_file.read_text().split()[0])
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30).read())
         page = next(t for t in targets if t["type"] == "page")
@@ -203,25 +218,38 @@ def _page_facts(dt: DevTools) -> dict:
     })""")
 
 
-def _plot_state(dt: DevTools, index: int) -> str:
-    return dt.js(f"""(() => {{ const gd = document.querySelectorAll('.js-plotly-plot')[{index}];
+def _plot_state_js(index: int) -> str:
+    return f"""(() => {{ const gd = document.querySelectorAll('.js-plotly-plot')[{index}];
         return JSON.stringify([gd.layout.sliders && gd.layout.sliders[0].active, gd.layout.title && gd.layout.title.text,
-                               gd.data.map(t => t.visible)]); }})()""")
+                               gd.data.map(t => t.visible)]); }})()"""
 
 
-def _move_slider(dt: DevTools, index: int) -> None:
-    """Click the slider rail near its right end with a real (CDP) mouse event."""
-    rect = dt.js(f"""(() => {{ const gd = document.querySelectorAll('.js-plotly-plot')[{index}];
-        gd.scrollIntoView({{block: 'center'}});
-        const r = gd.querySelector('.slider-rail-rect').getBoundingClientRect();
-        return {{x: r.x, y: r.y, w: r.width, h: r.height}}; }})()""")
-    time.sleep(0.3)
-    rect = dt.js(f"""(() => {{ const r = document.querySelectorAll('.js-plotly-plot')[{index}]
-        .querySelector('.slider-rail-rect').getBoundingClientRect(); return {{x: r.x, y: r.y, w: r.width, h: r.height}}; }})()""")
+def _plot_state(dt: DevTools, index: int) -> str:
+    return dt.js(_plot_state_js(index))
+
+
+def _rect_js(selector_js: str) -> str:
+    """A JS expression: the viewport rectangle of the element ``selector_js`` evaluates to (null if none)."""
+    return f"""(() => {{ const e = {selector_js}; if (!e) return null; const r = e.getBoundingClientRect();
+        return {{x: r.x, y: r.y, w: r.width, h: r.height}}; }})()"""
+
+
+def _scroll_to(dt: DevTools, selector_js: str, block: str = "start") -> None:
+    """Scroll the element into view and wait until the page has stopped moving (smooth scrolling)."""
+    dt.js(f"{selector_js}?.scrollIntoView({{block: '{block}'}})")
+    dt.wait_stable(_rect_js(selector_js))
+
+
+def _move_slider(dt: DevTools, index: int, before: str) -> None:
+    """Click the slider rail near its right end with a real (CDP) mouse event, and wait until the figure's
+    state differs from ``before`` (at most 10 s: then the caller sees it unchanged)."""
+    rail = f"document.querySelectorAll('.js-plotly-plot')[{index}].querySelector('.slider-rail-rect')"
+    _scroll_to(dt, f"document.querySelectorAll('.js-plotly-plot')[{index}]", block="center")
+    rect = dt.wait_stable(_rect_js(rail))
     x, y = rect["x"] + rect["w"] - 3, rect["y"] + rect["h"] / 2
     for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
         dt.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
-    time.sleep(1.0)
+    dt.wait_for(f"{_plot_state_js(index)} !== {json.dumps(before)}", timeout=10)
 
 
 @pytest.mark.slow
@@ -258,7 +286,7 @@ def test_book_in_headless_chromium_offline(browser, book):
                 problems.append(f"{name}: interactive figure not drawn ({facts})")
             else:
                 before = _plot_state(dt, 0)
-                _move_slider(dt, 0)
+                _move_slider(dt, 0, before)
                 after = _plot_state(dt, 0)
                 if before == after:
                     problems.append(f"{name}: moving the slider changed nothing")
@@ -288,8 +316,7 @@ def test_book_in_headless_chromium_offline(browser, book):
         problems.append("blv_method: no anchor for the toy's verdict")
     if not dt.js("!!document.getElementById('verdict-blv-fig1-toy')?.closest('.cell_output, .output')?.querySelector('table')"):
         problems.append("blv_method: the toy's verdict shows no evidence table")
-    dt.js("document.getElementById('verdict-blv-fig1-toy')?.scrollIntoView({block: 'start'})")
-    time.sleep(0.3)
+    _scroll_to(dt, "document.getElementById('verdict-blv-fig1-toy')")
     dt.screenshot(SHOTS / "blv_method_verdict.png")
     box = "Array.from(document.querySelectorAll('.admonition')).find(a => a.innerText.includes('Run this chapter'))"
     if not dt.js(f"!!{box}"):
@@ -297,10 +324,9 @@ def test_book_in_headless_chromium_offline(browser, book):
     else:
         dt.js(f"(() => {{ const b = {box}; b.querySelector('button, .toggle-button, .admonition-title')?.click(); "
               "b.scrollIntoView({block: 'start'}); window.scrollBy(0, -80); })()")
-        time.sleep(0.8)
+        dt.wait_stable(_rect_js(box))  # the box opened (its height) and the page stopped scrolling
         dt.screenshot(SHOTS / "blv_method_run_box.png")
     _open(dt, pages["reproduction"][0].as_uri())
-    dt.js("document.getElementById('blv-figure-1')?.scrollIntoView({block: 'start'})")
-    time.sleep(0.3)
+    _scroll_to(dt, "document.getElementById('blv-figure-1')")
     dt.screenshot(SHOTS / "reproduction_rows.png")
     assert not problems, "\n".join(problems)

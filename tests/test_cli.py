@@ -86,5 +86,18 @@ def test_runs_execute_dry_run_and_import(runs_env, capsys):
     (src / f"{rec['key']}.json").write_text(json.dumps(rec))
     assert main(["runs", "import", str(runs_env / "server")]) == 0
     assert (runs_env / "records" / "smoke" / "runs" / f"{rec['key']}.json").is_file()
+
+
+def test_runs_tables_prints_every_table_with_its_title_and_note(capsys):
+    from blvnb.experiments import tables
+
     assert main(["runs", "tables"]) == 0
-    assert "dars-t15" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    ids = tables.list_tables()
+    assert len(ids) == len(set(ids)) > 30 and {"blv-t1", "dars-t15"} <= set(ids)
+    assert len(lines) == 2 * len(ids), lines[:4]
+    for t, row, note in zip(ids, lines[::2], lines[1::2], strict=True):
+        spec = tables.get_table(t)
+        name, title = row.split(None, 1)  # "<id>  <title>", the id padded to one column
+        assert (name, title) == (t, spec.title) and row.index(title) == 12, row
+        assert note == " " * 12 + spec.note, note[:80]

@@ -1,12 +1,9 @@
 """DARS self-training rounds (blvnb.engine.strategies.dars_rounds), piece by piece, and end to end.
 
-The end-to-end test needs the engine rewrite of issue 9 (``RunConfig.from_profile(..., strategy=...)``,
-the loop with ``first_iter`` / ``init_state``, ``RunData``); it is skipped until those exist.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -168,8 +165,6 @@ def test_lr_continues_the_poly_schedule_over_the_rounds():
 def test_lr_continuation_through_the_loop_schedule():
     from blvnb.engine import loop
 
-    if "first_iter" not in getattr(loop.TrainConfig, "__dataclass_fields__", {}):
-        pytest.skip("needs the engine rewrite of issue 9 (TrainConfig.first_iter, scheduled_lr)")
     cfg = loop.TrainConfig(iters=100, lr=0.01, power=0.9, **DR.lr_continuation(1, 100))
     lrs = [loop.scheduled_lr(0.01, it, cfg) for it in range(cfg.first_iter, cfg.end_iter)]
     assert lrs[0] == pytest.approx(0.01 * 0.5 ** 0.9) and lrs[-1] == pytest.approx(0.01 * (1 / 200) ** 0.9)
@@ -368,24 +363,15 @@ def test_a_round_killed_while_labelling_resumes_to_the_same_labels(tmp_path, pha
     assert ra["kept"] == rb["kept"] and ra["thresholds"] == rb["thresholds"]
 
 
-# --- end to end through the run wiring (needs core's runs.py) ------------------------------------------------
+# --- end to end through the run wiring ------------------------------------------------------------------------
 
-def _engine_ready() -> bool:
-    try:
-        from blvnb.experiments import runs
-    except ImportError:
-        return False
-    fp = getattr(getattr(runs, "RunConfig", None), "from_profile", None)
-    return fp is not None and "strategy" in inspect.signature(fp).parameters
-
-
-@pytest.mark.skipif(not _engine_ready(), reason="needs core's runs.py (RunConfig.from_profile(strategy=...), RunData)")
 def test_round_zero_then_round_one_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("BLVNB_CACHE", str(os.environ.get("BLVNB_CACHE", tmp_path / "cache")))
     from blvnb.experiments import runs
 
-    cfg = runs.RunConfig.from_profile("smoke", strategy="dars-rounds", labeled_fraction="1/8",
+    # an lr of its own (not the loop's default 0.01): the run's lr must reach the optimiser
+    cfg = runs.RunConfig.from_profile("smoke", strategy="dars-rounds", labeled_fraction="1/8", lr=0.02,
                                       strategy_options={"round": 1, "labeler": "dars"})
     rec = runs.run(cfg)
     assert math.isfinite(rec["metrics"]["mIoU"]) and len(rec["metrics"]["iou"]) == 19
@@ -398,10 +384,9 @@ def test_round_zero_then_round_one_end_to_end(tmp_path, monkeypatch):
     assert r0["summary"]["round"] == 0 and Path(r0["checkpoint"]).is_file()
     st = runs.run(cfg.with_(strategy_options={"round": 1, "labeler": "st", "threshold": 0.9}))
     assert st["summary"]["labeler"] == "st"
-    # the student continued the teacher's schedule: its first lr is lr0 · (1/2)^0.9
-    lr = rec.get("history", {}).get("lr")
-    if lr and getattr(cfg, "lr", None):
-        assert lr[0] == pytest.approx(cfg.lr * 0.5 ** 0.9, rel=1e-6)
+    # the student continued the teacher's schedule: its first lr (the backbone group's) is lr0 · (1/2)^0.9
+    assert rec["history"]["lr"][0] == pytest.approx(0.02 * 0.5 ** 0.9, rel=1e-6)
+    assert r0["history"]["lr"][0] == pytest.approx(0.02, rel=1e-6)
 
 
 # --- build(cfg, data) against a stand-in RunData (CONTRACT.md) ----------------------------------------------
@@ -414,6 +399,8 @@ class BuildCfg(FakeCfg):
     batch_size: int = 4
     loss: str = "ce"
     loss_options: dict = field(default_factory=dict)
+    lr: float | None = None
+    weight_decay: float | None = None
 
 
 class FakeData:
@@ -467,6 +454,15 @@ def test_build_round_zero_trains_the_labeled_split_alone(tmp_path):
     assert data.asked[-1]["indices"] == [0, 1] and data.asked[-1]["scale_range"] == (0.25, 1.0)
     assert data.asked[-1]["rotate"] == 10.0 and data.asked[-1]["blur"]  # DARS's augmentation
     assert built.strategy.summary()["round"] == 0
+
+
+def test_build_passes_the_runs_lr_and_weight_decay_to_every_round(tmp_path):
+    # DARS Table 2's DeepLab v2 recipe (lr 0.002) and the released weight decay 1e-4 (tables.dars_recipe)
+    for k, first in ((0, 0), (1, 10)):
+        opts = {"round": k, "labeler": "dars"} if k else {"round": 0}
+        built = DR.build(BuildCfg(strategy_options=opts, lr=0.002, weight_decay=1e-4), FakeData(tmp_path))
+        assert built.train_overrides == {"first_iter": first, "schedule_iters": first + 10, "lr": 0.002,
+                                         "weight_decay": 1e-4}
 
 
 def test_build_round_zero_with_every_label(tmp_path):
@@ -576,15 +572,7 @@ def test_extra_unlabeled_images_of_the_real_data_are_the_first_coarse_ones_by_na
         data.extra_images(5)
 
 
-# --- a round killed while training resumes bitwise (needs core's loop and streams) --------------------------
-
-def _loop_ready() -> bool:
-    try:
-        from blvnb.engine import loop, streams  # noqa: F401
-    except ImportError:
-        return False
-    return "first_iter" in getattr(loop.TrainConfig, "__dataclass_fields__", {})
-
+# --- a round killed while training resumes bitwise ----------------------------------------------------------
 
 _TRAIN_SCRIPT = textwrap.dedent("""
     import os, signal, sys
@@ -619,7 +607,6 @@ _TRAIN_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not _loop_ready(), reason="needs core's loop (TrainConfig.first_iter, init_state) and streams")
 def test_a_round_killed_while_training_resumes_bitwise(tmp_path):
     script = _TRAIN_SCRIPT.format(tests=str(ROOT / "tests"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -108,7 +108,18 @@ def test_status_page_from_saved_verdicts(tmp_path, monkeypatch):
     assert {r["paper"] for r in records} == {"blv", "dars"} and all(r["table"] for r in records)
     assert "verdict (quick)" in text and "verdict (gpu)" in text
     assert 'href="generated/dars_tables.html#verdict-dars-t5-kl"' in text
-    assert "| DARS | `quick` | 1 | 0 | 0 | 30 | 31 |" in text
+    # the summary rows, computed from CLAIMS: in quick one DARS claim reproduced, the rest not run; in gpu
+    # one DARS claim not reproduced; no BLV claim run in either
+    n = {p: sum(c.paper == p for c in claims.CLAIMS) for p in ("blv", "dars")}
+
+    def row(paper, prof, **counts):
+        cells = [counts.get(o.replace(" ", "_"), 0) for o in claims.OUTCOMES]
+        cells[claims.OUTCOMES.index("not run")] = n[paper] - sum(counts.values())
+        return f"| {paper.upper()} | `{prof}` | " + " | ".join(map(str, cells)) + f" | {n[paper]} |"
+
+    summary = [ln for ln in text.splitlines() if ln.startswith(("| BLV |", "| DARS |"))]
+    assert summary == [row("blv", "quick"), row("blv", "gpu"), row("dars", "quick", reproduced=1),
+                       row("dars", "gpu", not_reproduced=1)]
 
 
 def test_paper_values_come_from_the_cells(monkeypatch):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,18 +39,44 @@ def _papers_dir() -> Path | None:
     return None
 
 
+def _in_ci() -> bool:
+    """The ``CI`` variable that CI services set (``true``, ``1``); empty, ``0`` or ``false`` mean not CI."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 @pytest.fixture(scope="module")
 def texts() -> dict[str, list[str]]:
+    return _load_texts()
+
+
+def _load_texts() -> dict[str, list[str]]:
     d = _papers_dir()
     if d is None:
         reason = f"the papers' texts are not here (looked in {[str(c) for c in _CANDIDATES]}; set BLVNB_PAPERS)"
         print(reason)
+        if _in_ci():  # CI must check the cells against the papers: a missing text is a broken setup there
+            pytest.fail(f"{reason}; CI={os.environ['CI']!r} is set, so this is an error, not a skip")
         pytest.skip(reason)
     out = {}
     for name in ("blv", "dars"):
         (path,) = sorted(d.glob(f"{name}-*.txt"))
         out[name] = path.read_text(encoding="utf-8").split("\n")
     return out
+
+
+def test_missing_papers_skip_outside_ci_and_fail_in_ci(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "_CANDIDATES", [tmp_path / "nowhere"])
+    for value in (None, "", "0", "false"):
+        if value is None:
+            monkeypatch.delenv("CI", raising=False)
+        else:
+            monkeypatch.setenv("CI", value)
+        with pytest.raises(pytest.skip.Exception, match="not here"):
+            _load_texts()
+    for value in ("true", "1"):
+        monkeypatch.setenv("CI", value)
+        with pytest.raises(pytest.fail.Exception, match=f"CI='{value}' is set"):
+            _load_texts()
 
 
 def _norm(s: str) -> str:

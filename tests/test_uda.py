@@ -543,18 +543,8 @@ def test_build_rs_bad_options_name_the_value(kw, pattern):
         U.build(cfg(loss="rs", **kw), FakeData())
 
 
-# --- end to end and resume: through the loop of issue 9 (run after the coordinator's merge) -----------------
+# --- end to end and resume through the run wiring -----------------------------------------------------------
 
-def _engine_ready():
-    from blvnb.engine import loop
-
-    return hasattr(loop, "step_generator")
-
-
-needs_engine = pytest.mark.skipif(not _engine_ready(), reason="needs the issue-9 loop (loop.step_generator)")
-
-
-@needs_engine
 def test_smoke_run_end_to_end(tmp_path, monkeypatch):
     from blvnb.experiments.runs import RunConfig, run
 
@@ -582,7 +572,6 @@ def uda_resume_config():
                                   loss_options={"sigma": 6.0}, iters=7, ckpt_every=3, device="cpu", progress=False)
 
 
-@needs_engine
 def test_sigkill_resume_is_bitwise(tmp_path):
     """A UDA run (BLV noise, ClassMix, jitter, blur, EMA teacher, rare-class crops) killed with SIGKILL after
     a mid-epoch checkpoint and started again ends bitwise identical to an uninterrupted run: weights,

@@ -283,6 +283,19 @@ def lr_continuation(k: int, iters: int) -> dict[str, int]:
     return {"first_iter": int(k) * int(iters), "schedule_iters": (int(k) + 1) * int(iters)}
 
 
+def train_overrides(cfg, k: int) -> dict:
+    """Round ``k``'s :func:`lr_continuation` plus the run's own ``lr`` / ``weight_decay`` where it gives
+    them (DARS Table 2's DeepLab v2 recipe, the released weight decay 1e-4: ``tables.dars_recipe``);
+    ``None`` keeps the loop's SGD defaults (lr 0.01, weight decay 5e-4). They are in the run's key, so a
+    run that named them must train with them."""
+    out: dict = lr_continuation(k, cfg.iters)
+    for name in ("lr", "weight_decay"):
+        value = getattr(cfg, name, None)
+        if value is not None:
+            out[name] = float(value)
+    return out
+
+
 # --- labelling a round -------------------------------------------------------------------------------------
 
 def file_digest(path: str | Path) -> str:
@@ -563,8 +576,7 @@ def build(cfg, data) -> Built:
     labeled = data.dataset(kind, "train", indices=labeled_idx, scale_range=scale, **train_view)
     if k == 0:
         strategy = DarsRounds(0, head_lr_mult=o["head_lr_mult"], loss=loss, seed=seed, info=info)
-        return Built(strategy, {"labeled": data.stream(labeled, cfg.batch_size)},
-                     lr_continuation(0, cfg.iters), None)
+        return Built(strategy, {"labeled": data.stream(labeled, cfg.batch_size)}, train_overrides(cfg, 0), None)
 
     if cfg.batch_size < 2:
         raise ConfigError(f"dars-rounds: round {k} splits each batch half labeled, half pseudo-labeled; "
@@ -605,7 +617,7 @@ def build(cfg, data) -> Built:
     streams = {"labeled": data.stream(labeled, half), "pseudo": data.stream(pseudo, half)}
     strategy = DarsRounds(k, head_lr_mult=o["head_lr_mult"], pseudo_weight=o["pseudo_weight"], loss=loss, seed=seed,
                           info=info)
-    return Built(strategy, streams, lr_continuation(k, cfg.iters), ckpt)
+    return Built(strategy, streams, train_overrides(cfg, k), ckpt)
 
 
 def _train_view(data, *, rotate, blur: bool) -> dict:
@@ -657,4 +669,5 @@ def _teacher_model(cfg, data, ckpt) -> nn.Module:
 
 
 __all__ = ["DEFAULTS", "DarsRounds", "METHODS", "RoundLabels", "build", "head_param_groups", "label_round",
-           "lr_continuation", "round_config", "round_options", "round_settings", "schedule"]
+           "lr_continuation", "round_config", "round_options", "round_settings", "schedule",
+           "train_overrides"]
