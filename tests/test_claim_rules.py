@@ -12,6 +12,7 @@ to the paper's numbers (``blvnb.paper``, read from the text; nothing typed here)
   could not be reproduced by a faithful reproduction either.
 """
 
+import json
 import math
 
 import numpy as np
@@ -153,7 +154,8 @@ def test_the_issue_examples_are_caught():
     # blv-t7: the paper's GTA5 spread is 1.0 exactly (58.0 … 59.0), "within 1 %" in its text
     assert outcomes_on_paper(claims.get("blv-t7/gta"), paper_numbers(claims.get("blv-t7/gta")), None) == ["reproduced"]
     # dars-t3: Table 3 has no baseline row; the claim is DARS over CCT
-    assert "baseline" not in claims.get("dars-t3").arms and "CCT" in claims.get("dars-t3").statement
+    t3 = claims.get("dars-t3")
+    assert "baseline" not in t3.arms and "CCT" in t3.statement and t3.constant == paper.value("dars", 3, "CCT", "mIoU")
     # dars-t4-it includes CBST
     assert {"cbst-it", "cbst"} <= set(claims.get("dars-t4-it").arms)
     # dars-fig4 compares round 2 with and without the strong augmentation at the same α
@@ -166,3 +168,26 @@ def test_checks_are_not_reproductions():
     checks = [c for c in claims.CLAIMS if c.kind == "check"]
     assert [c.id for c in checks] == ["dars-alignment-synthetic"]
     assert all(not c.paper_cells for c in checks)  # a check shows no paper cell beside its verdict
+
+
+def test_status_page_shows_checks_apart(tmp_path, monkeypatch):
+    from blvnb import reproduce
+
+    monkeypatch.delenv("BLVNB_VERDICTS", raising=False)
+    (tmp_path / "book").mkdir()
+    out = tmp_path / "book" / "generated" / "verdicts"
+    claims.save(claims.alignment_verdict({"DARS": [1e-5, 2e-5, 1e-5], "ST": [0.05, 0.04, 0.06]}, profile="quick",
+                                         seeds=[0, 1, 2]), out)
+    claims.save(claims.verdict("dars-t5-kl", {"dars": [1e-5, 2e-5, 1e-5]}, profile="quick", seeds=[0, 1, 2]), out)
+    text = reproduce.write_status(tmp_path, profile="quick").read_text()
+    summary, checks = text.split("## Summary")[1].split("## BLV")[0], text.split("## Implementation checks")[1]
+    n_dars = sum(c.paper == "dars" and c.kind == "reproduction" for c in claims.CLAIMS)
+    n_blv = sum(c.paper == "blv" and c.kind == "reproduction" for c in claims.CLAIMS)
+    # the check's ✔ is not a reproduction: DARS's row counts one reproduced claim (dars-t5-kl) of its reproductions
+    assert f"| DARS | `quick` | 1 | 0 | 0 | {n_dars - 1} | {n_dars} |" in summary
+    assert f"| BLV | `quick` | 0 | 0 | 0 | {n_blv} | {n_blv} |" in summary
+    assert "`dars-alignment-synthetic`" in checks and "✔ reproduced" in checks
+    assert "`dars-alignment-synthetic`" not in text.split("## Implementation checks")[0]
+    records = json.loads((tmp_path / "book" / "generated" / "reproduction.json").read_text())
+    rec = next(r for r in records if r["claim"] == "dars-alignment-synthetic")
+    assert rec["kind"] == "check" and rec["paper_values"] == {}
