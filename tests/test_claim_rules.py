@@ -119,12 +119,16 @@ def test_rule_holds_on_the_papers_means(c):
     assert got and all(o == "reproduced" for o in got), (c.id, c.rule, paper_numbers(c), got)
 
 
-@pytest.mark.parametrize("c", WITH_CELLS, ids=lambda c: c.id)
+def _spread_everywhere(c) -> bool:
+    try:
+        return all(s > 0 for _, s in paper_numbers(c).values())
+    except paper.PaperDataError:
+        return True  # a misnamed cell: let the test below fail on it
+
+
+@pytest.mark.parametrize("c", [c for c in WITH_CELLS if _spread_everywhere(c)], ids=lambda c: c.id)
 def test_rule_decides_the_papers_runs_at_three_seeds(c):
-    nums = paper_numbers(c)
-    if not all(s > 0 for _, s in nums.values()):
-        pytest.skip("the paper prints no ± for every arm")
-    got = outcomes_on_paper(c, nums, 3)
+    got = outcomes_on_paper(c, paper_numbers(c), 3)
     if c.id.split("/")[0] in UNDECIDED_AT_3:
         assert "not reproduced" not in got and "inconclusive" in got, (c.id, got)
     else:
