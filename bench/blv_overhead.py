@@ -9,8 +9,9 @@ training time. Our goal: at most +1 % on a GPU and +3 % on a CPU with the quick 
 
 A "step" is what the training loop does per iteration: forward, upsampling to the label size, the loss,
 backward and an SGD step; both losses share one model and optimiser and alternate (CE, BLV, BLV, CE, …)
-so that slow drifts of the machine hit both alike. The loss alone (on fixed logits, forward + backward)
-is timed as well. Output: ``bench/out/blv_overhead.json`` (``--out`` to change).
+so that slow drifts of the machine hit both alike (:func:`blvnb.engine.overhead.interleaved_step_times`,
+the measurement the book's claim ``blv-t12`` is decided on). The loss alone (on fixed logits, forward +
+backward) is timed as well. Output: ``bench/out/blv_overhead.json`` (``--out`` to change).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from blvnb.devices import resolve_device
+from blvnb.engine.overhead import interleaved_step_times
 from blvnb.models.inference import resize_logits as upsample_to
 from blvnb.losses import build_loss
 from blvnb.models.registry import build_model
@@ -65,24 +67,11 @@ def main(argv=None) -> dict:
     losses = {"ce": build_loss("ce"),
               "blv": build_loss("blv", class_counts=counts, sigma=args.sigma, clamp=args.clamp, generator=g)}
     model = build_model(args.model).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     h, w = args.size
     x = torch.randn(args.batch, 3, h, w, device=device)
     y = torch.multinomial(torch.tensor(SHARES), args.batch * h * w, replacement=True).view(args.batch, h, w)
     y[:, :, : w // 16] = 255  # some ignored pixels
     y = y.to(device)
-
-    def step(loss_fn) -> float:
-        _sync(device)
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-            logits = upsample_to(model(x), y.shape[-2:])
-            loss = loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        _sync(device)
-        return time.perf_counter() - t0
 
     def loss_only(loss_fn, z) -> float:
         _sync(device)
@@ -91,13 +80,7 @@ def main(argv=None) -> dict:
         _sync(device)
         return time.perf_counter() - t0
 
-    times: dict[str, list[float]] = {"ce": [], "blv": []}
-    for i in range(args.warmup + args.iters):
-        order = ("ce", "blv") if i % 2 == 0 else ("blv", "ce")  # CE BLV | BLV CE | CE BLV ...
-        for name in order:
-            t = step(losses[name])
-            if i >= args.warmup:
-                times[name].append(t)
+    times = interleaved_step_times(model, x, y, losses, iters=args.iters, warmup=args.warmup, amp=args.amp)
     paired = [b / a for a, b in zip(times["ce"], times["blv"])]  # each BLV step against its neighbouring CE step
 
     with torch.no_grad():

@@ -15,6 +15,11 @@ every arm: the comparisons are **paired by seed**), and gets a :class:`Verdict`:
 * **inconclusive** — the interval straddles the margin, or there are fewer seeds than the minimum;
 * **not run** — no chapter evaluated it in this profile; the verdict says which profile would.
 
+A claim's ``kind`` is ``reproduction`` (a statement of a paper, decided on our runs) or ``check`` (a test
+that our implementation does what the paper's method prescribes, on inputs built for it: it cannot speak
+for or against the paper's result, so the status page shows it apart and counts it with no verdict of
+the papers).
+
 With *n* seeds and paired differences :math:`d_s`, the interval is
 :math:`\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt n` (:func:`t_interval`). A verdict renders as Markdown
 in a notebook (with its evidence: the per-seed differences, their mean, the interval, the profile, the
@@ -41,6 +46,7 @@ OUTCOMES = ("reproduced", "not reproduced", "inconclusive", "not run")
 PROFILE_ORDER = ("smoke", "quick", "gpu", "paper")
 COMPARISONS = ("greater", "not-worse", "within", "ordering", "best", "all-greater", "gain-greater", "less-than",
                "greater-than", "split", "spread", "saturating", "correlation")
+KINDS = ("reproduction", "check")
 MARKS = {"reproduced": "✔", "not reproduced": "✘", "inconclusive": "?", "not run": "–"}  # in every font
 LEVEL = 0.95
 
@@ -143,6 +149,7 @@ class Claim:
     paper_cells: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     row_labels: Mapping[str, str] = field(default_factory=dict)
     rule_text: str | None = None  # replaces the generated rule (observations of our own, not the papers')
+    kind: str = "reproduction"  # or "check": an implementation check, shown apart from the reproductions
 
     def __getitem__(self, key: str):
         return getattr(self, key)
@@ -169,7 +176,7 @@ class Claim:
         elif c == "all-greater":
             text = " and ".join(f"{o} − {a[0]} > {m}" for o in a[1:])
         elif c == "gain-greater":
-            text = f"({a[0]} − {a[1]}) − ({a[2]} − {a[3]}) > {m}"
+            text = " and ".join(f"({a[0]} − {a[1]}) − ({a[i]} − {a[i + 1]}) > {m}" for i in range(2, len(a) - 1, 2))
         elif c == "less-than":
             text = f"{a[0]} < {_fmt(self.constant, sign=False)}"
         elif c == "greater-than":
@@ -241,8 +248,11 @@ class Claim:
             return [PairedTest.of(f"{a[0]} − {o}", v[0] - cols[o], m, "above") for o in a[1:]]
         if c == "all-greater":
             return [PairedTest.of(f"{o} − {a[0]}", cols[o] - v[0], m, "above") for o in a[1:]]
-        if c == "gain-greater":
-            return [PairedTest.of(f"({a[0]} − {a[1]}) − ({a[2]} − {a[3]})", (v[0] - v[1]) - (v[2] - v[3]), m, "above")]
+        if c == "gain-greater":  # the first pair's gain against each other pair's: (a0 − a1) − (a2 − a3), (a0 − a1) − (a4 − a5) …
+            if len(a) < 4 or len(a) % 2:
+                raise ClaimError(f"{self.id}: gain-greater compares pairs of arms (gain, then each other gain), got {a}")
+            return [PairedTest.of(f"({a[0]} − {a[1]}) − ({a[i]} − {a[i + 1]})", (v[0] - v[1]) - (v[i] - v[i + 1]), m,
+                                  "above") for i in range(2, len(a), 2)]
         if c == "less-than":
             return [PairedTest.of(a[0], v[0], self.constant, "below")]
         if c == "greater-than":
@@ -295,6 +305,10 @@ def _expand(entry: dict, defaults: dict) -> list[Claim]:
         raise ConfigError(f"claims.yaml, {e.get('id')}: unknown field(s) {sorted(unknown)}")
     if e.get("comparison") not in COMPARISONS:
         raise ConfigError(f"claims.yaml, {e.get('id')}: comparison {e.get('comparison')!r} is not one of {COMPARISONS}")
+    if e.get("kind", "reproduction") not in KINDS:
+        raise ConfigError(f"claims.yaml, {e.get('id')}: kind must be one of {KINDS}, got {e.get('kind')!r}")
+    if e.get("kind") == "check" and e.get("paper_cells"):
+        raise ConfigError(f"claims.yaml, {e.get('id')}: a check has no paper cells (it reproduces no number of the paper)")
     if e.get("paper") not in ("blv", "dars"):
         raise ConfigError(f"claims.yaml, {e.get('id')}: paper must be blv or dars, got {e.get('paper')!r}")
     rows = e.pop("rows", None)
@@ -388,7 +402,7 @@ class Verdict:
 
     def to_dict(self) -> dict:
         c = self.claim
-        return {"claim": c.id, "paper": c.paper, "table": c.table, "row": c.row, "statement": c.statement,
+        return {"claim": c.id, "kind": c.kind, "paper": c.paper, "table": c.table, "row": c.row, "statement": c.statement,
                 "metric": c.metric, "rule": c.rule, "verdict": self.outcome, "profile": self.profile,
                 "seeds": list(self.seeds), "tests": [t.to_dict() for t in self.tests],
                 "values": {a: list(v) for a, v in self.values.items()}, "version": self.version,
@@ -403,8 +417,9 @@ class Verdict:
     def _repr_markdown_(self) -> str:
         c = self.claim
         where = (f"{c.paper.upper()} {c.table}" + (f", {c.row}" if c.row else "") + "; ") if c.id else ""
+        what = "Implementation check" if c.kind == "check" else "Verdict"
         lines = ([f'<span id="{self.anchor}"></span>', ""] if c.id else []) + [
-            f"**Verdict ({where}profile `{self.profile}`): {MARKS[self.outcome]} {self.outcome}** — {c.statement}",
+            f"**{what} ({where}profile `{self.profile}`): {MARKS[self.outcome]} {self.outcome}** — {c.statement}",
             "", f"*Rule:* {c.rule}."]
         if self.outcome == "not run":
             lines += ["", f"Not run in the `{self.profile}` profile; the `{c.runs_in}` profile's chapter runs it."]
@@ -477,11 +492,12 @@ def every_seed_greater(claim: str, a: Sequence[float], b: Sequence[float], *, pr
 
 def alignment_verdict(kl: Mapping[str, Sequence[float]], *, profile: str, seeds: Sequence[int] | None = None,
                       aligned: str = "DARS", baseline: str = "ST", tol: float = 1e-3) -> Verdict:
-    """DARS Sec. 3.2 / Table 5 on given teacher outputs: ``aligned``'s KL to the prior is below ``tol``
-    and ``baseline``'s is above it (claim ``dars-alignment-synthetic``)."""
+    """The implementation check ``dars-alignment-synthetic`` (DARS Sec. 3.2, Algorithm 1) on given teacher
+    outputs: ``aligned``'s KL to the prior is below ``tol`` and ``baseline``'s is above it. A check, not a
+    reproduction of Table 5: the teacher is built to lean toward the frequent classes."""
     c = replace(get("dars-alignment-synthetic"), arms=(aligned, baseline), constant=float(tol))
     return c.evaluate(kl, profile=profile, seeds=seeds)
 
 
-__all__ = ["CLAIMS", "Claim", "ClaimError", "OUTCOMES", "PairedTest", "Verdict", "alignment_verdict", "every_seed_greater",
+__all__ = ["CLAIMS", "Claim", "ClaimError", "KINDS", "OUTCOMES", "PairedTest", "Verdict", "alignment_verdict", "every_seed_greater",
            "for_table", "get", "load", "save", "t_interval", "verdict", "verdict_dir"]

@@ -522,9 +522,10 @@ def status_records(root: Path, profile: str | None = None) -> list[dict]:
             main = per[max(per, key=lambda p: order.index(p) if p in order else -1)]
         else:
             main = c.not_run(profile).to_dict()
-        rec = {**main, "profiles": {p: {"verdict": v["verdict"], "seeds": v["seeds"], "version": v.get("version")}
-                                    for p, v in per.items()},
-               "paper_values": paper_values(c)}
+        rec = {**main, "kind": c.kind,
+               "profiles": {p: {"verdict": v["verdict"], "seeds": v["seeds"], "version": v.get("version")}
+                            for p, v in per.items()},
+               "paper_values": paper_values(c) if c.kind == "reproduction" else {}}
         records.append(rec)
     return records
 
@@ -567,10 +568,14 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
              "- **not run** — no chapter has evaluated the claim in this profile yet; the column *runs in* names the "
              "smallest profile whose chapter runs it.", "",
              "Verdicts of the `smoke` and `quick` profiles speak about the *direction* of an effect on toy data; "
-             "only the `paper` profile can confirm the papers' absolute numbers. The machine-readable form of this "
-             "page is `book/generated/reproduction.json`.", "", "## Summary", "",
+             "only the `paper` profile can confirm the papers' absolute numbers. Implementation checks (tests of our "
+             "code on inputs built for them, which cannot speak for or against a paper) are listed apart at the end "
+             "and counted in no summary row. The machine-readable form of this page is "
+             "`book/generated/reproduction.json`.", "", "## Summary", "",
              "| paper | profile | " + " | ".join(outcomes) + " | claims |",
              "| --- | --- | " + " | ".join("---:" for _ in outcomes) + " | ---: |"]
+    checks = [r for r in records if r.get("kind") == "check"]
+    records = [r for r in records if r.get("kind", "reproduction") == "reproduction"]
     for paper in ("blv", "dars"):
         mine = [r for r in records if r["paper"] == paper]
         for p in profiles:
@@ -602,6 +607,20 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
                     cols.append(f"{ours} | {claims.MARKS[v]} {v}{extra}")
                 stmt = r["statement"].replace("|", "/")
                 lines.append(f"| {stmt}<br>`{r['claim']}` | {pv} | " + " | ".join(cols) + f" | {_link(r, root)} |")
+    if checks:
+        lines += ["", "## Implementation checks", "",
+                  "Each checks that our code does what a paper's method prescribes, on inputs built for the purpose; "
+                  "none reproduces a number of the papers, and none is counted in the summary above.", "",
+                  "| check | " + " | ".join(f"ours ({p}) | outcome ({p})" for p in profiles) + " | chapter |",
+                  "| --- | " + " | ".join("--- | ---" for _ in profiles) + " | --- |"]
+        for r in checks:
+            cols = []
+            for p in profiles:
+                rec = per_profile[r["claim"]].get(p)
+                v = (rec or {}).get("verdict", "not run")
+                cols.append(f"{_ours(rec) if rec else '—'} | {claims.MARKS[v]} {v}")
+            stmt = r["statement"].replace("|", "/")
+            lines.append(f"| {stmt}<br>`{r['claim']}` | " + " | ".join(cols) + f" | {_link(r, root)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from blvnb import claims
 from blvnb.claims import Claim, ClaimError, PairedTest, t_interval
+from blvnb.errors import ConfigError
 
 T975_2 = 4.302652729911275  # t_{0.975, 2}: the 95 % two-sided quantile with 3 seeds
 
@@ -105,6 +106,36 @@ def test_gain_greater_and_saturating():
     assert s.evaluate(lin, profile="q").outcome == "not reproduced"
 
 
+def test_gain_greater_against_each_other_pair():
+    g = make("gain-greater", ["dars-it", "dars", "st-it", "st", "cbst-it", "cbst"])
+    vals = {"dars-it": [70.0, 70.2, 70.1], "dars": [68.0, 68.0, 68.0], "st-it": [66.5, 66.6, 66.4], "st": [66.0, 66.0, 66.0],
+            "cbst-it": [67.0, 67.1, 67.0], "cbst": [66.5, 66.5, 66.5]}
+    v = g.evaluate(vals, profile="q")
+    assert [t.label for t in v.tests] == ["(dars-it − dars) − (st-it − st)", "(dars-it − dars) − (cbst-it − cbst)"]
+    assert v.outcome == "reproduced" and " and " in g.rule
+    vals["cbst-it"] = [69.0, 69.1, 69.0]  # CBST gains 2.5 > DARS's 2.1: the second test fails
+    assert g.evaluate(vals, profile="q").outcome == "not reproduced"
+    with pytest.raises(ClaimError, match="pairs"):
+        make("gain-greater", ["a", "b", "c"]).evaluate({"a": [1], "b": [1], "c": [1]}, profile="q")
+
+
+def test_kind_check_is_labelled_and_has_no_paper_cells(tmp_path):
+    c = claims.get("dars-alignment-synthetic")
+    assert c.kind == "check" and not c.paper_cells
+    v = claims.alignment_verdict({"DARS": [1e-5, 2e-5, 1e-5], "ST": [0.05, 0.04, 0.06]}, profile="quick")
+    assert v.to_dict()["kind"] == "check" and "**Implementation check" in v._repr_markdown_()
+    assert claims.get("blv-t1/r50-psp").kind == "reproduction"
+    assert "**Verdict" in claims.get("blv-t1/r50-psp").not_run("quick")._repr_markdown_()
+    bad = tmp_path / "claims.yaml"
+    base = "claims:\n- {id: x, paper: dars, table: T5, statement: s, source: s, metric: m, comparison: greater, arms: [a, b]"
+    bad.write_text(base + ", kind: checks}\n")
+    with pytest.raises(ConfigError, match="kind"):
+        claims.load(str(bad))
+    bad.write_text(base + ", kind: check, paper_cells: {a: {row: DARS, column: D_KL}}}\n")
+    with pytest.raises(ConfigError, match="paper cells"):
+        claims.load(str(bad))
+
+
 def test_constants_and_split():
     lt = make("less-than", ["dars"], constant=1e-3)
     assert lt.evaluate({"dars": [1e-5, 2e-5, 1.5e-5]}, profile="q").outcome == "reproduced"
@@ -163,7 +194,7 @@ def test_catalogue_covers_the_papers():
                 "dars-t11", "dars-t8", "dars-fig5", "dars-t15", "blv-fig3"):
         assert claims.get(cid).id == cid
     assert claims.get("dars-t4-order").arms == ("dars", "da-ts", "cbst-ts", "cbst", "st-ts", "st")
-    assert claims.get("blv-t7/gta").margin == 1.0 and claims.get("dars-t5-kl").constant == 1e-3
+    assert claims.get("blv-t7/gta").margin == 1.05 and claims.get("dars-t5-kl").constant == 1e-3
 
 
 def test_verdict_renders_and_saves(tmp_path):

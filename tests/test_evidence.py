@@ -92,6 +92,40 @@ def test_gain_share_values_drop_undefined_and_never_segmented_classes():
         evidence.gain_share_values(res, ("R", "blv"), ("R", "baseline"), shares[:5])
 
 
+def test_fig3_verdict_reports_the_correlation_with_and_without_the_classes_at_iou_0(tmp_path, monkeypatch):
+    """The verdict leaves out the classes at IoU 0 in both arms in every seed; its note names them and gives
+    the correlation with them kept."""
+    from blvnb.classes import CLASSES
+
+    monkeypatch.setenv("BLVNB_VERDICTS", str(tmp_path))
+    shares = np.linspace(1.0, 19.0, NUM_CLASSES)[::-1] / np.linspace(1.0, 19.0, NUM_CLASSES).sum()  # class 0 largest
+    by = {"baseline": {}, "blv": {}}
+    for s in range(3):
+        base, meth = [0.5] * NUM_CLASSES, [0.5] * NUM_CLASSES
+        for c in range(NUM_CLASSES - 3):  # gain grows with rarity: a negative correlation
+            meth[c] = 0.5 + 0.01 * c + 0.001 * s
+        for c in range(NUM_CLASSES - 3, NUM_CLASSES):  # the three rarest: never segmented, gain 0
+            base[c] = meth[c] = 0.0
+        by["baseline"][s], by["blv"][s] = rec(s, 50, base), rec(s, 50, meth)
+    res = entries({("R", a): x for a, x in by.items()})
+    v = evidence.gain_share_verdict("blv-fig3", res, ("R", "blv"), ("R", "baseline"), shares, profile="quick")
+    assert v.outcome == "reproduced" and len(v.values) == NUM_CLASSES - 3
+    dropped = ", ".join(CLASSES[c] for c in range(NUM_CLASSES - 3, NUM_CLASSES))
+    assert f"Left out, at IoU 0 in both arms in every seed: {dropped}." in v.note
+    assert f"With them kept ({NUM_CLASSES} classes): Spearman ρ per seed" in v.note
+    assert v.tests[0].differences == pytest.approx((-1.0, -1.0, -1.0))  # without them: a perfect negative rank order
+    kept = v.note.split("With them kept")[1]
+    assert "−1.000" not in kept and "−0.2" in kept  # with them (gain 0 at the smallest shares) it is much weaker
+    # nothing at IoU 0 in both arms: the note says nothing is left out
+    for s in range(3):
+        for c in range(NUM_CLASSES - 3, NUM_CLASSES):
+            by["blv"][s]["metrics"]["iou"][c] = 0.5 + 0.01 * c
+            by["baseline"][s]["metrics"]["iou"][c] = 0.5
+    v = evidence.gain_share_verdict("blv-fig3", entries({("R", a): x for a, x in by.items()}), ("R", "blv"),
+                                    ("R", "baseline"), shares, profile="quick")
+    assert "nothing is left out" in v.note and len(v.values) == NUM_CLASSES
+
+
 def test_class_shares_from_a_summary():
     counts = list(range(1, NUM_CLASSES + 1))
     sh = evidence.class_shares(rec(0, 50, summary={"class_counts": counts}))

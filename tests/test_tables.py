@@ -53,6 +53,14 @@ def test_runs_are_deduplicated_and_shared_across_tables():
     assert set(keys(tables.runs_for("dars-t10", "quick"))) <= t6 | set(keys(tables.runs_for("dars-t4", "quick")))
 
 
+def test_dars_fig4_plans_the_round_2_variants_its_claims_compare():
+    """Fig. 4's claims compare round 2 at α 50 % with and without the wider scale range (dars-fig4) and α 50 %
+    against 20 % without it (dars-fig4-alpha): the figure's plan holds those three runs of Table 6."""
+    t6 = {e.row: e.key for e in tables.entries("dars-t6", "quick") if e.seed == 0}
+    fig4 = {e.row: e.key for e in tables.entries("dars-fig4", "quick") if e.seed == 0}
+    assert fig4 == {r: t6[r] for r in ("2 / 20 / 0 / 0", "2 / 50 / 0 / 0", "2 / 50 / 0.2 / 0.5")}
+
+
 def test_quick_runs_a_stated_subset_gpu_and_paper_every_row():
     quick_rows = {e.row for e in tables.entries("blv-t1", "quick")}
     assert quick_rows == {tables.T1_QUICK_LABEL} and tables.T1_QUICK_LABEL not in tables.T1_ROWS.values()

@@ -160,12 +160,13 @@ def ratios(results, method: Selector, baseline: Selector, metric="train_seconds"
     return [m / b if b else math.nan for m, b in zip(vals["m"], vals["b"])], seeds
 
 
-def gain_share_values(results, method: Selector, baseline: Selector, shares: Sequence[float]
-                      ) -> tuple[dict[str, list[float]], dict[str, float], list[int]]:
+def gain_share_values(results, method: Selector, baseline: Selector, shares: Sequence[float], *,
+                      drop_never: bool = True) -> tuple[dict[str, list[float]], dict[str, float], list[int]]:
     """BLV Fig. 3 as numbers: ``({class: [IoU gain per seed]}, {class: log10 pixel share}, seeds)``, paired
-    by seed, for the classes whose IoU is defined in every seed of both arms, not 0 in both arms in every
-    seed (a class neither model ever segments says nothing about where BLV helps), and whose share is > 0
-    (the input of the ``blv-fig3`` correlation claim)."""
+    by seed, for the classes whose IoU is defined in every seed of both arms and whose share is > 0 (the
+    input of the ``blv-fig3`` correlation claim). ``drop_never``: also leave out the classes at IoU 0 in both
+    arms in every seed (a class neither model ever segments says nothing about where BLV helps; it enters
+    the correlation as a tie at gain 0 otherwise)."""
     sh = np.asarray(shares, dtype=float)
     if sh.shape != (NUM_CLASSES,):
         raise ResultsError(f"shares must hold {NUM_CLASSES} values, got shape {sh.shape}")
@@ -175,7 +176,7 @@ def gain_share_values(results, method: Selector, baseline: Selector, shares: Seq
     values, x = {}, {}
     for c, name in enumerate(CLASSES):
         never = bool((m[:, c] == 0).all() and (b[:, c] == 0).all())
-        if sh[c] > 0 and np.isfinite(gains[:, c]).all() and not never:
+        if sh[c] > 0 and np.isfinite(gains[:, c]).all() and not (never and drop_never):
             values[name] = gains[:, c].tolist()
             x[name] = float(np.log10(sh[c]))
     return values, x, seeds
@@ -185,15 +186,30 @@ def gain_share_verdict(claim_id: str, results, method: Selector, baseline: Selec
                        profile: str, note: str = "", save: bool = True):
     """The verdict of a "gain falls as the pixel share grows" claim (BLV Fig. 3): the per-seed Spearman
     correlation of :func:`gain_share_values`. With fewer than 3 usable classes (a model that segments almost
-    nothing, as in the smoke profile) there is no rank correlation: the verdict is inconclusive and says so."""
+    nothing, as in the smoke profile) there is no rank correlation: the verdict is inconclusive and says so.
+
+    The verdict leaves out the classes at IoU 0 in both arms in every seed; its note names them and gives
+    the correlation with them kept (gain 0), so that a reader sees what leaving them out changes."""
     from dataclasses import replace
 
     from blvnb import claims
 
     claim = claims.get(claim_id)
     values, x, seeds = gain_share_values(results, method, baseline, shares)
+    every, x_every, _ = gain_share_values(results, method, baseline, shares, drop_never=False)
+    never = [c for c in every if c not in values]
     used = (f"{len(values)} classes (those with an IoU in every run and above 0 in some run); x = log10 of the "
             "pixel share the BLV run counted.")
+    if never:
+        used += f" Left out, at IoU 0 in both arms in every seed: {', '.join(never)}."
+        if len(every) >= 3:
+            t = claim.evaluate(every, x=x_every, profile=profile, seeds=seeds).tests[0]
+            rho = ", ".join("—" if math.isnan(r) else f"{r:+.3f}" for r in t.differences).replace("-", "−")
+            lo, hi = (f"{b:+.3f}".replace("-", "−") for b in t.interval)
+            used += (f" With them kept ({len(every)} classes): Spearman ρ per seed {rho}, 95 % interval "
+                     f"[{lo}, {hi}] ({t.outcome}).")
+    else:
+        used += " No class is at IoU 0 in both arms in every seed: nothing is left out."
     note = f"{note} {used}".strip()
     if len(values) < 3:
         v = replace(claim.not_run(profile), outcome="inconclusive", seeds=tuple(seeds),
