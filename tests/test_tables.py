@@ -2,6 +2,7 @@
 quick subsets stated, dependencies ordered, committed records read instead of recomputed."""
 
 import json
+import os
 import re
 
 import pytest
@@ -248,3 +249,39 @@ def test_dars_sweep_points_share_their_teachers():
             assert round_config(e.cfg, 0).key() in base
     d2 = next(e for e in tables.entries("dars-t2", "quick", [0]) if e.row == "DARS").cfg
     assert round_config(d2, 0).key() in keys("dars-t2", "Deeplabv2")  # the declared baseline is its teacher
+
+
+def test_blv_t1_trains_mmsegs_cityscapes_pipeline_where_the_papers_architectures_run():
+    from blvnb.experiments import runs
+
+    for prof in ("gpu", "paper"):
+        cfgs = tables.runs_for("blv-t1", prof, data_root="/data" if prof == "paper" else None)
+        assert cfgs and all(c.photometric and c.cat_max_ratio == 0.75 for c in cfgs)
+        assert all(c.key_dict()["photometric"] is True and c.key_dict()["cat_max_ratio"] == 0.75 for c in cfgs)
+        fully = [c for c in tables.runs_for("blv-t5", prof, data_root="/data" if prof == "paper" else None)
+                 if c.strategy == "supervised"]
+        assert fully and all(c.photometric and c.cat_max_ratio == 0.75 for c in fully)
+    # the toy profiles keep their calibrated pipeline, and their keys do not name the new settings at all
+    for c in tables.runs_for("blv-t1", "quick"):
+        assert not c.photometric and c.cat_max_ratio is None
+        assert not {"photometric", "cat_max_ratio", "deterministic"} & set(c.key_dict())
+    for bad, msg in ((dict(photometric="yes"), "photometric must be True or False, got 'yes'"),
+                     (dict(cat_max_ratio=0.0), r"cat_max_ratio must be a share in \(0, 1\] or None, got 0.0"),
+                     (dict(cat_max_ratio=2), r"cat_max_ratio must be a share in \(0, 1\] or None, got 2")):
+        with pytest.raises(ConfigError, match=msg):
+            runs.RunConfig.from_profile("smoke", **bad)
+
+
+def test_a_runs_training_data_goes_through_the_pipeline_its_config_names(tmp_path, monkeypatch):
+    import torch
+
+    from blvnb.experiments import runs
+
+    monkeypatch.setenv("BLVNB_CACHE", os.environ.get("BLVNB_TEST_CACHE", str(tmp_path / "cache")))
+    for photometric, ratio in ((False, None), (True, 0.75)):
+        cfg = runs.RunConfig.from_profile("smoke", photometric=photometric, cat_max_ratio=ratio, device="cpu",
+                                          progress=False)
+        ds = runs.RunData(cfg, cfg.key(), torch.device("cpu")).dataset("cityscapes", "train")
+        steps = ds.transform.transforms
+        assert ("PhotoMetricDistortion" in [type(t).__name__ for t in steps]) == photometric
+        assert next(t for t in steps if type(t).__name__ == "RandomCrop").cat_max_ratio == ratio

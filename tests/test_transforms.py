@@ -136,5 +136,61 @@ def test_a_bad_augment_is_named():
 
     with pytest.raises(ConfigError, match="'cutout'"):
         train_transform((16, 32), augment="cutout")
-    with pytest.raises(ConfigError, match="rotate or blur"):
+    with pytest.raises(ConfigError, match="rotate, blur, photometric or cat_max_ratio"):
         train_transform((16, 32), augment="none", rotate=10.0)
+    with pytest.raises(ConfigError, match="rotate, blur, photometric or cat_max_ratio"):
+        train_transform((16, 32), augment="scale", photometric=True)
+    for bad in (0, 1.5, -0.1, "0.75", True):
+        with pytest.raises(ConfigError, match=f"cat_max_ratio must be a share in \\(0, 1\\] or None, got {bad!r}"):
+            train_transform((16, 32), cat_max_ratio=bad)
+
+
+# --- mmseg's Cityscapes pipeline (BLV Table 1): cat_max_ratio and the photometric distortion --------------
+
+def _road_scene():
+    """A 64x64 label that is road (0) except for a 16x16 car (13) in one corner: most 16x16 crops are road."""
+    label = torch.zeros(64, 64, dtype=torch.long)
+    label[:16, :16] = 13
+    image = torch.randint(0, 256, (3, 64, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return image, label
+
+
+def test_cat_max_ratio_redraws_crops_that_one_class_fills_as_mmseg_does():
+    from blvnb.data.transforms import RandomCrop
+
+    image, label = _road_scene()
+    plain, capped = RandomCrop((16, 16)), RandomCrop((16, 16), cat_max_ratio=0.75)
+    def share_of_mixed(crop):
+        mixed = 0
+        for s in range(200):
+            _, lab = crop(image, label, generator=torch.Generator().manual_seed(s))
+            counts = torch.bincount(lab.flatten(), minlength=19)
+            mixed += int((counts > 0).sum() > 1 and counts.max() < 0.75 * counts.sum())
+        return mixed / 200
+    # a plain crop rarely straddles the car's edge; ten tries find such a crop far more often
+    assert share_of_mixed(capped) > share_of_mixed(plain) + 0.2
+    # the first draw is the plain crop's (the same generator calls): a ratio of 1 or none changes nothing
+    for ratio in (None, 1.0):
+        for s in range(5):
+            a = RandomCrop((16, 16), cat_max_ratio=ratio)(image, label, generator=torch.Generator().manual_seed(s))
+            b = plain(image, label, generator=torch.Generator().manual_seed(s))
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # ignore pixels do not count: a crop of one class and ignore is still one class
+    label[16:, :] = 255
+    _, lab = RandomCrop((16, 16), cat_max_ratio=0.75)(image, label, generator=torch.Generator().manual_seed(0))
+    assert lab.shape == (16, 16)
+
+
+def test_the_mmseg_pipeline_adds_the_photometric_distortion_after_the_flip():
+    image, label = _pair()
+    base = train_transform((16, 32), (0.5, 1.5))
+    mm = train_transform((16, 32), (0.5, 1.5), photometric=True, cat_max_ratio=0.75)
+    changed = 0
+    for g in range(4):
+        x, y = base(image, label, generator=torch.Generator().manual_seed(g))
+        u, v = mm(image, label, generator=torch.Generator().manual_seed(g))
+        assert u.shape == x.shape and set(v.unique().tolist()) <= set(range(19)) | {255}
+        changed += not torch.equal(x, u)
+    assert changed >= 3  # colours move (each distortion step has probability 0.5)
+    names = [type(t).__name__ for t in mm.transforms]
+    assert names.index("PhotoMetricDistortion") == names.index("RandomHFlip") + 1

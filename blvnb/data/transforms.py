@@ -99,11 +99,26 @@ class RandomScale(Transform):
 
 
 class RandomCrop(Transform):
-    """Crop ``size`` at a random place, padding first if the input is smaller (image 0, label 255)."""
+    """Crop ``size`` at a random place, padding first if the input is smaller (image 0, label 255).
 
-    def __init__(self, size: tuple[int, int], generator: torch.Generator | None = None):
+    ``cat_max_ratio`` (mmseg's ``RandomCrop``, BLV Table 1's Cityscapes pipeline: 0.75): draw up to ten
+    crops and keep the first in which no class covers ``cat_max_ratio`` or more of the labelled pixels
+    (a crop with a single class does not pass, as in mmseg); after ten the last one drawn is kept."""
+
+    TRIES = 10
+
+    def __init__(self, size: tuple[int, int], generator: torch.Generator | None = None,
+                 cat_max_ratio: float | None = None):
+        if cat_max_ratio is not None and (isinstance(cat_max_ratio, bool) or not isinstance(cat_max_ratio, int | float)
+                                          or not 0 < cat_max_ratio <= 1):
+            raise ConfigError(f"cat_max_ratio must be a share in (0, 1] or None, got {cat_max_ratio!r}")
         self.size = tuple(size)
         self.generator = generator
+        self.cat_max_ratio = cat_max_ratio
+
+    def _corner(self, h: int, w: int, g) -> tuple[int, int]:
+        ch, cw = self.size
+        return int(torch.randint(0, h - ch + 1, (), generator=g)), int(torch.randint(0, w - cw + 1, (), generator=g))
 
     def __call__(self, image, label, generator=None):
         g = self._g(generator)
@@ -115,8 +130,15 @@ class RandomCrop(Transform):
             if label is not None:
                 label = F.pad(label, (0, pw, 0, ph), value=IGNORE)
             h, w = image.shape[-2:]
-        y = int(torch.randint(0, h - ch + 1, (), generator=g))
-        x = int(torch.randint(0, w - cw + 1, (), generator=g))
+        y, x = self._corner(h, w, g)
+        if self.cat_max_ratio is not None and self.cat_max_ratio < 1 and label is not None:
+            for _ in range(self.TRIES - 1):
+                counts = torch.bincount(label[y : y + ch, x : x + cw].flatten().long(), minlength=IGNORE + 1)
+                counts = torch.cat([counts[:IGNORE], counts[IGNORE + 1:]])
+                counts = counts[counts > 0]
+                if len(counts) > 1 and counts.max() < self.cat_max_ratio * counts.sum():
+                    break
+                y, x = self._corner(h, w, g)
         image = image[:, y : y + ch, x : x + cw]
         return image, (label[y : y + ch, x : x + cw] if label is not None else None)
 
@@ -284,6 +306,8 @@ def train_transform(
     rotate: float | None = None,
     blur: bool = False,
     augment: str | None = None,
+    photometric: bool = False,
+    cat_max_ratio: float | None = None,
 ) -> Compose:
     """The training pipeline: [resize to base] → random scale → [rotate ±``rotate``° p 0.5] → [5×5 blur
     p 0.5] → crop → flip → normalise (the rotate and blur steps are DARS's, recipes.md (c)).
@@ -292,13 +316,18 @@ def train_transform(
     base, the random crop and the flip, and adds only: ``"none"`` nothing (no random scale);
     ``"photometric"`` :class:`PhotoMetricDistortion` after the flip (mmseg's place); ``"rotation"``
     :class:`RandomRotate` ±10° with probability 0.5 before the crop (DARS's released ``RandRotate``,
-    recipes.md (c)); ``"scale"`` the random scale ``scale_range`` (the default pipeline itself)."""
+    recipes.md (c)); ``"scale"`` the random scale ``scale_range`` (the default pipeline itself).
+
+    ``photometric`` and ``cat_max_ratio`` complete the default pipeline into mmseg's Cityscapes one (BLV
+    Table 1, recipes.md (a)): the crop redrawn while one class covers ``cat_max_ratio`` of it, and
+    :class:`PhotoMetricDistortion` after the flip."""
     if augment is not None:
         if augment not in AUGMENTATIONS:
             raise ConfigError(f"unknown augment {augment!r}; use one of {', '.join(AUGMENTATIONS)} (or None: the "
                               "default pipeline)")
-        if rotate or blur:
-            raise ConfigError(f"augment={augment!r} is one augmentation alone; it takes no rotate or blur")
+        if rotate or blur or photometric or cat_max_ratio is not None:
+            raise ConfigError(f"augment={augment!r} is one augmentation alone; it takes no rotate, blur, "
+                              "photometric or cat_max_ratio")
         steps = [Resize(base_size)] if base_size else []
         if augment == "scale":
             steps.append(RandomScale(scale_range, generator))
@@ -314,8 +343,10 @@ def train_transform(
         steps.append(RandomRotate(rotate, 0.5, generator))
     if blur:
         steps.append(RandomGaussianBlur(5, 0.5, generator))
-    steps += [RandomCrop(crop, generator), RandomHFlip(0.5, generator), Normalize()]
-    return Compose(steps)
+    steps += [RandomCrop(crop, generator, cat_max_ratio), RandomHFlip(0.5, generator)]
+    if photometric:
+        steps.append(PhotoMetricDistortion(generator=generator))
+    return Compose(steps + [Normalize()])
 
 
 def eval_transform(base_size: tuple[int, int] | None = None) -> Compose:

@@ -66,6 +66,10 @@ def num_classes_of(kind: str) -> int:
 #: fields that change where and how fast a run executes, not what it computes: not in the key
 EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile")
 
+#: fields added after records were made, which enter the key only when they differ from the value every
+#: earlier run computed with (so that adding a setting does not retrain what it does not change)
+OPTIONAL_IN_KEY: dict[str, Any] = {"deterministic": False, "photometric": False, "cat_max_ratio": None}
+
 _UNSET: Any = None  # a field left None is filled from the profile (where the profile has that field)
 
 
@@ -101,6 +105,8 @@ class RunConfig:
     amp: bool = _UNSET
     threads: int = _UNSET  # intra-op CPU threads (blvnb.devices.fixed_threads): changes a CPU's arithmetic
     deterministic: bool = _UNSET  # deterministic algorithms (blvnb.devices.deterministic_algorithms): a GPU's
+    photometric: bool = False  # PhotoMetricDistortion after the flip (mmseg's Cityscapes pipeline, BLV Table 1)
+    cat_max_ratio: float | None = None  # redraw a crop where one class covers this share (mmseg: 0.75)
     eval_mode: str = _UNSET
     eval_crop: tuple[int, int] | None = _UNSET
     size: tuple[int, int] = _UNSET
@@ -150,8 +156,12 @@ class RunConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "iters" else 1):
                 raise ConfigError(f"{name} must be an integer >= {0 if name == 'iters' else 1}, got {v!r}")
-        if not isinstance(self.deterministic, bool):
-            raise ConfigError(f"deterministic must be True or False, got {self.deterministic!r}")
+        for name in ("deterministic", "photometric"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        r = self.cat_max_ratio
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int | float) or not 0 < r <= 1):
+            raise ConfigError(f"cat_max_ratio must be a share in (0, 1] or None, got {r!r}")
         for name in ("crop", "size", "base_size", "eval_crop"):
             v = getattr(self, name)
             if v is None and name in ("base_size", "eval_crop"):
@@ -198,7 +208,8 @@ class RunConfig:
     def key_dict(self) -> dict:
         """What the run computes, as JSON: the fields minus :data:`EXECUTION`, the real data's mount point
         replaced by "real", a weights file by its content hash, and toycity's generator version."""
-        d = {f.name: thaw(getattr(self, f.name)) for f in fields(self) if f.name not in EXECUTION}
+        d = {f.name: thaw(getattr(self, f.name)) for f in fields(self) if f.name not in EXECUTION
+             and not (f.name in OPTIONAL_IN_KEY and getattr(self, f.name) == OPTIONAL_IN_KEY[f.name])}
         if d["data_root"] is not None:  # the same real data set wherever it is mounted
             d["data_root"] = "real"
         else:  # a new toycity generator makes new data
@@ -391,7 +402,8 @@ class RunData:
         cfg = self.cfg
         if train:
             tf = train_transform(tuple(crop or cfg.crop), tuple(scale_range or cfg.scale_range), cfg.base_size,
-                                 rotate=rotate, blur=blur, augment=augment)
+                                 rotate=rotate, blur=blur, augment=augment, photometric=cfg.photometric,
+                                 cat_max_ratio=cfg.cat_max_ratio)
         else:
             tf = eval_transform(cfg.base_size)
         return AugmentedDataset(base, tf)

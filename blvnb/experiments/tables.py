@@ -245,6 +245,14 @@ def sup(profile: str, row: str, loss: str = "ce", loss_options=None, recipe=None
                      recipe=recipe, **kw)
 
 
+def mmseg_cityscapes(profile: str) -> dict | None:
+    """BLV Table 1's released Cityscapes pipeline (mmseg's ``_base_/datasets/cityscapes.py``, recipes.md
+    (a)) beyond scale, crop and flip: the crop redrawn while one class covers 75 % of it, and the
+    photometric distortion after the flip; in the profiles that train the papers' architectures (gpu,
+    paper). The toy profiles keep their calibrated pipeline (book/quick_profile.md)."""
+    return None if _sub(profile) else dict(photometric=True, cat_max_ratio=0.75)
+
+
 def dars_recipe(profile: str, crop: int = 361) -> dict | None:
     """DARS's released recipe where the profile trains the real data (paper): crop 361 at half
     resolution or crop 713, its scale range and weight decay 1e-4. Toy profiles keep their own recipe, so
@@ -335,7 +343,8 @@ def _uda_pair(profile: str, arch: str, source: str, subset: str = "all") -> list
 def _blv_t1(p: str) -> list[Arm]:
     arms = []
     for name, row in t1_rows(p).items():
-        arms += [Arm(row, "baseline", sup(p, name)), Arm(row, "blv", sup(p, name, "blv", blv(6.0)))]
+        rec = mmseg_cityscapes(p)
+        arms += [Arm(row, "baseline", sup(p, name, recipe=rec)), Arm(row, "blv", sup(p, name, "blv", blv(6.0), recipe=rec))]
     return arms
 
 
@@ -359,8 +368,10 @@ def _blv_t3(p: str, source: str = "gta5") -> list[Arm]:
 def _blv_t5(p: str) -> list[Arm]:
     full = "vitb16-uper" if not _sub(p) else T1_QUICK[0]
     semi = "r50-psp" if not _sub(p) else "r101-deeplabv3p"
-    arms = [Arm("fully", "baseline", sup(p, full)), Arm("fully", "la", sup(p, full, "la")),
-            Arm("fully", "lovasz", sup(p, full, "lovasz")), Arm("fully", "blv", sup(p, full, "blv", blv(6.0)))]
+    rec = mmseg_cityscapes(p)  # Table 1's pipeline: the baseline and BLV are Table 1's ViT-B runs
+    arms = [Arm("fully", "baseline", sup(p, full, recipe=rec)), Arm("fully", "la", sup(p, full, "la", recipe=rec)),
+            Arm("fully", "lovasz", sup(p, full, "lovasz", recipe=rec)),
+            Arm("fully", "blv", sup(p, full, "blv", blv(6.0), recipe=rec))]
     arms += [Arm("semi", "baseline", mt(p, "1/8", row=semi)), Arm("semi", "la", mt(p, "1/8", "la", row=semi), "sweep"),
              Arm("semi", "blv", mt(p, "1/8", "blv", "eq4", row=semi)),
              Arm("semi", "dars", dars(p, 2))]  # DARS's own result (PSPNet50, with iterative training)
