@@ -504,6 +504,7 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
     return {"train_seconds": result["seconds"], "metrics": metrics, "history": history, "history_every": every,
             "loss": history.get("loss", []), "summary": built.strategy.summary(), "checkpoint": str(ckpt),
             "resumed": result["resumed"], "resumed_from": result["resumed_from"], "seed": cfg.seed,
+            "optimizer": result["optimizer"],
             "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
             "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
 
