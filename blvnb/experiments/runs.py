@@ -41,7 +41,7 @@ from blvnb.errors import BlvnbError, ConfigError, DatasetError
 from blvnb.experiments import store
 from blvnb.experiments.profiles import PRETRAINED_CHOICES, FrozenDict, Profile, freeze, get_profile, thaw
 from blvnb.losses.frequencies import counts_from_labels
-from blvnb.models.registry import build_model
+from blvnb.models.registry import build_model, weights_report
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +458,10 @@ def build_run_model(cfg: RunConfig, data: RunData | None = None) -> torch.nn.Mod
     elif cfg.pretrained not in (None, "toy"):
         kw["weights"] = str(Path(cfg.pretrained).expanduser())
     model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset), **kw)
+    report = weights_report(model)
+    if report is not None:  # a file's tensors load whole or not at all (load_weights); the rest is new by design
+        log.info("%s: %d tensors from %s; new by design (initialised here): %s", cfg.model, report["loaded"],
+                 ", ".join(report["files"]), ", ".join(f"{k} ({v})" for k, v in report["new"].items()) or "nothing")
     if cfg.pretrained == "toy":
         rec = run(pretraining_config(cfg))
         _load_pretraining(model, Path(rec["checkpoint"]), get_profile(cfg.profile).pretraining.get("load", "backbone"))
@@ -479,6 +483,7 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
             torch.distributed.barrier()  # no rank may read the old checkpoint
     data = RunData(cfg, key, device)
     model = build_run_model(cfg, data)
+    weights = weights_report(model)
     built = get_builder(cfg.strategy)(cfg, data)
     built.strategy.seed = cfg.seed
     ckpt_every = cfg.ckpt_every if cfg.ckpt_every is not None else max(50, cfg.iters // 10)
@@ -504,7 +509,7 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
     return {"train_seconds": result["seconds"], "metrics": metrics, "history": history, "history_every": every,
             "loss": history.get("loss", []), "summary": built.strategy.summary(), "checkpoint": str(ckpt),
             "resumed": result["resumed"], "resumed_from": result["resumed_from"], "seed": cfg.seed,
-            "optimizer": result["optimizer"],
+            "optimizer": result["optimizer"], "weights": weights,
             "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
             "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
 
