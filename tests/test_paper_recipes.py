@@ -53,3 +53,19 @@ def test_the_uda_strategy_draws_batch_size_images_from_each_stream(tmp_path, mon
         built = uda.build(cfg, runs.RunData(cfg, cfg.key(), torch.device("cpu")))
         assert {k: s.batch_size for k, s in built.streams.items()} == {"source": 2, "target": 2}
         assert built.strategy.summary()["batch"] == {"source": 2, "target": 2}
+
+
+def test_blv_table5_compares_with_the_crop713_dars_run():
+    arms = {(e.row, e.arm): e.cfg for e in tables.entries("blv-t5", "paper", seeds=(0,), data_root=DATA)}
+    comparand = arms[("semi", "dars")]
+    assert comparand.crop == (713, 713) and comparand.strategy_options["schedule"] == "cityscapes-1/8-crop713"
+    assert comparand.strategy_options["round"] == 2 and comparand.labeled_fraction == "1/8"
+    # it is DARS Table 1's crop-713 1/8 round-2 run: one record for both tables
+    t1 = {(e.row, e.arm): e.cfg for e in tables.entries("dars-t1", "paper", seeds=(0,), data_root=DATA)}
+    assert comparand.key() == t1[("DARS (crop 713) 1/8", "dars")].key()
+    assert comparand.key() != t1[("DARS (crop 361) 1/8", "dars")].key()
+    # the toy profiles have one DARS row (crop 361's schedule): Table 5 shows it
+    for profile in ("quick", "gpu"):
+        t5 = {(e.row, e.arm): e.key for e in tables.entries("blv-t5", profile, seeds=(0,))}
+        t1 = {(e.row, e.arm): e.key for e in tables.entries("dars-t1", profile, seeds=(0,))}
+        assert t5[("semi", "dars")] == t1[("DARS 1/8", "dars")]
