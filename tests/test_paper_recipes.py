@@ -69,3 +69,81 @@ def test_blv_table5_compares_with_the_crop713_dars_run():
         t5 = {(e.row, e.arm): e.key for e in tables.entries("blv-t5", profile, seeds=(0,))}
         t1 = {(e.row, e.arm): e.key for e in tables.entries("dars-t1", profile, seeds=(0,))}
         assert t5[("semi", "dars")] == t1[("DARS 1/8", "dars")]
+
+
+# --- evaluation at the released test settings (issue 18, item 4) ---------------------------------------------
+
+def test_daformer_hrda_and_segformer_evaluate_with_their_released_test_settings():
+    t3 = {(e.row, e.arm): e.cfg for e in tables.entries("blv-t3", "paper", seeds=(0,), data_root=DATA)}
+    for row in ("DAFormer †", "DAFormer ‡", "source only †"):
+        for (r, _), cfg in t3.items():
+            if r == row:  # DAFormer trains on Cityscapes at 1024×512 and tests whole images of that size
+                assert (cfg.eval_mode, cfg.eval_size, cfg.eval_stride) == ("whole", (512, 1024), None), row
+    hrda = t3[("HRDA ‡", "baseline")]
+    assert (hrda.eval_mode, hrda.eval_crop, hrda.eval_stride, hrda.eval_size) == ("slide", (1024, 1024), (512, 512), None)
+    t1 = {(e.row, e.arm): e.cfg for e in tables.entries("blv-t1", "paper", seeds=(0,), data_root=DATA)}
+    for arm in ("baseline", "blv"):
+        seg = t1[("MiT-b0 SegformerHead", arm)]
+        assert (seg.eval_mode, seg.eval_crop, seg.eval_stride) == ("slide", (1024, 1024), (768, 768))
+        psp = t1[("ResNet50 PSPHead", arm)]  # the others keep the profile's evaluation
+        assert (psp.eval_size, psp.eval_stride) == (None, None)
+    # DARS's PSPNet50 on the uda strategy trains on DAFormer's 1024×512 Cityscapes too
+    assert {e.cfg.eval_size for e in tables.entries("dars-t15", "paper", seeds=(0,), data_root=DATA)} == {(512, 1024)}
+    # the toy profiles: their own evaluation
+    assert {e.cfg.eval_size for t in ("blv-t1", "blv-t3") for e in tables.entries(t, "gpu", seeds=(0,))} == {None}
+
+
+def test_unset_eval_size_and_stride_leave_a_runs_key_as_it_was():
+    cfg = runs.RunConfig.from_profile("quick")
+    assert not {"eval_size", "eval_stride"} & set(cfg.key_dict())
+    assert cfg.with_(eval_size=(64, 128)).key() != cfg.key() != cfg.with_(eval_stride=(32, 32)).key()
+
+
+class _Halves(torch.nn.Module):
+    """Class 0 on the left half of its input, class 1 on the right; remembers the input sizes it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        w = x.shape[-1]
+        left = (torch.arange(w, device=x.device) < w // 2).float()
+        z = torch.stack([left, 1 - left]).view(1, 2, 1, w).expand(x.shape[0], 2, x.shape[-2], w)
+        return 10 * z
+
+
+def test_evaluate_infers_at_eval_size_and_scores_at_the_labels_resolution():
+    from blvnb.engine.evaluate import evaluate
+
+    label = torch.zeros(1, 8, 16, dtype=torch.int64)
+    label[..., 8:] = 1
+    batch = [{"image": torch.randn(1, 3, 8, 16), "label": label}]
+    model = _Halves()
+    out = evaluate(model, batch, device="cpu", size=(4, 8), num_classes=2, dataset="generic", progress=False)
+    assert model.seen == [(4, 8)] and out["mIoU"] == 1.0
+    assert sum(map(sum, out["confusion"])) == 8 * 16  # every label pixel, at the label's resolution
+    model = _Halves()
+    evaluate(model, batch, device="cpu", mode="slide", crop=(8, 8), stride=(8, 4), num_classes=2,
+             dataset="generic", progress=False, window_batch=1)
+    assert model.seen == [(8, 8)] * 3  # windows at 0, 4, 8 with stride 4
+
+
+def test_a_run_evaluates_with_its_eval_size_and_stride(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("BLVNB_RECORDS", str(tmp_path / "records"))
+    monkeypatch.setenv("BLVNB_CACHE", str(tmp_path / "cache"))
+    seen = {}
+    real = runs.evaluate
+
+    def spy(model, loader, **kw):
+        seen.update(kw)
+        return real(model, loader, **kw)
+
+    monkeypatch.setattr(runs, "evaluate", spy)
+    cfg = runs.RunConfig.from_profile("smoke", iters=1, eval_mode="slide", eval_crop=(32, 32), eval_stride=(16, 16),
+                                      eval_size=(32, 64), progress=False)
+    rec = runs.run(cfg)
+    assert (seen["size"], seen["stride"], seen["crop"], seen["mode"]) == ((32, 64), (16, 16), (32, 32), "slide")
+    assert rec["config"]["eval_size"] == [32, 64] and rec["n_val_images"] > 0

@@ -65,6 +65,9 @@ def num_classes_of(kind: str) -> int:
 
 #: fields that change where and how fast a run executes, not what it computes: not in the key
 EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile")
+#: fields added after runs were first keyed: in the key only when set, so that the runs that leave them
+#: unset keep their keys (and records)
+OPTIONAL_KEY_FIELDS = ("eval_size", "eval_stride")
 
 _UNSET: Any = None  # a field left None is filled from the profile (where the profile has that field)
 
@@ -102,6 +105,9 @@ class RunConfig:
     threads: int = _UNSET  # intra-op CPU threads (blvnb.devices.fixed_threads): changes a CPU's arithmetic
     eval_mode: str = _UNSET
     eval_crop: tuple[int, int] | None = _UNSET
+    # not in the profiles (a table's recipe sets them): None leaves them out of the key (OPTIONAL_KEY_FIELDS)
+    eval_size: tuple[int, int] | None = None  # infer on the image resized to (H, W); scored at the label's size
+    eval_stride: tuple[int, int] | None = None  # sliding-window step (None: ⌈2/3 · eval_crop⌉)
     size: tuple[int, int] = _UNSET
     n_train: int = _UNSET
     n_val: int = _UNSET
@@ -133,7 +139,7 @@ class RunConfig:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{name} must be a dict of option names to values, got {value!r}")
             set_(name, FrozenDict(value))
-        for name in ("crop", "scale_range", "base_size", "eval_crop", "size"):
+        for name in ("crop", "scale_range", "base_size", "eval_crop", "eval_size", "eval_stride", "size"):
             v = getattr(self, name)
             if v is not None:
                 set_(name, freeze(v))
@@ -149,9 +155,9 @@ class RunConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "iters" else 1):
                 raise ConfigError(f"{name} must be an integer >= {0 if name == 'iters' else 1}, got {v!r}")
-        for name in ("crop", "size", "base_size", "eval_crop"):
+        for name in ("crop", "size", "base_size", "eval_crop", "eval_size", "eval_stride"):
             v = getattr(self, name)
-            if v is None and name in ("base_size", "eval_crop"):
+            if v is None and name in ("base_size", "eval_crop", "eval_size", "eval_stride"):
                 continue
             if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
                                                                  and x > 0 for x in v)):
@@ -195,7 +201,8 @@ class RunConfig:
     def key_dict(self) -> dict:
         """What the run computes, as JSON: the fields minus :data:`EXECUTION`, the real data's mount point
         replaced by "real", a weights file by its content hash, and toycity's generator version."""
-        d = {f.name: thaw(getattr(self, f.name)) for f in fields(self) if f.name not in EXECUTION}
+        d = {f.name: thaw(getattr(self, f.name)) for f in fields(self) if f.name not in EXECUTION
+             and not (f.name in OPTIONAL_KEY_FIELDS and getattr(self, f.name) is None)}
         if d["data_root"] is not None:  # the same real data set wherever it is mounted
             d["data_root"] = "real"
         else:  # a new toycity generator makes new data
@@ -502,7 +509,8 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
         model.eval()
         space = {"num_classes": num_classes_of(kind), "dataset": "generic"} if kind in LABEL_SPACES else {}
         metrics = evaluate(model, DataLoader(part, batch_size=1, num_workers=cfg.num_workers), device=device,
-                           mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress, **space,
+                           mode=cfg.eval_mode, crop=cfg.eval_crop, stride=cfg.eval_stride, size=cfg.eval_size,
+                           progress=cfg.progress, **space,
                            amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None)
         metrics.pop("confusion", None)
     history, every = _subsample(result["history"])

@@ -320,23 +320,39 @@ def mt(profile: str, fraction: str, loss: str = "ce", counts: str | None = None,
 #: pool, the classes of the whole source batch), which changes its GPU-hour budget: the lead's decision.
 UDA_BATCH = 2
 
+#: the released test settings that differ from the paper profile's default (sliding 512×1024 windows,
+#: stride ⌈2/3⌉, on the 1024×2048 image): ``eval_size`` resizes the image only (the labels keep 1024×2048)
+EVAL_RECIPES = {
+    # DAFormer's test_pipeline: Cityscapes resized to 1024×512 (img_scale (1024, 512)), the size its UDA
+    # trains on; test_cfg mode "whole" (configs/_base_/models/daformer_conv1_mitb5.py, deeplabv2)
+    "daformer": dict(eval_mode="whole", eval_size=(512, 1024)),
+    # HRDA gtaHR2csHR_hrda.py: test_cfg slide, crop_size 1024×1024, stride 512 at the full 2048×1024
+    "hrda": dict(eval_mode="slide", eval_crop=(1024, 1024), eval_stride=(512, 512)),
+    # BLV segformer_mit-b0_8x1_1024x1024_160k_cityscapes.py: test_cfg slide, crop 1024×1024, stride 768
+    "segformer": dict(eval_mode="slide", eval_crop=(1024, 1024), eval_stride=(768, 768)),
+}
 
-def uda_recipe(profile: str) -> dict | None:
-    """DAFormer's batch where the profile trains the real data (paper); toy profiles keep their own."""
-    return dict(batch_size=UDA_BATCH) if _paper(profile) else None
+
+def uda_recipe(profile: str, arch: str | None = None) -> dict | None:
+    """DAFormer's batch and its or HRDA's evaluation (:data:`EVAL_RECIPES`) where the profile trains the real
+    data (paper), for the UDA architecture ``arch`` (every one but HRDA trains on DAFormer's 1024×512
+    Cityscapes, DARS's PSPNet50 of Tables 14-15 included); toy profiles keep their own."""
+    if not _paper(profile):
+        return None
+    return dict(batch_size=UDA_BATCH, **EVAL_RECIPES["hrda" if arch == "hrda" else "daformer"])
 
 
 def uda(profile: str, arch: str, source: str = "gta5", loss: str = "ce", loss_options=None, **options) -> Spec:
     """DAFormer-style UDA from ``source`` to Cityscapes; ``arch`` a key of :data:`UDA_MODELS` or a registry
     row (DARS's PSPNet50 for its Tables 14-15); ``options`` are the uda strategy's (e.g. ``pseudo``)."""
     return Spec.make("uda", model_of(UDA_MODELS.get(arch, arch), profile), loss, loss_options,
-                     options or None, recipe=uda_recipe(profile), dataset=source, target="cityscapes")
+                     options or None, recipe=uda_recipe(profile, arch), dataset=source, target="cityscapes")
 
 
 def source_only(profile: str, source: str = "gta5", arch: str = "daformer-cnn") -> Spec:
     """Supervised on the source domain only, evaluated on Cityscapes (BLV Tables 3, 4: "source only †"), at
-    DAFormer's source-only batch in the paper profile (:data:`UDA_BATCH`)."""
-    return sup(profile, UDA_MODELS.get(arch, arch), recipe=uda_recipe(profile), dataset=source)
+    DAFormer's source-only batch and evaluation in the paper profile (:func:`uda_recipe`)."""
+    return sup(profile, UDA_MODELS.get(arch, arch), recipe=uda_recipe(profile, arch), dataset=source)
 
 
 def _uda_pair(profile: str, arch: str, source: str, subset: str = "all") -> list[Arm]:
@@ -350,7 +366,9 @@ def _uda_pair(profile: str, arch: str, source: str, subset: str = "all") -> list
 def _blv_t1(p: str) -> list[Arm]:
     arms = []
     for name, row in t1_rows(p).items():
-        arms += [Arm(row, "baseline", sup(p, name)), Arm(row, "blv", sup(p, name, "blv", blv(6.0)))]
+        # SegFormer's released test windows (EVAL_RECIPES) in paper; the other rows keep the profile's
+        rec = EVAL_RECIPES["segformer"] if _paper(p) and name == "mitb0-segformer" else None
+        arms += [Arm(row, "baseline", sup(p, name, recipe=rec)), Arm(row, "blv", sup(p, name, "blv", blv(6.0), recipe=rec))]
     return arms
 
 
