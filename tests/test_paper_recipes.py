@@ -85,8 +85,13 @@ def test_daformer_hrda_and_segformer_evaluate_with_their_released_test_settings(
     for arm in ("baseline", "blv"):
         seg = t1[("MiT-b0 SegformerHead", arm)]
         assert (seg.eval_mode, seg.eval_crop, seg.eval_stride) == ("slide", (1024, 1024), (768, 768))
-        psp = t1[("ResNet50 PSPHead", arm)]  # the others keep the profile's evaluation
-        assert (psp.eval_size, psp.eval_stride) == (None, None)
+        for row, cfg in t1.items():  # the other rows: whole 2048×1024 images (their configs' test_cfg)
+            if row[0] != "MiT-b0 SegformerHead":
+                assert (cfg.eval_mode, cfg.eval_size, cfg.eval_stride) == ("whole", None, None), row
+    # Table 5's fully supervised baseline and BLV are Table 1's ViT runs (one record each)
+    t5 = {(e.row, e.arm): e.key for e in tables.entries("blv-t5", "paper", seeds=(0,), data_root=DATA)}
+    for arm in ("baseline", "blv"):
+        assert t5[("fully", arm)] == t1[("ViT-B16 UperHead", arm)].key()
     # DARS's PSPNet50 on the uda strategy trains on DAFormer's 1024×512 Cityscapes too
     assert {e.cfg.eval_size for e in tables.entries("dars-t15", "paper", seeds=(0,), data_root=DATA)} == {(512, 1024)}
     # the toy profiles: their own evaluation

@@ -330,7 +330,19 @@ EVAL_RECIPES = {
     "hrda": dict(eval_mode="slide", eval_crop=(1024, 1024), eval_stride=(512, 512)),
     # BLV segformer_mit-b0_8x1_1024x1024_160k_cityscapes.py: test_cfg slide, crop 1024×1024, stride 768
     "segformer": dict(eval_mode="slide", eval_crop=(1024, 1024), eval_stride=(768, 768)),
+    # BLV Table 1's other configs: test_cfg mode "whole" on the 2048×1024 image (K-Net's config; mmseg's
+    # pspnet_r50-d8, upernet_r50, ocrnet_hr18 and upernet_vit-b16_ln_mln model bases; recipes.md (a))
+    "whole": dict(eval_mode="whole"),
 }
+
+
+def t1_recipe(profile: str, name: str) -> dict | None:
+    """BLV Table 1's released test settings for row ``name`` where the profile trains the real data (paper):
+    SegFormer's sliding windows, whole images for the others; toy profiles keep their own. Every table that
+    shows a Table 1 run (Table 5's fully supervised arms) builds it with this, so that it stays one run."""
+    if not _paper(profile):
+        return None
+    return EVAL_RECIPES["segformer" if name == "mitb0-segformer" else "whole"]
 
 
 def uda_recipe(profile: str, arch: str | None = None) -> dict | None:
@@ -366,8 +378,7 @@ def _uda_pair(profile: str, arch: str, source: str, subset: str = "all") -> list
 def _blv_t1(p: str) -> list[Arm]:
     arms = []
     for name, row in t1_rows(p).items():
-        # SegFormer's released test windows (EVAL_RECIPES) in paper; the other rows keep the profile's
-        rec = EVAL_RECIPES["segformer"] if _paper(p) and name == "mitb0-segformer" else None
+        rec = t1_recipe(p, name)
         arms += [Arm(row, "baseline", sup(p, name, recipe=rec)), Arm(row, "blv", sup(p, name, "blv", blv(6.0), recipe=rec))]
     return arms
 
@@ -399,8 +410,10 @@ def _t5_dars_crop(p: str) -> int:
 def _blv_t5(p: str) -> list[Arm]:
     full = "vitb16-uper" if not _sub(p) else T1_QUICK[0]
     semi = "r50-psp" if not _sub(p) else "r101-deeplabv3p"
-    arms = [Arm("fully", "baseline", sup(p, full)), Arm("fully", "la", sup(p, full, "la")),
-            Arm("fully", "lovasz", sup(p, full, "lovasz")), Arm("fully", "blv", sup(p, full, "blv", blv(6.0)))]
+    rec = t1_recipe(p, full)  # the baseline and BLV arms are Table 1's runs of that row
+    arms = [Arm("fully", "baseline", sup(p, full, recipe=rec)), Arm("fully", "la", sup(p, full, "la", recipe=rec)),
+            Arm("fully", "lovasz", sup(p, full, "lovasz", recipe=rec)),
+            Arm("fully", "blv", sup(p, full, "blv", blv(6.0), recipe=rec))]
     arms += [Arm("semi", "baseline", mt(p, "1/8", row=semi)), Arm("semi", "la", mt(p, "1/8", "la", row=semi), "sweep"),
              Arm("semi", "blv", mt(p, "1/8", "blv", "eq4", row=semi)),
              Arm("semi", "dars", dars(p, 2, crop=_t5_dars_crop(p)))]  # DARS's own result (PSPNet50, 2 rounds)
