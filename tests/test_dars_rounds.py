@@ -450,7 +450,8 @@ def test_build_round_zero_trains_the_labeled_split_alone(tmp_path):
     built = DR.build(BuildCfg(strategy_options={"round": 0}), data)
     assert built.strategy.streams == ("labeled",) and built.init_state is None and not data.deps
     assert built.streams == {"labeled": ("stream", 2, 4)}
-    assert built.train_overrides == {"first_iter": 0, "schedule_iters": 10}
+    assert {k: built.train_overrides[k] for k in ("first_iter", "schedule_iters")} == {"first_iter": 0,
+                                                                                 "schedule_iters": 10}
     assert data.asked[-1]["indices"] == [0, 1] and data.asked[-1]["scale_range"] == (0.25, 1.0)
     assert data.asked[-1]["rotate"] == 10.0 and data.asked[-1]["blur"]  # DARS's augmentation
     assert built.strategy.summary()["round"] == 0
@@ -461,8 +462,9 @@ def test_build_passes_the_runs_lr_and_weight_decay_to_every_round(tmp_path):
     for k, first in ((0, 0), (1, 10)):
         opts = {"round": k, "labeler": "dars"} if k else {"round": 0}
         built = DR.build(BuildCfg(strategy_options=opts, lr=0.002, weight_decay=1e-4), FakeData(tmp_path))
-        assert built.train_overrides == {"first_iter": first, "schedule_iters": first + 10, "lr": 0.002,
-                                         "weight_decay": 1e-4}
+        o = built.train_overrides
+        assert {k: o[k] for k in ("first_iter", "schedule_iters", "lr", "weight_decay")} == {
+            "first_iter": first, "schedule_iters": first + 10, "lr": 0.002, "weight_decay": 1e-4}
 
 
 def test_build_round_zero_with_every_label(tmp_path):
@@ -482,7 +484,8 @@ def test_build_round_two_labels_with_round_one_and_continues_it(tmp_path):
     built = DR.build(cfg, data)
     assert data.deps == [DR.round_config(cfg, 1)]
     assert built.init_state == str(data.ckpt)  # weights and optimiser state of the teacher
-    assert built.train_overrides == {"first_iter": 20, "schedule_iters": 30}
+    assert {k: built.train_overrides[k] for k in ("first_iter", "schedule_iters")} == {"first_iter": 20,
+                                                                                 "schedule_iters": 30}
     assert built.streams == {"labeled": ("stream", 2, 2), "pseudo": ("stream", 6, 2)}  # half and half
     pseudo = data.asked[-1]
     assert pseudo["indices"] == [2, 3, 4, 5, 6, 7] and pseudo["scale_range"] == (0.2, 1.5)

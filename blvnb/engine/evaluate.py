@@ -35,7 +35,7 @@ from tqdm import tqdm  # text bars: the book shows no widgets
 from blvnb.classes import BLV_TAIL, CLASSES, DARS_TAIL, HEAD_BLV, IGNORE, NUM_CLASSES, SYNTHIA_13, SYNTHIA_16
 from blvnb.devices import resolve_device
 from blvnb.errors import BlvnbError, ConfigError
-from blvnb.models.inference import predict_logits
+from blvnb.models.inference import _pair, predict_logits, resize_logits
 
 log = logging.getLogger(__name__)
 
@@ -315,12 +315,16 @@ def _uses_channels_last(model) -> bool:
 
 def evaluate(model, loader, *, device, mode: str = "whole", crop=None, stride=None, flip: bool = False,
              num_classes: int = NUM_CLASSES, dataset: str = "cityscapes", progress: bool = True,
-             amp_dtype: torch.dtype | None = None, ignore_index: int = IGNORE, window_batch: int = 8) -> dict:
+             amp_dtype: torch.dtype | None = None, ignore_index: int = IGNORE, window_batch: int = 8,
+             size=None) -> dict:
     """Evaluate ``model`` on ``loader`` and return :func:`summarize`'s dict plus ``"confusion"``.
 
     ``loader`` yields dicts ``{"image": float N×3×H×W (normalised), "label": int64 N×H×W}`` (or
     ``(image, label)`` pairs). Predictions are the arg-max of :func:`predict_logits` (same ``mode``,
-    ``crop``, ``stride``, ``flip``, ``amp_dtype``) and must come out at the label's resolution. The
+    ``crop``, ``stride``, ``flip``, ``amp_dtype``) and must come out at the label's resolution. ``size``
+    (h, w): infer on the image resized bilinearly to that size (DAFormer: Cityscapes at 512×1024, the size
+    it trains on) and upsample the logits to the label's resolution, as mmseg scores a resized test
+    image against its original labels; labels are never resized here. The
     confusion matrix is accumulated on ``device`` and summed over ``torch.distributed`` ranks when a
     process group is initialised (with a DistributedSampler, padded duplicates are counted twice).
     ``"confusion"`` is the C×C matrix as a nested list. The model's device, mode (call ``model.eval()``)
@@ -328,6 +332,7 @@ def evaluate(model, loader, *, device, mode: str = "whole", crop=None, stride=No
     :func:`blvnb.devices.resolve_device` ("auto" / "cuda" = this process's GPU, ``LOCAL_RANK`` under torchrun).
     """
     device = resolve_device(device)
+    size = None if size is None else _pair(size, "size")
     conf = Confusion(num_classes, ignore_index, device=device)
     conf.full  # allocate the counts outside inference mode, so they stay ordinary tensors
     channels_last = _uses_channels_last(model)
@@ -341,10 +346,15 @@ def evaluate(model, loader, *, device, mode: str = "whole", crop=None, stride=No
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
-            logits = predict_logits(model, images, mode=mode, crop=crop, stride=stride, flip=flip,
-                                    num_classes=num_classes, amp_dtype=amp_dtype, window_batch=window_batch)
             if labels.ndim == 4 and labels.shape[1] == 1:
                 labels = labels[:, 0]
+            if size is not None and tuple(images.shape[-2:]) != size:
+                # bilinear on the normalised image equals resizing before normalising (an affine map per channel)
+                images = torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
+            logits = predict_logits(model, images, mode=mode, crop=crop, stride=stride, flip=flip,
+                                    num_classes=num_classes, amp_dtype=amp_dtype, window_batch=window_batch)
+            if size is not None:
+                logits = resize_logits(logits, labels.shape[-2:])
             if logits.shape[-2:] != labels.shape[-2:]:
                 raise BlvnbError(
                     f"images are {tuple(logits.shape[-2:])} but labels are {tuple(labels.shape[-2:])}; "

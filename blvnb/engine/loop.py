@@ -242,6 +242,24 @@ def build_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(out, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
+def _reapply_hyperparameters(opt: torch.optim.Optimizer, configured: list[dict]) -> None:
+    """After loading another run's optimiser state (a DARS round's teacher): keep its moments and momentum
+    buffers, but set every group's lr, weight decay and multipliers back to this run's configuration —
+    ``load_state_dict`` restores the saved run's hyper-parameters, which may not be this run's."""
+    for group, want in zip(opt.param_groups, configured):
+        for k in ("lr", "base_lr", "lr_mult", "decay_mult", "weight_decay", "momentum", "betas"):
+            if k in want:
+                group[k] = want[k]
+
+
+def param_group_summary(opt: torch.optim.Optimizer) -> list[dict]:
+    """What each optimiser group trained with: its base lr (``cfg.lr × lr_mult``, before the schedule),
+    weight decay, multipliers and number of parameters (a run's record states them)."""
+    return [{"lr": float(g["base_lr"]), "weight_decay": float(g["weight_decay"]), "lr_mult": float(g["lr_mult"]),
+             "decay_mult": float(g["decay_mult"]), "params": int(sum(p.numel() for p in g["params"]))}
+            for g in opt.param_groups]
+
+
 def to_device(batch, device: torch.device, channels_last: bool = False):
     """Tensors of a (nested) batch to ``device``; 4-D float tensors channels_last when asked."""
     if isinstance(batch, torch.Tensor):
@@ -297,7 +315,8 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
     ``model`` and optionally ``optimizer``) gives the starting weights (and optimiser state).
 
     Returns ``{"history": {stat: [values]}, "loss": [...], "seconds": float (the whole run's training
-    time, restarts included), "iters": int, "resumed_from": int, "resumed": bool}``.
+    time, restarts included), "iters": int, "resumed_from": int, "resumed": bool, "optimizer": {"name",
+    "param_groups": [{"lr", "weight_decay", "lr_mult", "decay_mult", "params"}]}}`` (:func:`param_group_summary`).
     """
     device = resolve_device(device)
     distributed = init_distributed(device)
@@ -346,10 +365,12 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
         where = init_state if not isinstance(init_state, Mapping) else "init_state"
         load_model_state(model, state["model"], where)
         if state.get("optimizer") is not None:
+            configured = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
             try:
                 opt.load_state_dict(state["optimizer"])
             except (ValueError, KeyError) as exc:
                 raise BlvnbError(f"the optimiser state of {where} does not fit this run's parameter groups: {exc}") from exc
+            _reapply_hyperparameters(opt, configured)
     resumed = start > cfg.first_iter
     hist0 = start - len(history.values.get("loss", []))  # global iteration of the history's first entry
 
@@ -420,9 +441,10 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
     if distributed:
         dist.barrier()
     values = history.flush(desc, hist0)
+    optimizer = {"name": cfg.optimizer, "param_groups": param_group_summary(opt)}
     return {"history": values, "loss": values.get("loss", []), "seconds": seconds, "iters": cfg.iters,
-            "resumed_from": start, "resumed": resumed}
+            "resumed_from": start, "resumed": resumed, "optimizer": optimizer}
 
 
 __all__ = ["TrainConfig", "build_optimizer", "init_distributed", "is_main_process", "load_checkpoint",
-           "poly_lr", "resolve_device", "save_checkpoint", "scheduled_lr", "step_generator", "train"]
+           "param_group_summary", "poly_lr", "resolve_device", "save_checkpoint", "scheduled_lr", "step_generator", "train"]

@@ -41,7 +41,7 @@ from blvnb.errors import BlvnbError, ConfigError, DatasetError
 from blvnb.experiments import store
 from blvnb.experiments.profiles import PRETRAINED_CHOICES, FrozenDict, Profile, freeze, get_profile, thaw
 from blvnb.losses.frequencies import counts_from_labels
-from blvnb.models.registry import build_model
+from blvnb.models.registry import build_model, weights_report
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,10 @@ def num_classes_of(kind: str) -> int:
 
 #: fields that change where and how fast a run executes, not what it computes: not in the key
 EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile")
-
 #: fields added after records were made, which enter the key only when they differ from the value every
 #: earlier run computed with (so that adding a setting does not retrain what it does not change)
-OPTIONAL_IN_KEY: dict[str, Any] = {"deterministic": False, "photometric": False, "cat_max_ratio": None}
+OPTIONAL_IN_KEY: dict[str, Any] = {"deterministic": False, "photometric": False, "cat_max_ratio": None,
+                                   "eval_size": None, "eval_stride": None}
 
 _UNSET: Any = None  # a field left None is filled from the profile (where the profile has that field)
 
@@ -109,6 +109,9 @@ class RunConfig:
     cat_max_ratio: float | None = None  # redraw a crop where one class covers this share (mmseg: 0.75)
     eval_mode: str = _UNSET
     eval_crop: tuple[int, int] | None = _UNSET
+    # not in the profiles (a table's recipe sets them): None leaves them out of the key (OPTIONAL_IN_KEY)
+    eval_size: tuple[int, int] | None = None  # infer on the image resized to (H, W); scored at the label's size
+    eval_stride: tuple[int, int] | None = None  # sliding-window step (None: ⌈2/3 · eval_crop⌉)
     size: tuple[int, int] = _UNSET
     n_train: int = _UNSET
     n_val: int = _UNSET
@@ -140,7 +143,7 @@ class RunConfig:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{name} must be a dict of option names to values, got {value!r}")
             set_(name, FrozenDict(value))
-        for name in ("crop", "scale_range", "base_size", "eval_crop", "size"):
+        for name in ("crop", "scale_range", "base_size", "eval_crop", "eval_size", "eval_stride", "size"):
             v = getattr(self, name)
             if v is not None:
                 set_(name, freeze(v))
@@ -162,9 +165,9 @@ class RunConfig:
         r = self.cat_max_ratio
         if r is not None and (isinstance(r, bool) or not isinstance(r, int | float) or not 0 < r <= 1):
             raise ConfigError(f"cat_max_ratio must be a share in (0, 1] or None, got {r!r}")
-        for name in ("crop", "size", "base_size", "eval_crop"):
+        for name in ("crop", "size", "base_size", "eval_crop", "eval_size", "eval_stride"):
             v = getattr(self, name)
-            if v is None and name in ("base_size", "eval_crop"):
+            if v is None and name in ("base_size", "eval_crop", "eval_size", "eval_stride"):
                 continue
             if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
                                                                  and x > 0 for x in v)):
@@ -473,6 +476,10 @@ def build_run_model(cfg: RunConfig, data: RunData | None = None) -> torch.nn.Mod
     elif cfg.pretrained not in (None, "toy"):
         kw["weights"] = str(Path(cfg.pretrained).expanduser())
     model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset), **kw)
+    report = weights_report(model)
+    if report is not None:  # a file's tensors load whole or not at all (load_weights); the rest is new by design
+        log.info("%s: %d tensors from %s; new by design (initialised here): %s", cfg.model, report["loaded"],
+                 ", ".join(report["files"]), ", ".join(f"{k} ({v})" for k, v in report["new"].items()) or "nothing")
     if cfg.pretrained == "toy":
         rec = run(pretraining_config(cfg))
         _load_pretraining(model, Path(rec["checkpoint"]), get_profile(cfg.profile).pretraining.get("load", "backbone"))
@@ -494,6 +501,7 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
             torch.distributed.barrier()  # no rank may read the old checkpoint
     data = RunData(cfg, key, device)
     model = build_run_model(cfg, data)
+    weights = weights_report(model)
     built = get_builder(cfg.strategy)(cfg, data)
     built.strategy.seed = cfg.seed
     ckpt_every = cfg.ckpt_every if cfg.ckpt_every is not None else max(50, cfg.iters // 10)
@@ -512,13 +520,15 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
         model.eval()
         space = {"num_classes": num_classes_of(kind), "dataset": "generic"} if kind in LABEL_SPACES else {}
         metrics = evaluate(model, DataLoader(part, batch_size=1, num_workers=cfg.num_workers), device=device,
-                           mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress, **space,
+                           mode=cfg.eval_mode, crop=cfg.eval_crop, stride=cfg.eval_stride, size=cfg.eval_size,
+                           progress=cfg.progress, **space,
                            amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None)
         metrics.pop("confusion", None)
     history, every = _subsample(result["history"])
     return {"train_seconds": result["seconds"], "metrics": metrics, "history": history, "history_every": every,
             "loss": history.get("loss", []), "summary": built.strategy.summary(), "checkpoint": str(ckpt),
             "resumed": result["resumed"], "resumed_from": result["resumed_from"], "seed": cfg.seed,
+            "optimizer": result["optimizer"], "weights": weights,
             "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
             "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
 

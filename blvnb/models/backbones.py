@@ -18,6 +18,7 @@ says how to provide them. The quick profile trains from scratch.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import timm
@@ -26,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from blvnb.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class Features:
@@ -41,21 +44,91 @@ class Features:
         return list(self._reductions)
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Load a local state_dict (or a checkpoint with a ``state_dict``/``model`` entry) non-strictly."""
+#: how many key names an error or a log line shows of each list
+EXAMPLES = 5
+
+
+def _source_key(key: str, state) -> str | None:
+    """The key of ``state`` that holds a backbone's tensor ``key``: the same name, or the name it has in timm's
+    classification model when the backbone is timm's ``features_only`` wrapper of it — ``FeatureListNet``
+    writes ``layers.0`` as ``layers_0`` (Swin), ``FeatureGetterNet`` puts the model under ``model.`` (ViT)."""
+    if key in state:
+        return key
+    head, _, rest = key.partition(".")
+    candidates = [key[len("model."):]] if key.startswith("model.") else []
+    if "_" in head and rest:
+        candidates.append(head.replace("_", ".") + "." + rest)
+    return next((c for c in candidates if c in state), None)
+
+
+def _examples(keys) -> str:
+    keys = list(keys)
+    more = f", … ({len(keys) - EXAMPLES} more)" if len(keys) > EXAMPLES else ""
+    return ", ".join(keys[:EXAMPLES]) + more
+
+
+def load_weights(module: nn.Module, path: str | Path) -> dict:
+    """Load a local state_dict (or a checkpoint with a ``state_dict``/``model`` entry) into a backbone.
+
+    Every tensor of the backbone must come from the file (timm's classification layout is matched to its
+    ``features_only`` names, :func:`_source_key`), with its shape: a file that covers the backbone only
+    in part — another layout, another architecture — is refused with a :class:`ConfigError` naming the
+    file, the counts and examples of the missing keys. Only BatchNorm's ``num_batches_tracked`` counters
+    may be absent (older checkpoints have none). Keys of the file that the backbone has no place for are
+    left out by design and reported: the ImageNet classifier (``fc``, ``head``, ``classifier``) and the
+    layers a features-only model drops. What is not in the backbone (the decode and auxiliary heads) is
+    new by design: :func:`blvnb.models.registry.weights_report` says so for a whole model.
+
+    Returns (and keeps as ``module.weights_report``) ``{"file", "loaded", "missing", "unexpected"}``:
+    the backbone keys loaded, those left at their initial values, the file's keys not used.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"weights file {path} does not exist; pass weights=PATH to a torch state_dict file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or pickled objects beyond tensors
+        raise ConfigError(f"weights file {path} is not a readable torch state_dict ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})") from exc
     if isinstance(state, dict):
         state = state.get("state_dict", state.get("model", state))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"weights file {path} holds no state_dict (a dict of tensor names to tensors)")
     own = module.state_dict()
-    if not any(k in own and not k.endswith("num_batches_tracked") for k in state):
-        raise ConfigError(f"no tensor in {path} matches the backbone's parameters (its keys: {list(state)[:5]})")
-    try:
-        module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # same names, other shapes: another architecture's weights
-        raise ConfigError(f"the weights in {path} do not fit this backbone: {exc}") from exc
+    picked, missing, wrong_shape = {}, [], []
+    for key, tensor in own.items():
+        src = _source_key(key, state)
+        if src is None:
+            if not key.endswith("num_batches_tracked"):
+                missing.append(key)
+        elif tuple(state[src].shape) != tuple(tensor.shape):
+            wrong_shape.append(f"{key} {tuple(state[src].shape)} (the backbone's {tuple(tensor.shape)})")
+        else:
+            picked[key] = state[src]
+    used = {_source_key(k, state) for k in picked}
+    unexpected = [k for k in state if k not in used]
+    n = sum(1 for k in own if not k.endswith("num_batches_tracked"))
+    if not picked and not wrong_shape:
+        raise ConfigError(f"no tensor in {path} matches the backbone's ({type(module).__name__}) parameters "
+                          f"(its keys: {_examples(state)}; the backbone's: {_examples(own)})")
+    if missing or wrong_shape:
+        what = []
+        if missing:
+            what.append(f"{len(missing)} of the backbone's {n} tensors are missing (e.g. {_examples(missing)})")
+        if wrong_shape:
+            what.append(f"{len(wrong_shape)} have another shape ({_examples(wrong_shape)})")
+        raise ConfigError(
+            f"the weights in {path} do not fit this backbone ({type(module).__name__}): " + "; ".join(what)
+            + f". The file has {len(state)} tensors, {len(unexpected)} of them unused (e.g. {_examples(unexpected)}). "
+            "A partial load would train a half-initialised backbone: give the ImageNet checkpoint of this "
+            "architecture, in timm's layout or this backbone's own")
+    module.load_state_dict(picked, strict=False)
+    report = {"file": str(path), "loaded": sorted(picked), "missing": [], "unexpected": unexpected}
+    log.info("weights %s: %d of %d backbone tensors loaded; %d tensors of the file unused by design "
+             "(the ImageNet classifier and layers a features-only model drops: %s)", path, len(picked), n,
+             len(unexpected), _examples(unexpected) or "none")
+    module.weights_report = report
+    return report
 
 
 def no_weights_error(name: str, exc: Exception | None = None) -> ConfigError:

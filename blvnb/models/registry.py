@@ -109,6 +109,32 @@ def build_model(name: str, num_classes: int = 19, pretrained: bool = False, **ov
     return HRDA(model) if hrda else model
 
 
+def weights_report(model: nn.Module) -> dict | None:
+    """What a model took from its weights file(s) (``weights=PATH``; :func:`~blvnb.models.backbones.load_weights`)
+    and what is new by design: ``{"files", "loaded", "unused", "new"}``, ``new`` the parts that start from
+    their initialisation — the decode head, the auxiliary heads, and what a backbone adds to the
+    ImageNet model (Swin's per-level norms, ViT's neck) — as ``{part: tensors}``. None: no file was loaded."""
+    loaded, files, unused = set(), [], 0
+    for name, m in model.named_modules():
+        rep = m.__dict__.get("weights_report")
+        if rep is None:
+            continue
+        files.append(rep["file"])
+        unused += len(rep["unexpected"])
+        loaded.update(f"{name}.{k}" if name else k for k in rep["loaded"])
+    if not files:
+        return None
+    new: dict[str, int] = {}
+    for key in model.state_dict():
+        if key in loaded or key.endswith("num_batches_tracked"):
+            continue
+        parts = key.split(".")  # the part: a head, or what a backbone adds (backbone.norms); HRDA: model.head
+        depth = parts.index("backbone") + 2 if "backbone" in parts[:-1] else (2 if parts[0] == "model" else 1)
+        part = ".".join(parts[:min(depth, len(parts) - 1)])
+        new[part] = new.get(part, 0) + 1
+    return {"files": sorted(set(files)), "loaded": len(loaded), "unused": unused, "new": new}
+
+
 # --- the parts an entry chooses between -------------------------------------------------------------
 
 def _pick(variant: str, **sizes) -> dict:

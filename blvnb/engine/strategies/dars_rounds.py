@@ -36,7 +36,8 @@ A run of this strategy is *one* round :math:`k` (``cfg.strategy_options["round"]
      the model's (PSPNet's FCN head: 0.4).
 
 Parameter groups: the backbone at lr ×1, the decode and auxiliary heads at ×10 (``head_lr_mult``), as the
-released optimiser's ``layer0–4`` and ``ppm/cls/aux`` groups. Iterative training = 2 rounds (DARS Sec. 4.1).
+released optimiser's ``layer0–4`` and ``ppm/cls/aux`` groups, at the run's ``lr`` and ``weight_decay``
+(:func:`optimiser_settings`). Iterative training = 2 rounds (DARS Sec. 4.1).
 
 Options (``cfg.strategy_options``; defaults in :data:`DEFAULTS`): ``round``; ``schedule`` (a name of
 :data:`blvnb.pseudo.rounds.RELEASED_SCHEDULES`: its α per round and its widenings β) or ``alphas``
@@ -277,23 +278,25 @@ def _trains_as_default(o: Mapping[str, Any], k: int, default_scale) -> bool:
     return bool(mine) and mine == default
 
 
+def optimiser_settings(cfg) -> dict[str, Any]:
+    """``train_overrides`` of the optimiser: the model's recipe (:mod:`blvnb.engine.recipes`; PSPNet and
+    DeepLab v2: SGD momentum 0.9) at the run's ``lr`` and ``weight_decay`` (``None``: the recipe's, 0.01 /
+    5e-4 for the CNNs), with DARS's schedule — poly 0.9 per iteration down to 0, no warmup (recipes.md (c)).
+    The released configs' weight decay 1e-4 and DeepLab v2's lr 0.002 come in as the run's own values
+    (:func:`blvnb.experiments.tables.dars_recipe`): without them here, a round trained at the loop's
+    defaults whatever its record said."""
+    from blvnb.engine.recipes import recipe_for
+
+    lr, wd = getattr(cfg, "lr", None), getattr(cfg, "weight_decay", None)
+    settings = recipe_for(cfg.model).train_settings(int(cfg.iters), lr=lr, weight_decay=wd)
+    settings.update(schedule="poly", power=0.9, min_lr=0.0, warmup_iters=0, milestones=())
+    return settings
+
+
 def lr_continuation(k: int, iters: int) -> dict[str, int]:
     """``train_overrides`` of round ``k`` with ``iters`` iterations per round: it runs global iterations
     ``k·iters … (k+1)·iters − 1`` of a poly schedule of length ``(k+1)·iters`` (module docstring)."""
     return {"first_iter": int(k) * int(iters), "schedule_iters": (int(k) + 1) * int(iters)}
-
-
-def train_overrides(cfg, k: int) -> dict:
-    """Round ``k``'s :func:`lr_continuation` plus the run's own ``lr`` / ``weight_decay`` where it gives
-    them (DARS Table 2's DeepLab v2 recipe, the released weight decay 1e-4: ``tables.dars_recipe``);
-    ``None`` keeps the loop's SGD defaults (lr 0.01, weight decay 5e-4). They are in the run's key, so a
-    run that named them must train with them."""
-    out: dict = lr_continuation(k, cfg.iters)
-    for name in ("lr", "weight_decay"):
-        value = getattr(cfg, name, None)
-        if value is not None:
-            out[name] = float(value)
-    return out
 
 
 # --- labelling a round -------------------------------------------------------------------------------------
@@ -574,9 +577,10 @@ def build(cfg, data) -> Built:
     if n_extra:
         info["extra_unlabeled_images"] = n_extra
     labeled = data.dataset(kind, "train", indices=labeled_idx, scale_range=scale, **train_view)
+    overrides = {**optimiser_settings(cfg), **lr_continuation(k, cfg.iters)}
     if k == 0:
         strategy = DarsRounds(0, head_lr_mult=o["head_lr_mult"], loss=loss, seed=seed, info=info)
-        return Built(strategy, {"labeled": data.stream(labeled, cfg.batch_size)}, train_overrides(cfg, 0), None)
+        return Built(strategy, {"labeled": data.stream(labeled, cfg.batch_size)}, overrides, None)
 
     if cfg.batch_size < 2:
         raise ConfigError(f"dars-rounds: round {k} splits each batch half labeled, half pseudo-labeled; "
@@ -617,7 +621,7 @@ def build(cfg, data) -> Built:
     streams = {"labeled": data.stream(labeled, half), "pseudo": data.stream(pseudo, half)}
     strategy = DarsRounds(k, head_lr_mult=o["head_lr_mult"], pseudo_weight=o["pseudo_weight"], loss=loss, seed=seed,
                           info=info)
-    return Built(strategy, streams, train_overrides(cfg, k), ckpt)
+    return Built(strategy, streams, overrides, ckpt)
 
 
 def _train_view(data, *, rotate, blur: bool) -> dict:
@@ -669,5 +673,4 @@ def _teacher_model(cfg, data, ckpt) -> nn.Module:
 
 
 __all__ = ["DEFAULTS", "DarsRounds", "METHODS", "RoundLabels", "build", "head_param_groups", "label_round",
-           "lr_continuation", "round_config", "round_options", "round_settings", "schedule",
-           "train_overrides"]
+           "lr_continuation", "optimiser_settings", "round_config", "round_options", "round_settings", "schedule"]

@@ -753,7 +753,11 @@ def build(cfg, data):
         order = _salted(uniform_order(len(src_base)), 0x5EED5)
     source = SampledCrops(src_base, crop, seed=seed, cat_max_ratio=o["cat_max_ratio"], min_class_pixels=crop_min,
                           size=src_size)
+    # cfg.batch_size images from *each* stream (DAFormer / HRDA: 2 source + 2 target; tables.UDA_BATCH)
     streams = {"source": data.stream(source, cfg.batch_size, order=order)}
+    if paper and cfg.batch_size != 2:
+        log.warning("UDA in the paper profile with batch_size=%d per stream; DAFormer and HRDA train with 2 source "
+                    "+ 2 target images (blvnb.experiments.tables.UDA_BATCH)", cfg.batch_size)
 
     prior = None
     if not o["source_only"]:
@@ -766,6 +770,8 @@ def build(cfg, data):
         elif o["pseudo"] == "dars-td":
             # DARS (TD): the target label distribution counted on the target's validation set
             prior = torch.as_tensor(data.class_counts(data.dataset(target_kind, "val", train=False)))
+
+    info["batch"] = {name: int(cfg.batch_size) for name in streams}  # images per iteration of each stream
 
     iters = int(getattr(cfg, "iters", 0) or 0)
     loss_opts = dict(getattr(cfg, "loss_options", None) or {})

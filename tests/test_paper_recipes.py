@@ -1,0 +1,154 @@
+"""The paper profile's runs resolve to the papers' settings (issue 18, "silently wrong today" 3 and 6).
+
+* UDA: DAFormer and HRDA train with 2 source + 2 target images per iteration (DAFormer's experiments.py
+  ``batch_size = 2``; recipes.md (d)); the paper profile's default batch is 16.
+* BLV Table 5's semi-supervised DARS number (72.8) is DARS Table 1's 1/8 result at crop 713.
+
+The paper profile reads real data; the configs resolve without it (``data_root`` is only a path until a
+run reads it), and the strategies build on toycity trees laid out as the real data sets under one root.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from blvnb.experiments import runs, tables
+
+DATA = "/nonexistent/data"  # the configs of the paper profile name a data root; nothing here reads it
+
+
+def _paper_configs():
+    return [(t, e) for t in tables.list_tables() for e in tables.entries(t, "paper", data_root=DATA)]
+
+
+def test_paper_uda_and_source_only_runs_train_two_images_per_stream():
+    every = _paper_configs()
+    uda = [e.cfg for _, e in every if e.cfg.strategy == "uda"]
+    assert {c.model for c in uda} >= {"r101-deeplabv2@paper", "mitb5-daformer@paper", "mitb5-hrda@paper"}
+    assert {c.batch_size for c in uda} == {2} == {tables.UDA_BATCH}
+    # the source-only rows (BLV Tables 3, 4; DARS Tables 14, 15): DAFormer's source-only batch too
+    source_only = [e.cfg for _, e in every if e.cfg.strategy == "supervised" and e.cfg.dataset in ("gta5", "synthia")]
+    assert source_only and {c.batch_size for c in source_only} == {2}
+    # everything else keeps the profile's 16 (Cityscapes supervised, mean teacher, DARS)
+    others = [e.cfg for t, e in every if e.cfg.strategy not in ("uda",) and e.cfg.dataset not in ("gta5", "synthia")]
+    assert others and 2 not in {c.batch_size for c in others if c.strategy != "dars-rounds"}
+    # the toy profiles keep their own batch
+    assert {e.cfg.batch_size for e in tables.entries("blv-t3", "gpu")} == {16}
+
+
+def test_the_uda_strategy_draws_batch_size_images_from_each_stream(tmp_path, monkeypatch):
+    # a paper-profile run built on toycity trees in the real data sets' layouts under one data root
+    monkeypatch.setenv("BLVNB_CACHE", str(tmp_path / "cache"))
+    from blvnb.data import toycity
+    from blvnb.engine.strategies import uda
+
+    root = tmp_path / "data"
+    root.mkdir()
+    for style, sub in (("cityscapes", "cityscapes"), ("gta", "gta5")):
+        (root / sub).symlink_to(toycity.ensure(style, n_train=6, n_val=2, size=(64, 128), progress=False))
+    cfgs = {e.cfg.model: e.cfg for e in tables.entries("blv-t3", "paper", seeds=(0,), data_root=str(root))
+            if e.cfg.strategy == "uda" and e.cfg.loss == "ce"}
+    for name in ("r101-deeplabv2@paper", "mitb5-hrda@paper"):
+        cfg = cfgs[name]
+        built = uda.build(cfg, runs.RunData(cfg, cfg.key(), torch.device("cpu")))
+        assert {k: s.batch_size for k, s in built.streams.items()} == {"source": 2, "target": 2}
+        assert built.strategy.summary()["batch"] == {"source": 2, "target": 2}
+
+
+def test_blv_table5_compares_with_the_crop713_dars_run():
+    arms = {(e.row, e.arm): e.cfg for e in tables.entries("blv-t5", "paper", seeds=(0,), data_root=DATA)}
+    comparand = arms[("semi", "dars")]
+    assert comparand.crop == (713, 713) and comparand.strategy_options["schedule"] == "cityscapes-1/8-crop713"
+    assert comparand.strategy_options["round"] == 2 and comparand.labeled_fraction == "1/8"
+    # it is DARS Table 1's crop-713 1/8 round-2 run: one record for both tables
+    t1 = {(e.row, e.arm): e.cfg for e in tables.entries("dars-t1", "paper", seeds=(0,), data_root=DATA)}
+    assert comparand.key() == t1[("DARS (crop 713) 1/8", "dars")].key()
+    assert comparand.key() != t1[("DARS (crop 361) 1/8", "dars")].key()
+    # the toy profiles have one DARS row (crop 361's schedule): Table 5 shows it
+    for profile in ("quick", "gpu"):
+        t5 = {(e.row, e.arm): e.key for e in tables.entries("blv-t5", profile, seeds=(0,))}
+        t1 = {(e.row, e.arm): e.key for e in tables.entries("dars-t1", profile, seeds=(0,))}
+        assert t5[("semi", "dars")] == t1[("DARS 1/8", "dars")]
+
+
+# --- evaluation at the released test settings (issue 18, item 4) ---------------------------------------------
+
+def test_daformer_hrda_and_segformer_evaluate_with_their_released_test_settings():
+    t3 = {(e.row, e.arm): e.cfg for e in tables.entries("blv-t3", "paper", seeds=(0,), data_root=DATA)}
+    for row in ("DAFormer †", "DAFormer ‡", "source only †"):
+        for (r, _), cfg in t3.items():
+            if r == row:  # DAFormer trains on Cityscapes at 1024×512 and tests whole images of that size
+                assert (cfg.eval_mode, cfg.eval_size, cfg.eval_stride) == ("whole", (512, 1024), None), row
+    hrda = t3[("HRDA ‡", "baseline")]
+    assert (hrda.eval_mode, hrda.eval_crop, hrda.eval_stride, hrda.eval_size) == ("slide", (1024, 1024), (512, 512), None)
+    t1 = {(e.row, e.arm): e.cfg for e in tables.entries("blv-t1", "paper", seeds=(0,), data_root=DATA)}
+    for arm in ("baseline", "blv"):
+        seg = t1[("MiT-b0 SegformerHead", arm)]
+        assert (seg.eval_mode, seg.eval_crop, seg.eval_stride) == ("slide", (1024, 1024), (768, 768))
+        for row, cfg in t1.items():  # the other rows: whole 2048×1024 images (their configs' test_cfg)
+            if row[0] != "MiT-b0 SegformerHead":
+                assert (cfg.eval_mode, cfg.eval_size, cfg.eval_stride) == ("whole", None, None), row
+    # Table 5's fully supervised baseline and BLV are Table 1's ViT runs (one record each)
+    t5 = {(e.row, e.arm): e.key for e in tables.entries("blv-t5", "paper", seeds=(0,), data_root=DATA)}
+    for arm in ("baseline", "blv"):
+        assert t5[("fully", arm)] == t1[("ViT-B16 UperHead", arm)].key()
+    # DARS's PSPNet50 on the uda strategy trains on DAFormer's 1024×512 Cityscapes too
+    assert {e.cfg.eval_size for e in tables.entries("dars-t15", "paper", seeds=(0,), data_root=DATA)} == {(512, 1024)}
+    # the toy profiles: their own evaluation
+    assert {e.cfg.eval_size for t in ("blv-t1", "blv-t3") for e in tables.entries(t, "gpu", seeds=(0,))} == {None}
+
+
+def test_unset_eval_size_and_stride_leave_a_runs_key_as_it_was():
+    cfg = runs.RunConfig.from_profile("quick")
+    assert not {"eval_size", "eval_stride"} & set(cfg.key_dict())
+    assert cfg.with_(eval_size=(64, 128)).key() != cfg.key() != cfg.with_(eval_stride=(32, 32)).key()
+
+
+class _Halves(torch.nn.Module):
+    """Class 0 on the left half of its input, class 1 on the right; remembers the input sizes it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        w = x.shape[-1]
+        left = (torch.arange(w, device=x.device) < w // 2).float()
+        z = torch.stack([left, 1 - left]).view(1, 2, 1, w).expand(x.shape[0], 2, x.shape[-2], w)
+        return 10 * z
+
+
+def test_evaluate_infers_at_eval_size_and_scores_at_the_labels_resolution():
+    from blvnb.engine.evaluate import evaluate
+
+    label = torch.zeros(1, 8, 16, dtype=torch.int64)
+    label[..., 8:] = 1
+    batch = [{"image": torch.randn(1, 3, 8, 16), "label": label}]
+    model = _Halves()
+    out = evaluate(model, batch, device="cpu", size=(4, 8), num_classes=2, dataset="generic", progress=False)
+    assert model.seen == [(4, 8)] and out["mIoU"] == 1.0
+    assert sum(map(sum, out["confusion"])) == 8 * 16  # every label pixel, at the label's resolution
+    model = _Halves()
+    evaluate(model, batch, device="cpu", mode="slide", crop=(8, 8), stride=(8, 4), num_classes=2,
+             dataset="generic", progress=False, window_batch=1)
+    assert model.seen == [(8, 8)] * 3  # windows at 0, 4, 8 with stride 4
+
+
+def test_a_run_evaluates_with_its_eval_size_and_stride(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("BLVNB_RECORDS", str(tmp_path / "records"))
+    monkeypatch.setenv("BLVNB_CACHE", str(tmp_path / "cache"))
+    seen = {}
+    real = runs.evaluate
+
+    def spy(model, loader, **kw):
+        seen.update(kw)
+        return real(model, loader, **kw)
+
+    monkeypatch.setattr(runs, "evaluate", spy)
+    cfg = runs.RunConfig.from_profile("smoke", iters=1, eval_mode="slide", eval_crop=(32, 32), eval_stride=(16, 16),
+                                      eval_size=(32, 64), progress=False)
+    rec = runs.run(cfg)
+    assert (seen["size"], seen["stride"], seen["crop"], seen["mode"]) == ((32, 64), (16, 16), (32, 32), "slide")
+    assert rec["config"]["eval_size"] == [32, 64] and rec["n_val_images"] > 0
