@@ -32,8 +32,11 @@ def test_paper_uda_and_source_only_runs_train_two_images_per_stream():
     # everything else keeps the profile's 16 (Cityscapes supervised, mean teacher, DARS)
     others = [e.cfg for t, e in every if e.cfg.strategy not in ("uda",) and e.cfg.dataset not in ("gta5", "synthia")]
     assert others and 2 not in {c.batch_size for c in others if c.strategy != "dars-rounds"}
-    # the toy profiles keep their own batch
-    assert {e.cfg.batch_size for e in tables.entries("blv-t3", "gpu")} == {16}
+    # the gpu profile trains the papers' architectures at toy scale with the papers' batch too; quick keeps its
+    # calibrated one, and gpu keeps its own evaluation (toycity at 256x512, not the real images' test sizes)
+    gpu = [e.cfg for e in tables.entries("blv-t3", "gpu")]
+    assert {c.batch_size for c in gpu} == {2} and {c.eval_size for c in gpu} == {None}
+    assert {e.cfg.batch_size for e in tables.entries("blv-t3", "quick")} == {8}
 
 
 def test_the_uda_strategy_draws_batch_size_images_from_each_stream(tmp_path, monkeypatch):

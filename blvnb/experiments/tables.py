@@ -323,9 +323,9 @@ def mt(profile: str, fraction: str, loss: str = "ce", counts: str | None = None,
 #: DAFormer's and HRDA's batch: 2 source + 2 target images per iteration on one GPU (DAFormer's
 #: ``experiments.py`` ``batch_size = 2`` for its UDA and source-only configs, HRDA the same; recipes.md (d)).
 #: The paper profile's UDA and source-only runs take it as their ``batch_size`` (the uda strategy draws that
-#: many images from each stream), so the record states what they train with. The gpu profile keeps its 16
-#: per stream for now; it should follow (batch 2 also sets DAFormer's BN statistics and ClassMix's class
-#: pool, the classes of the whole source batch), which changes its GPU-hour budget: the lead's decision.
+#: many images from each stream), so the record states what they train with. The gpu profile, which trains
+#: the papers' architectures at toy scale, takes it too: the batch also sets DAFormer's BatchNorm statistics
+#: and ClassMix's class pool (the classes of the whole source batch), so 16 + 16 would train another method.
 UDA_BATCH = 2
 
 #: the released test settings that differ from the paper profile's default (sliding 512×1024 windows,
@@ -357,12 +357,13 @@ def t1_recipe(profile: str, name: str) -> dict | None:
 
 
 def uda_recipe(profile: str, arch: str | None = None) -> dict | None:
-    """DAFormer's batch and its or HRDA's evaluation (:data:`EVAL_RECIPES`) where the profile trains the real
-    data (paper), for the UDA architecture ``arch`` (every one but HRDA trains on DAFormer's 1024×512
-    Cityscapes, DARS's PSPNet50 of Tables 14-15 included); toy profiles keep their own."""
-    if not _paper(profile):
+    """DAFormer's batch where the profile trains the papers' architectures (gpu, paper), and its or HRDA's
+    evaluation (:data:`EVAL_RECIPES`) where it trains the real data (paper), for the UDA architecture
+    ``arch`` (every one but HRDA trains on DAFormer's 1024×512 Cityscapes, DARS's PSPNet50 of Tables 14-15
+    included); the toy profiles keep their calibrated batch."""
+    if _sub(profile):
         return None
-    return dict(batch_size=UDA_BATCH, **EVAL_RECIPES["hrda" if arch == "hrda" else "daformer"])
+    return dict(batch_size=UDA_BATCH, **(EVAL_RECIPES["hrda" if arch == "hrda" else "daformer"] if _paper(profile) else {}))
 
 
 def uda(profile: str, arch: str, source: str = "gta5", loss: str = "ce", loss_options=None, **options) -> Spec:
