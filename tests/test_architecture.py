@@ -1,0 +1,53 @@
+"""ARCHITECTURE.md's import levels hold: every import of one blvnb room from another (at module level or
+inside a function) goes to the room's own level or an earlier one."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "blvnb"
+LEVELS = [("errors", "classes", "io", "devices", "paper", "__init__"), ("data", "models", "losses", "pseudo"),
+          ("engine",), ("experiments", "claims", "viz"), ("reproduce", "cli", "__main__")]
+LEVEL = {room: i for i, rooms in enumerate(LEVELS) for room in rooms}
+#: (importing room, imported room): the exceptions ARCHITECTURE.md lists
+ALLOWED = {("claims", "reproduce")}
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("blvnb"):
+            if node.module == "blvnb":  # from blvnb import data, ...
+                yield from (f"blvnb.{a.name}" for a in node.names)
+            else:
+                yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("blvnb"))
+
+
+def test_every_room_of_the_package_has_a_level():
+    rooms = {p.stem if p.is_file() else p.name for p in PKG.iterdir()
+             if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))}
+    assert rooms <= set(LEVEL), f"rooms without a level in ARCHITECTURE.md: {sorted(rooms - set(LEVEL))}"
+
+
+def test_imports_go_to_the_same_level_or_an_earlier_one():
+    wrong = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        src = room_of(".".join(rel.parts))
+        for mod in imports(path):
+            dst = room_of(mod)
+            if dst in LEVEL and LEVEL[dst] > LEVEL[src] and (src, dst) not in ALLOWED:
+                wrong.append(f"{rel}: {src} (level {LEVEL[src] + 1}) imports {mod} (level {LEVEL[dst] + 1})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_check_sees_a_wrong_import(tmp_path):
+    """The check is not vacuous: a data module importing the engine is found."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from blvnb.engine import loop\n")
+    assert list(imports(bad)) == ["blvnb.engine"] and LEVEL["engine"] > LEVEL["data"]
