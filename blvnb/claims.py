@@ -448,7 +448,7 @@ def verdict_dir(root: str | Path | None = None) -> Path:
     if env:
         return Path(env)
     if root is None:
-        from blvnb.reproduce import repo_root
+        from blvnb.paths import repo_root
 
         try:
             root = repo_root()

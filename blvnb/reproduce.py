@@ -35,19 +35,11 @@ from pathlib import Path
 
 from blvnb.errors import BlvnbError, ConfigError
 from blvnb.experiments.profiles import get_profile
+from blvnb.paths import repo_root  # noqa: F401  (blvnb.reproduce.repo_root, as before)
 
 log = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).resolve().parent
-
-
-def repo_root(start: Path | None = None) -> Path:
-    """The checkout holding ``_config.yml`` and ``notebooks/`` (searching upwards from the cwd)."""
-    here = (start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
-        if (d / "_config.yml").is_file() and (d / "notebooks").is_dir():
-            return d
-    raise BlvnbError(f"no blvnb checkout found at or above {here}: run this from the repository (where _config.yml is)")
 
 
 def library_digest() -> str:
