@@ -86,7 +86,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the comparison as JSON here")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="same-numbers-"))
-    for half in ("a", "b"):
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", *COPIED], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip())
+    for half in ("a", "b"):  # the sources as they are now, at commit `git`
         (tmp / half).mkdir()
         copy_sources(tmp / half)
     first, t1 = build(tmp / "a", a.profile, jobs=1, caller_threads=2, only=a.only)
@@ -102,9 +105,9 @@ def main() -> None:
     for d in diffs[:20]:
         print(f"  {d['claim']}: {d['first']} vs {d['second']}")
     if a.out:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"profile": a.profile, "only": a.only, "commit": git, "machine": platform.node(),
+        a.out.write_text(json.dumps({"profile": a.profile, "only": a.only, "commit": git,
+                                     "uncommitted_changes": dirty, "machine": platform.node(),
                                      "cores": os.cpu_count(), "command": " ".join(sys.argv), "records": len(first),
                                      "seconds": [round(t1), round(t2)], "verdicts": verdicts, "on_the_clock": clock,
                                      "differ": diffs},
