@@ -642,7 +642,8 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
                              f" (runs in `{r.get('would_run', 'quick')}`)")
                     cols.append(f"{ours} | {claims.MARKS[v]} {v}{extra}")
                 stmt = r["statement"].replace("|", "/")
-                lines.append(f"| {stmt}<br>`{r['claim']}` | {pv} | " + " | ".join(cols) + f" | {_link(r, root)} |")
+                row_id = f'<span id="{claims.status_anchor(r["claim"])}"></span>'  # the chapters' verdicts link here
+                lines.append(f"| {row_id}{stmt}<br>`{r['claim']}` | {pv} | " + " | ".join(cols) + f" | {_link(r, root)} |")
     return "\n".join(lines) + "\n"
 
 
