@@ -7,6 +7,7 @@ build. Publishing pushes it to ``gh-pages`` of a ``git init --bare`` remote in t
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -188,3 +189,56 @@ def test_make_publish_calls_blvnb_publish():
     assert "publish: $(STAMP)\n\t$(PY) -m blvnb publish --remote $(REMOTE)" in make
     assert "ghp-import" in (ROOT / "pyproject.toml").read_text()
     assert os.path.basename(publish.stamp_path(ROOT).parent) == "_build"  # beside _build/html, not published
+
+
+def _readme_commands() -> set[str]:
+    """Every command line of the README's ``bash`` blocks, without its comment."""
+    text = (ROOT / "README.md").read_text()
+    out = set()
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            cmd = re.sub(r"\s+#.*$", "", line).strip()
+            if cmd and not cmd.startswith("#"):
+                out.add(cmd)
+    return out
+
+
+def test_the_workflow_runs_the_readme_commands_and_deploys_the_build():
+    import yaml
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    on = wf.get("on", wf.get(True))  # YAML 1.1 reads the key `on` as true
+    assert on["push"]["branches"] == ["main"]
+    assert wf["permissions"]["pages"] == "write" and wf["permissions"]["id-token"] == "write"
+    build, deploy = wf["jobs"]["build"], wf["jobs"]["deploy"]
+    steps = build["steps"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    commands = [ln.strip() for s in steps if "run" in s for ln in s["run"].splitlines() if ln.strip()]
+    # the README's set-up and quick build, nothing else: every command is one the README gives
+    assert commands == ["make book"], commands
+    readme = _readme_commands()
+    assert set(commands) <= readme, (set(commands) - readme)
+    assert "make publish" in readme and "make test" in readme
+    # set-up: the checkout (with records/) and a Python the README asks for (>= 3.10)
+    assert uses[:2] == ["actions/checkout", "actions/setup-python"]
+    py = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python"))["with"]["python-version"]
+    assert tuple(int(x) for x in str(py).split(".")) >= (3, 10)
+    # toycity and the quick results cached: the folders the library uses by default, restored across versions
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
+    paths = cache["with"]["path"].split()
+    assert "~/.cache/blvnb" in paths and "results" in paths and cache["with"].get("restore-keys")
+    from blvnb.experiments import store
+
+    assert os.environ.get("BLVNB_RESULTS") or store.results_root() == Path("results").resolve()
+    assert '".cache" / "blvnb"' in (ROOT / "blvnb" / "data" / "toycity.py").read_text()
+    make_book = next(i for i, s in enumerate(steps) if "run" in s)
+    assert uses.index("actions/cache") < make_book  # restored before the build
+    # the built pages, deployed with GitHub's Pages actions
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html" and make_book < uses.index("actions/upload-pages-artifact")
+    assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+    assert [s["uses"].split("@")[0] for s in deploy["steps"]] == ["actions/deploy-pages"]
+    # the gpu and paper profiles are rendered from records/, never computed here
+    text = (ROOT / ".github" / "workflows" / "book.yml").read_text()
+    for never in ("--profile gpu", "--profile paper", "PROFILE=", "runs execute", "--force", "BLVNB_RECORDS"):
+        assert never not in " ".join(commands) and never not in text.split("jobs:")[1], never
