@@ -54,15 +54,22 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
 
 
+def is_checkout(root: Path) -> bool:
+    """Whether ``root`` is the top of a git work tree (not a plain folder, nor one inside another repository)."""
+    try:
+        top = _git(root, "rev-parse", "--show-toplevel")
+    except FileNotFoundError:  # no git
+        return False
+    return top.returncode == 0 and Path(top.stdout.strip()).resolve() == Path(root).resolve()
+
+
 def git_state(root: Path) -> dict | None:
     """``{"commit": HEAD, "dirty": [paths git status lists]}``, or None outside a git checkout (or without git)."""
-    try:
-        head = _git(root, "rev-parse", "HEAD")
-    except FileNotFoundError:
+    if not is_checkout(root):
         return None
-    top = _git(root, "rev-parse", "--show-toplevel")
-    if head.returncode != 0 or Path(top.stdout.strip()).resolve() != Path(root).resolve():
-        return None  # not a checkout, or only a folder inside some other repository
+    head = _git(root, "rev-parse", "HEAD")
+    if head.returncode != 0:  # a repository without a commit yet
+        return None
     status = _git(root, "status", "--porcelain", "--untracked-files=all")
     dirty = [line[3:] for line in status.stdout.splitlines() if line.strip()]
     return {"commit": head.stdout.strip(), "dirty": dirty}

@@ -318,10 +318,11 @@ def repository_url(root: Path) -> str:
     url = ((_book_config(root).get("repository") or {}).get("url") or "").strip()
     if url:
         return url
-    try:
-        proc = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True)
-    except FileNotFoundError:
+    from blvnb.publish import is_checkout
+
+    if not is_checkout(root):  # a copy inside another repository's folder has none of its own
         return ""
+    proc = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True)
     origin = proc.stdout.strip() if proc.returncode == 0 else ""
     for prefix in ("git@github.com:", "ssh://git@github.com/", "https://github.com/", "http://github.com/"):
         if origin.startswith(prefix):

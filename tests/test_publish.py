@@ -242,3 +242,13 @@ def test_the_workflow_runs_the_readme_commands_and_deploys_the_build():
     text = (ROOT / ".github" / "workflows" / "book.yml").read_text()
     for never in ("--profile gpu", "--profile paper", "PROFILE=", "runs execute", "--force", "BLVNB_RECORDS"):
         assert never not in " ".join(commands) and never not in text.split("jobs:")[1], never
+
+
+def test_a_folder_inside_another_checkout_has_no_repository(checkout):
+    root, _ = checkout
+    git(root, "remote", "set-url", "origin", "https://github.com/someone/fork.git")
+    inner = root / "copy"
+    (inner / "notebooks").mkdir(parents=True)
+    (inner / "_config.yml").write_text((ROOT / "_config.yml").read_text())
+    assert reproduce.repository_url(root) == "https://github.com/someone/fork"
+    assert reproduce.repository_url(inner) == "" and publish.git_state(inner) is None
