@@ -1,4 +1,4 @@
-# The README's two commands: `make book` and `make test`. Both create .venv on first use and reuse it.
+# The README's two commands: `make book` and `make test` (and `make publish`, its "Publishing" section). Both create .venv on first use and reuse it.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -6,7 +6,7 @@ PROFILE ?= quick
 JOBS   ?= auto
 STAMP  := $(VENV)/.blvnb-installed
 
-.PHONY: book test venv clean-book clean
+.PHONY: book test publish venv clean-book clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,12 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The built book to the gh-pages branch of REMOTE (ghp-import -n -p -f): refused when _build/html is missing,
+# older than the notebooks or records it shows, or built from a dirty tree. Run `make book` first.
+REMOTE ?= origin
+publish: $(STAMP)
+	$(PY) -m blvnb publish --remote $(REMOTE)
 
 clean-book:
 	rm -rf _build book/generated

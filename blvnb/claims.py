@@ -397,6 +397,11 @@ class Verdict:
         return "verdict-" + re.sub(r"[^0-9a-z]+", "-", self.claim.id.lower()).strip("-")
 
     @property
+    def status_link(self) -> str:
+        """An HTML link to this claim's row on the book's status page (:func:`status_link`)."""
+        return status_link(self.claim.id)
+
+    @property
     def would_run(self) -> str:
         return self.claim.runs_in
 
@@ -435,11 +440,27 @@ class Verdict:
             lines += ["", "Arms (mean over seeds): " + self.summary() + "."]
         if self.note:
             lines += ["", f"*Note:* {self.note}"]
-        lines += ["", (f"Claim `{c.id}`; " if c.id else "") + f"blvnb {self.version}."]
+        lines += ["", (f"Claim `{c.id}`; " if c.id else "") + f"blvnb {self.version}."
+                  + (f" Every claim of both papers, in every profile: {self.status_link}." if c.id else "")]
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return f"[{self.profile}] {self.outcome}: {self.claim.statement} (rule: {self.claim.rule})"
+
+
+#: The book's status page (``book/reproduction.md``) as a chapter's page links to it: verdicts are shown in
+#: the executed chapters, ``book/generated/<chapter>.html``, one folder below it. A raw HTML link (as the
+#: status page links back), so that MyST passes it through rather than resolving it as a document.
+STATUS_PAGE = "../reproduction.html"
+
+
+def status_anchor(claim_id: str) -> str:
+    """The id of the claim's row on the status page (``blvnb.reproduce.render_status`` writes it)."""
+    return "status-" + re.sub(r"[^0-9a-z]+", "-", claim_id.lower()).strip("-")
+
+
+def status_link(claim_id: str, text: str = "the reproduction status") -> str:
+    return f'<a href="{STATUS_PAGE}#{status_anchor(claim_id)}">{text}</a>'
 
 
 def verdict_dir(root: str | Path | None = None) -> Path:

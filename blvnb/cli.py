@@ -1,4 +1,4 @@
-"""Command line: ``blvnb data ...`` and ``blvnb reproduce``.
+"""Command line: ``blvnb data ...``, ``blvnb reproduce``, ``blvnb publish`` and ``blvnb runs ...``.
 
     blvnb data toycity --out DIR --style cityscapes --n-train N --n-val M --size HxW --seed S
     blvnb data toycity --out DIR --style voc|scannet --n-train N --n-val M --size HxW --seed S [--n-aug K]
@@ -6,6 +6,7 @@
     blvnb data prepare --profile quick          # the cached toycity trees a profile uses
     blvnb data prepare --profile paper --data-root D   # the real data sets its tables use, found and opened
     blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D] [--no-build]
+    blvnb publish [--remote origin] [--branch gh-pages]   # _build/html → gh-pages (ghp-import -n -p -f)
     blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
                        [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
@@ -81,6 +82,12 @@ def _reproduce(a) -> None:
         return
     index = reproduce.build_book(root)
     print(f"\nThe book is at {index}  (open file://{index}); {time.perf_counter() - t0:.0f} s in all")
+
+
+def _publish(a) -> None:
+    from blvnb import publish, reproduce
+
+    publish.publish(reproduce.repo_root(), remote=a.remote, branch=a.branch)
 
 
 def _runs_plan(a) -> None:
@@ -190,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="re-run notebooks even when fresh")
     r.add_argument("--no-build", action="store_true", help="run the notebooks, do not build the book")
     r.set_defaults(fn=_reproduce)
+
+    pub = sub.add_parser("publish", help="push the built book (_build/html) to the gh-pages branch of a remote "
+                         "with ghp-import; refuses a missing, stale or dirty build")
+    pub.add_argument("--remote", default="origin", help="the git remote to push to (default origin)")
+    pub.add_argument("--branch", default="gh-pages", help="the branch GitHub Pages serves (default gh-pages)")
+    pub.set_defaults(fn=_publish)
 
     runs = sub.add_parser("runs", help="the runs the book needs: plan, execute (CPU, GPUs, Slurm), import")
     rs = runs.add_subparsers(dest="runs_cmd", required=True)

@@ -289,14 +289,56 @@ def build_book(root: Path | None = None, echo=print, profile: str | None = None)
     page = write_status(root, profile=profile)
     copy_static(root)
     echo(f"[book] {page.relative_to(root)}: the reproduction status of {len(_claims().CLAIMS)} claims")
+    config = build_config(root)
     args = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root), "-W",
-            "--keep-going"]
+            "--keep-going", "--config", str(config)]
     echo("[book] jupyter-book build (warnings are errors)")
     proc = subprocess.run(args, cwd=root)
     index = root / "_build" / "html" / "index.html"
     if proc.returncode != 0 or not index.is_file():
         raise BlvnbError("the book build failed (see the warnings above); nothing in _build/html is current")
+    from blvnb import publish
+
+    publish.write_stamp(root)  # what `blvnb publish` checks: the commit, a clean tree, what the pages show
     return index
+
+
+def repository_url(root: Path) -> str:
+    """The GitHub repository of the book: ``repository: url:`` of ``_config.yml``, else the checkout's
+    ``origin`` remote when it is on GitHub (a fork's book links to the fork; on GitHub Actions the
+    checkout's origin is the repository being built); "" when neither names one."""
+    url = ((_book_config(root).get("repository") or {}).get("url") or "").strip()
+    if url:
+        return url
+    from blvnb.publish import is_checkout
+
+    if not is_checkout(root):  # a copy inside another repository's folder has none of its own
+        return ""
+    proc = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True)
+    origin = proc.stdout.strip() if proc.returncode == 0 else ""
+    for prefix in ("git@github.com:", "ssh://git@github.com/", "https://github.com/", "http://github.com/"):
+        if origin.startswith(prefix):
+            path = origin[len(prefix):].split("@")[-1].rstrip("/").removesuffix(".git")
+            return f"https://github.com/{path}" if path.count("/") == 1 else ""
+    return ""
+
+
+def build_config(root: Path) -> Path:
+    """``_build/_config.yml``: the book's ``_config.yml`` with its repository URL resolved
+    (:func:`repository_url`). The repository and issue buttons need one (Jupyter Book refuses them without):
+    where no URL is known they are left out, as are the launch links."""
+    import yaml
+
+    cfg = _book_config(root)
+    url = repository_url(root)
+    cfg["repository"] = {**(cfg.get("repository") or {}), "url": url}
+    if not url:
+        cfg["html"] = {**(cfg.get("html") or {}), "use_repository_button": False, "use_issues_button": False}
+    path = root / "_build" / "_config.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# written by blvnb reproduce from ../_config.yml (the repository URL resolved): do not edit\n"
+                    + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
 
 
 # --- "Run this chapter" ------------------------------------------------------------------------------
@@ -342,11 +384,11 @@ def _book_config(root: Path) -> dict:
 
 
 def launch_links(stem: str, root: Path) -> list[tuple[str, str]]:
-    """(label, URL) to open ``notebooks/<stem>.ipynb`` on Binder, Colab or a JupyterHub — only when
-    ``_config.yml`` names a GitHub ``repository: url:`` (its ``branch`` and the ``launch_buttons:``
-    URLs are honoured)."""
+    """(label, URL) to open ``notebooks/<stem>.ipynb`` on Binder, Colab or a JupyterHub — only when the
+    book's repository (:func:`repository_url`) is on GitHub (``_config.yml``'s ``branch`` and
+    ``launch_buttons:`` URLs are honoured)."""
     cfg = _book_config(root)
-    repo = (cfg.get("repository") or {}).get("url") or ""
+    repo = repository_url(root)
     if "github.com/" not in repo:
         return []
     org_repo = repo.rstrip("/").removesuffix(".git").split("github.com/", 1)[1]
@@ -598,7 +640,8 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
                              f" (runs in `{r.get('would_run', 'quick')}`)")
                     cols.append(f"{ours} | {claims.MARKS[v]} {v}{extra}")
                 stmt = r["statement"].replace("|", "/")
-                lines.append(f"| {stmt}<br>`{r['claim']}` | {pv} | " + " | ".join(cols) + f" | {_link(r, root)} |")
+                row_id = f'<span id="{claims.status_anchor(r["claim"])}"></span>'  # the chapters' verdicts link here
+                lines.append(f"| {row_id}{stmt}<br>`{r['claim']}` | {pv} | " + " | ".join(cols) + f" | {_link(r, root)} |")
     if checks:
         lines += ["", "## Implementation checks", "",
                   "Each checks that our code does what a paper's method prescribes, on inputs built for the purpose; "
@@ -612,7 +655,8 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
                 v = (rec or {}).get("verdict", "not run")
                 cols.append(f"{_ours(rec) if rec else '—'} | {claims.MARKS[v]} {v}")
             stmt = r["statement"].replace("|", "/")
-            lines.append(f"| {stmt}<br>`{r['claim']}` | " + " | ".join(cols) + f" | {_link(r, root)} |")
+            row_id = f'<span id="{claims.status_anchor(r["claim"])}"></span>'
+            lines.append(f"| {row_id}{stmt}<br>`{r['claim']}` | " + " | ".join(cols) + f" | {_link(r, root)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,31 +1,40 @@
 """The book as a reader sees it: built from the smoke profile, opened in headless Chromium with the network off.
 
-One slow test. It builds the book the way tests/test_notebooks.py does (``blvnb reproduce --profile smoke`` on
-a copy of the repository), starts Debian's ``chromium`` with every network request sent to a proxy that does
-not exist and every host name unresolvable, and drives it over the Chrome DevTools Protocol (a websocket on
-the loopback interface, ``websocket-client``). On the index, one BLV chapter, one DARS chapter and the status
-page it checks that tables and images are there, that MathJax typeset the formulas, that nothing logged a
-JavaScript error and nothing asked the network for anything, and that clicking an interactive figure's slider
-changes what is drawn. Screenshots go to ``_build/screenshots/``.
+Slow tests. They build the book the way tests/test_notebooks.py does (``blvnb reproduce --profile smoke`` on
+a copy of the repository, whose ``origin`` is a GitHub URL, so that the pages carry the repository and issue
+buttons and the launch links a published book has), and drive Debian's ``chromium`` with Playwright
+(``chromium.launch(executable_path=...)``: Playwright downloads no browser of its own), every network
+request sent to a proxy that does not exist and every host name unresolvable.
 
-Without chromium (or websocket-client) the test skips and says why; ``.ci/run`` installs chromium as root.
+* On the index, one BLV chapter, one DARS chapter and the status page: tables and images are there, MathJax
+  typeset the formulas, nothing logged a JavaScript error, nothing asked the network for anything (and no
+  file the page loads is missing), clicking an interactive figure's slider changes what is drawn; the
+  chapter's header has the repository, issue and download (.ipynb) buttons; its verdict links to the
+  claim's row of the status page, and following the link lands there.
+* Every internal link of every page of the built book resolves: each ``href`` and ``src`` that is not a
+  URL names a file of the build, and its ``#fragment`` an id in that file. External links (GitHub, Binder,
+  Colab, the papers) are counted and skipped: Sphinx's ``linkcheck`` needs the network, which is off here.
+
+Screenshots go to ``_build/screenshots/``. Without chromium (or Playwright) the tests skip and say why;
+``.ci/run`` installs chromium as root.
 """
 
-import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "_build" / "screenshots"
+#: the origin of the test's copy: the buttons and launch links point there (never followed: offline)
+ORIGIN = "https://github.com/blvnb-test/blvnb"
 
 
 def _chromium() -> str | None:
@@ -36,114 +45,73 @@ def _chromium() -> str | None:
     return None
 
 
-class DevTools:
-    """A minimal Chrome DevTools Protocol client: commands by id, events collected."""
+def _skip(msg: str):
+    print(f"SKIP test_book_browser: {msg}")
+    pytest.skip(msg)
 
-    def __init__(self, ws_url: str):
-        import websocket
 
-        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
-        self.next_id = 0
-        self.events: list[dict] = []
+class Page:
+    """A Playwright page with what it logged: JavaScript errors, the requests it made, files it failed to load."""
 
-    def send(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
+    def __init__(self, page):
+        self.page = page
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(f"exception: {exc}"))
+        page.on("console", lambda m: m.type == "error" and self.errors.append(f"console.error: {m.text} {m.location.get('url', '')}"))
+        page.on("request", lambda r: self.requests.append(r.url))
+        page.on("requestfailed", lambda r: self.errors.append(f"failed to load {r.url}: {r.failure}"))
 
-    def js(self, expression: str, await_promise: bool = False):
-        res = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise)
-        if "exceptionDetails" in res:
-            raise RuntimeError(f"{expression[:80]}: {res['exceptionDetails']}")
-        return res["result"].get("value")
+    def open(self, url: str) -> None:
+        self.errors.clear()
+        self.requests.clear()
+        self.page.goto(url, wait_until="load")
+        # MathJax typesets asynchronously: wait for it when the page loaded it
+        self.page.evaluate("async () => { if (window.MathJax && MathJax.startup && MathJax.startup.promise) "
+                           "await MathJax.startup.promise; }")
+        self.page.wait_for_timeout(300)  # what the page's scripts log once loaded
 
-    def wait_for(self, expression: str, timeout: float = 30.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.js(expression):
-                return True
-            time.sleep(0.25)
-        return False
+    def js(self, expression: str):
+        return self.page.evaluate(expression)
 
     def wait_stable(self, expression: str, timeout: float = 10.0):
         """The value of ``expression`` once two readings 0.1 s apart agree (a scroll or a layout that has
         settled); an AssertionError naming it if it never does."""
-        end = time.monotonic() + timeout
         last = self.js(expression)
-        while time.monotonic() < end:
-            time.sleep(0.1)
+        for _ in range(int(timeout / 0.1)):
+            self.page.wait_for_timeout(100)
             now = self.js(expression)
             if now == last:
                 return now
             last = now
         raise AssertionError(f"never settled in {timeout} s: {expression[:120]}")
 
-    def drain(self, seconds: float = 0.3) -> None:
-        """Collect the events still arriving, until none came for ``seconds``."""
-        self.ws.settimeout(seconds)
-        try:
-            while True:
-                self.events.append(json.loads(self.ws.recv()))
-        except Exception:
-            pass
-        finally:
-            self.ws.settimeout(60)
-
     def screenshot(self, path: Path) -> None:
-        data = self.send("Page.captureScreenshot", format="png")["data"]
-        path.write_bytes(base64.b64decode(data))
+        self.page.screenshot(path=str(path))
 
 
 @pytest.fixture(scope="module")
 def browser():
     chromium = _chromium()
     if chromium is None:
-        msg = "chromium is not installed (Debian: apt-get install chromium; .ci/run installs it as root)"
-        print(f"SKIP test_book_browser: {msg}")
-        pytest.skip(msg)
+        _skip("chromium is not installed (Debian: apt-get install chromium; .ci/run installs it as root)")
     try:
-        import websocket  # noqa: F401
+        from playwright.sync_api import sync_playwright
     except ImportError:
-        msg = "websocket-client is not installed (pip install -e .[dev])"
-        print(f"SKIP test_book_browser: {msg}")
-        pytest.skip(msg)
-    profile_dir = tempfile.mkdtemp(prefix="blvnb-chromium-")
-    args = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync",
-            "--disable-background-networking", "--disable-component-update", "--allow-file-access-from-files",
+        _skip("Playwright is not installed (pip install -e .[dev])")
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--allow-file-access-from-files",
+            "--disable-background-networking", "--disable-component-update",
             # the network is off: every request goes to a proxy on a closed port, every name fails to resolve
             "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile_dir}",
-            "--window-size=1280,900", "about:blank"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = Path(profile_dir) / "DevToolsActivePort"
-        end = time.monotonic() + 60
-        while not (port_file.is_file() and port_file.read_text().split()) and time.monotonic() < end:
-            time.sleep(0.2)
-        assert port_file.is_file(), f"chromium wrote no {port_file} in 60 s"
-        port = int(port_file.read_text().split()[0])
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30).read())
-        page = next(t for t in targets if t["type"] == "page")
-        dt = DevTools(page["webSocketDebuggerUrl"])
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            dt.send(f"{domain}.enable")
-        dt.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
-        yield dt
+            "--host-resolver-rules=MAP * ~NOTFOUND"])
+        page = b.new_page(viewport={"width": 1280, "height": 900})
+        yield Page(page)
+        b.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-        shutil.rmtree(profile_dir, ignore_errors=True)
+        pw.stop()
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +124,9 @@ def book(tmp_path_factory, browser):
             shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("generated", "__pycache__", "reproduction.md"))
         else:
             shutil.copy(src, work / name)
+    # a checkout whose origin is on GitHub: blvnb reproduce gives the pages their repository buttons
+    for args in (["init", "-q"], ["remote", "add", "origin", ORIGIN + ".git"]):
+        subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)
     env = dict(os.environ, BLVNB_CACHE=os.environ.get("BLVNB_CACHE", str(work / "cache")),
                BLVNB_RESULTS=str(work / "results"))
     env.pop("BLVNB_VERDICTS", None)
@@ -172,41 +143,16 @@ def book(tmp_path_factory, browser):
 UPSTREAM = ("Identifier 'THEBE_JS_URL' has already been declared", "Got invalid theme mode: . Resetting to auto.")
 
 
-def _errors(events: list[dict]) -> list[str]:
-    return [e for e in _all_errors(events) if not any(u in e for u in UPSTREAM)]
+def _errors(page: Page) -> list[str]:
+    return [e for e in page.errors if not any(u in e for u in UPSTREAM)]
 
 
-def _all_errors(events: list[dict]) -> list[str]:
-    out = []
-    for e in events:
-        m, p = e.get("method"), e.get("params", {})
-        if m == "Runtime.exceptionThrown":
-            d = p["exceptionDetails"]
-            out.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
-        elif m == "Runtime.consoleAPICalled" and p.get("type") == "error":
-            out.append("console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in p["args"]))
-        elif m == "Log.entryAdded" and p["entry"]["level"] == "error":
-            out.append(f"log: {p['entry']['text']} {p['entry'].get('url', '')}")
-    return out
+def _network(page: Page) -> list[str]:
+    return [u for u in page.requests if not u.startswith(("file:", "data:", "blob:", "about:"))]
 
 
-def _network(events: list[dict]) -> list[str]:
-    urls = [e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"]
-    return [u for u in urls if not u.startswith(("file:", "data:", "blob:", "about:"))]
-
-
-def _open(dt: DevTools, url: str) -> None:
-    dt.events.clear()
-    dt.send("Page.navigate", url=url)
-    assert dt.wait_for("document.readyState === 'complete'"), url
-    # MathJax typesets asynchronously: wait for it when the page loaded it
-    dt.wait_for("!window.MathJax || !MathJax.startup || !MathJax.startup.promise || "
-                "(MathJax.startup.promise.then(() => window.__mj = 1), window.__mj === 1)", timeout=30)
-    dt.drain()
-
-
-def _page_facts(dt: DevTools) -> dict:
-    return dt.js("""({
+def _page_facts(page: Page) -> dict:
+    return page.js("""() => ({
         tables: document.querySelectorAll('article table, main table').length,
         images: Array.from(document.images).filter(i => !i.closest('.navbar-brand, .logo')).length,
         broken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
@@ -224,37 +170,34 @@ def _plot_state_js(index: int) -> str:
                                gd.data.map(t => t.visible)]); }})()"""
 
 
-def _plot_state(dt: DevTools, index: int) -> str:
-    return dt.js(_plot_state_js(index))
-
-
 def _rect_js(selector_js: str) -> str:
     """A JS expression: the viewport rectangle of the element ``selector_js`` evaluates to (null if none)."""
     return f"""(() => {{ const e = {selector_js}; if (!e) return null; const r = e.getBoundingClientRect();
         return {{x: r.x, y: r.y, w: r.width, h: r.height}}; }})()"""
 
 
-def _scroll_to(dt: DevTools, selector_js: str, block: str = "start") -> None:
+def _scroll_to(page: Page, selector_js: str, block: str = "start") -> None:
     """Scroll the element into view and wait until the page has stopped moving (smooth scrolling)."""
-    dt.js(f"{selector_js}?.scrollIntoView({{block: '{block}'}})")
-    dt.wait_stable(_rect_js(selector_js))
+    page.js(f"{selector_js}?.scrollIntoView({{block: '{block}'}})")
+    page.wait_stable(_rect_js(selector_js))
 
 
-def _move_slider(dt: DevTools, index: int, before: str) -> None:
-    """Click the slider rail near its right end with a real (CDP) mouse event, and wait until the figure's
-    state differs from ``before`` (at most 10 s: then the caller sees it unchanged)."""
+def _move_slider(page: Page, index: int, before: str) -> None:
+    """Click the slider rail near its right end with a real mouse click, and wait until the figure's state
+    differs from ``before`` (at most 10 s: then the caller sees it unchanged)."""
     rail = f"document.querySelectorAll('.js-plotly-plot')[{index}].querySelector('.slider-rail-rect')"
-    _scroll_to(dt, f"document.querySelectorAll('.js-plotly-plot')[{index}]", block="center")
-    rect = dt.wait_stable(_rect_js(rail))
-    x, y = rect["x"] + rect["w"] - 3, rect["y"] + rect["h"] / 2
-    for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-        dt.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
-    dt.wait_for(f"{_plot_state_js(index)} !== {json.dumps(before)}", timeout=10)
+    _scroll_to(page, f"document.querySelectorAll('.js-plotly-plot')[{index}]", block="center")
+    rect = page.wait_stable(_rect_js(rail))
+    page.page.mouse.click(rect["x"] + rect["w"] - 3, rect["y"] + rect["h"] / 2)
+    try:
+        page.page.wait_for_function(f"{_plot_state_js(index)} !== {json.dumps(before)}", timeout=10_000)
+    except Exception:  # playwright's TimeoutError: the caller finds the state unchanged and says so
+        pass
 
 
 @pytest.mark.slow
 def test_book_in_headless_chromium_offline(browser, book):
-    dt = browser
+    page = browser
     SHOTS.mkdir(parents=True, exist_ok=True)
     html = book
     pages = {
@@ -271,8 +214,8 @@ def test_book_in_headless_chromium_offline(browser, book):
         problems.append("index.html does not lead to book/intro.html")
     for name, (path, want) in pages.items():
         assert path.is_file(), path
-        _open(dt, path.as_uri())
-        facts = _page_facts(dt)
+        page.open(path.as_uri())
+        facts = _page_facts(page)
         if want.get("tables") and not facts["tables"]:
             problems.append(f"{name}: no table")
         if want.get("images") and not facts["images"]:
@@ -285,14 +228,13 @@ def test_book_in_headless_chromium_offline(browser, book):
             if not facts["plots"] or facts["drawn"] < facts["plots"]:
                 problems.append(f"{name}: interactive figure not drawn ({facts})")
             else:
-                before = _plot_state(dt, 0)
-                _move_slider(dt, 0, before)
-                after = _plot_state(dt, 0)
-                if before == after:
+                before = page.js(_plot_state_js(0))
+                _move_slider(page, 0, before)
+                if page.js(_plot_state_js(0)) == before:
                     problems.append(f"{name}: moving the slider changed nothing")
-        dt.drain(0.5)
-        dt.screenshot(SHOTS / f"{name}.png")
-        errors, requests = _errors(dt.events), _network(dt.events)
+        page.page.wait_for_timeout(500)
+        page.screenshot(SHOTS / f"{name}.png")
+        errors, requests = _errors(page), _network(page)
         if errors:
             problems.append(f"{name}: JavaScript errors {errors}")
         if requests:
@@ -306,27 +248,115 @@ def test_book_in_headless_chromium_offline(browser, book):
     toy = next(r for r in records if r["claim"] == "blv-fig1-toy")
     assert toy["profile"] == "smoke" and toy["verdict"] != "not run" and toy["seeds"] == [0, 1, 2], toy
 
-    _open(dt, pages["reproduction"][0].as_uri())
-    text = dt.js("document.querySelector('main').innerText")
+    page.open(pages["reproduction"][0].as_uri())
+    text = page.js("document.querySelector('main').innerText")
     missing = [c.id for c in claims.CLAIMS if c.id not in text]
     if missing:
         problems.append(f"status page lacks {missing[:5]}")
-    _open(dt, pages["blv_method"][0].as_uri())
-    if not dt.js("!!document.getElementById('verdict-blv-fig1-toy')"):
+    page.open(pages["blv_method"][0].as_uri())
+    if not page.js("!!document.getElementById('verdict-blv-fig1-toy')"):
         problems.append("blv_method: no anchor for the toy's verdict")
-    if not dt.js("!!document.getElementById('verdict-blv-fig1-toy')?.closest('.cell_output, .output')?.querySelector('table')"):
+    if not page.js("!!document.getElementById('verdict-blv-fig1-toy')?.closest('.cell_output, .output')?.querySelector('table')"):
         problems.append("blv_method: the toy's verdict shows no evidence table")
-    _scroll_to(dt, "document.getElementById('verdict-blv-fig1-toy')")
-    dt.screenshot(SHOTS / "blv_method_verdict.png")
+    # the header of a published chapter: the repository and issue buttons, the executed notebook to download
+    header = page.js("""() => Array.from(document.querySelectorAll('.article-header-buttons a, .header-article-items a'))
+                        .map(a => a.href)""")
+    for what, found in (("repository button", lambda h: h.rstrip("/") == ORIGIN),
+                        ("issues button", lambda h: h.startswith(ORIGIN + "/issues/new?")),
+                        ("download (.ipynb) button", lambda h: h.startswith("file:") and
+                         h.endswith("/_sources/book/generated/blv_method.ipynb"))):
+        if not any(found(h) for h in header):
+            problems.append(f"blv_method: no {what} among the header's links {header}")
+    _scroll_to(page, "document.getElementById('verdict-blv-fig1-toy')")
+    page.screenshot(SHOTS / "blv_method_verdict.png")
     box = "Array.from(document.querySelectorAll('.admonition')).find(a => a.innerText.includes('Run this chapter'))"
-    if not dt.js(f"!!{box}"):
+    if not page.js(f"!!{box}"):
         problems.append("blv_method: no 'Run this chapter' box")
     else:
-        dt.js(f"(() => {{ const b = {box}; b.querySelector('button, .toggle-button, .admonition-title')?.click(); "
-              "b.scrollIntoView({block: 'start'}); window.scrollBy(0, -80); })()")
-        dt.wait_stable(_rect_js(box))  # the box opened (its height) and the page stopped scrolling
-        dt.screenshot(SHOTS / "blv_method_run_box.png")
-    _open(dt, pages["reproduction"][0].as_uri())
-    _scroll_to(dt, "document.getElementById('blv-figure-1')")
-    dt.screenshot(SHOTS / "reproduction_rows.png")
+        page.js(f"(() => {{ const b = {box}; b.querySelector('button, .toggle-button, .admonition-title')?.click(); "
+                "b.scrollIntoView({block: 'start'}); window.scrollBy(0, -80); })()")
+        page.wait_stable(_rect_js(box))  # the box opened (its height) and the page stopped scrolling
+        if "colab.research.google.com/github/" + ORIGIN.split("github.com/")[1] not in page.js(f"{box}.innerHTML"):
+            problems.append("blv_method: the run box has no launch links for the repository")
+        page.screenshot(SHOTS / "blv_method_run_box.png")
+    # the verdict's link to the status page, followed as a reader would: it lands on the claim's row
+    link = "document.querySelector('#verdict-blv-fig1-toy')?.closest('.cell_output, .output')?.querySelector('a[href*=\"reproduction.html#status-\"]')"
+    if not page.js(f"!!{link}"):
+        problems.append("blv_method: the toy's verdict does not link to the status page")
+    else:
+        _scroll_to(page, link, block="center")
+        href = page.js(f"{link}.getAttribute('href')")
+        page.page.locator(f'a[href="{href}"]').first.click()
+        page.page.wait_for_load_state("load")
+        landed = page.js("() => [location.pathname.split('/').pop(), location.hash, "
+                         "!!document.getElementById(location.hash.slice(1))?.closest('tr')?.innerText.includes('blv-fig1-toy')]")
+        if landed != ["reproduction.html", "#status-blv-fig1-toy", True]:
+            problems.append(f"the toy verdict's link to the status page landed on {landed}")
+    page.open(pages["reproduction"][0].as_uri())
+    _scroll_to(page, "document.getElementById('blv-figure-1')")
+    page.screenshot(SHOTS / "reproduction_rows.png")
     assert not problems, "\n".join(problems)
+
+
+class _Links(HTMLParser):
+    """The ids of a page, and each ``href`` / ``src`` of its elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for key in ("id", "name") if tag == "a" else ("id",):
+            if a.get(key):
+                self.ids.add(a[key])
+        for key in ("href", "src"):
+            if a.get(key) is not None and not (tag == "link" and a.get("rel") in ("preconnect", "dns-prefetch")):
+                self.links.append(a[key])
+
+
+def _parse(path: Path, cache: dict) -> _Links:
+    if path not in cache:
+        p = _Links()
+        p.feed(path.read_text(encoding="utf-8", errors="replace"))
+        cache[path] = p
+    return cache[path]
+
+
+@pytest.mark.slow
+def test_every_internal_link_resolves(book):
+    """Each link of each page that is not a URL names a file of the build, and its fragment an id there.
+    External links are only counted: checking them needs the network (``sphinx -b linkcheck``), off here."""
+    html = book
+    cache: dict = {}
+    broken, external, checked = [], set(), 0
+    # the pages Sphinx wrote; _static/ also holds the theme's Jinja macro files (*.html), which are no pages
+    pages = sorted(p for p in html.rglob("*.html") if "_static" not in p.relative_to(html).parts)
+    assert len(pages) > 10, pages
+    for page in pages:
+        for link in _parse(page, cache).links:
+            parts = urlsplit(link)
+            if parts.scheme or link.startswith("//"):
+                if parts.scheme not in ("data", "javascript", "mailto"):
+                    external.add(link)
+                continue
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            where = f"{page.relative_to(html)}: {link}"
+            if not (target.is_file() and target.is_relative_to(html.resolve())):
+                broken.append(f"{where} (no file {target})")
+                continue
+            checked += 1
+            if parts.fragment and target.suffix == ".html":
+                if unquote(parts.fragment) not in _parse(target, cache).ids:
+                    broken.append(f"{where} (no id {parts.fragment!r} in {target.relative_to(html.resolve())})")
+    print(f"{checked} internal links of {len(pages)} pages resolve; {len(external)} distinct external links "
+          "skipped (offline: no linkcheck), e.g. " + ", ".join(sorted(external)[:6]))
+    assert checked > 100 and not broken, f"{len(broken)} broken internal links:\n" + "\n".join(broken[:40])
+    # the verdicts' links to the status page are among them, and each lands on a claim's row
+    status = [ln for p in pages for ln in _parse(p, cache).links if "reproduction.html#status-" in ln]
+    assert status, "no chapter links its verdicts to the status page"
+    rows = re.findall(r'<span id="(status-[^"]+)"></span>', (html / "book" / "reproduction.html").read_text())
+    assert {ln.split("#")[1] for ln in status} <= set(rows)

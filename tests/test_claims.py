@@ -202,6 +202,7 @@ def test_verdict_renders_and_saves(tmp_path):
                        seeds=[0, 1, 2])
     md = v._repr_markdown_()
     assert "reproduced" in md and "+2.5" in md and 'id="verdict-blv-t1-r50-psp"' in md and "quick" in md
+    assert '<a href="../reproduction.html#status-blv-t1-r50-psp">' in md  # its row on the status page
     d = json.loads(json.dumps(v.to_dict()))
     assert d["claim"] == "blv-t1/r50-psp" and d["paper"] == "blv" and d["table"] == "T1"
     assert d["verdict"] == "reproduced" and d["profile"] == "quick" and d["seeds"] == [0, 1, 2]

@@ -146,3 +146,13 @@ def test_count_estimates_kl_is_zero_for_the_truth():
 
 def test_load_model_without_checkpoint_is_none():
     assert evidence.load_model(rec(0, 50)) is None
+
+
+def test_verdicts_markdown_links_each_claim_to_the_status_page():
+    from blvnb import claims
+
+    done = claims.verdict("blv-t1/r50-psp", {"blv": [52.0, 53.5, 55.0], "ce": [50.0, 51.0, 52.0]}, profile="quick",
+                          seeds=[0, 1, 2])
+    md = evidence.verdicts_markdown([done, claims.get("blv-t7/gta").not_run("quick")])
+    assert 'href="../reproduction.html#status-blv-t1-r50-psp"' in md  # in the evaluated verdict's text
+    assert '<a href="../reproduction.html#status-blv-t7-gta"><code>blv-t7/gta</code></a>' in md  # the not-run line

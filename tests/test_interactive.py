@@ -77,9 +77,11 @@ def test_run_box_reads_the_parameters_cell(tmp_path):
     box = reproduce.run_box("long_tail_data", root, "smoke")
     for prof in ("smoke", "quick", "gpu", "paper"):
         assert f"--cwd . -p profile {prof}" in box
-    assert "Binder" not in box  # no repository URL in _config.yml: no launch links
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "x.ipynb").write_text((root / "notebooks" / "long_tail_data.ipynb").read_text())
+    (tmp_path / "_config.yml").write_text((root / "_config.yml").read_text())
+    # no repository URL in _config.yml and no git origin (tmp_path is no checkout): no launch links
+    assert "Binder" not in reproduce.run_box("x", tmp_path, "smoke")
     (tmp_path / "_config.yml").write_text("repository:\n  url: https://github.com/someone/blvnb\n  branch: dev\n")
     links = dict(reproduce.launch_links("x", tmp_path))
     assert links["Colab"].endswith("github/someone/blvnb/blob/dev/notebooks/x.ipynb")
@@ -108,6 +110,9 @@ def test_status_page_from_saved_verdicts(tmp_path, monkeypatch):
     assert {r["paper"] for r in records} == {"blv", "dars"} and all(r["table"] for r in records)
     assert "verdict (quick)" in text and "verdict (gpu)" in text
     assert 'href="generated/dars_tables.html#verdict-dars-t5-kl"' in text
+    # every claim's row carries the id the chapters' verdicts link to (claims.status_link)
+    assert all(f'<span id="{claims.status_anchor(c.id)}"></span>' in text for c in claims.CLAIMS)
+    assert claims.status_link("dars-t5-kl").startswith('<a href="../reproduction.html#status-dars-t5-kl"')
     # the summary rows, computed from CLAIMS: in quick one DARS claim reproduced, the rest not run; in gpu
     # one DARS claim not reproduced; no BLV claim run in either (implementation checks are listed apart)
     n = {p: sum(c.paper == p and c.kind == "reproduction" for c in claims.CLAIMS) for p in ("blv", "dars")}

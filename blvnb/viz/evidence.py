@@ -143,14 +143,17 @@ def verdict(claim_id: str, results, arms: Mapping[str, Selector], *, profile: st
 
 def verdicts_markdown(verdicts: Sequence) -> str:
     """The verdicts of a section as Markdown: each evaluated one in full (with its evidence), then the
-    claims this profile did not run, in one line."""
+    claims this profile did not run, in one line; each links to its claim's row of the status page."""
+    from blvnb.claims import status_link
+
     run = [v for v in verdicts if v.outcome != "not run"]
     skipped = [v for v in verdicts if v.outcome == "not run"]
     parts = [v._repr_markdown_() for v in run]
     if skipped:
         profile = skipped[0].profile
-        names = ", ".join(f"`{v.claim.id}`" for v in skipped)
-        parts.append(f"*Not run in the `{profile}` profile* (the gpu and paper profiles run them): {names}.")
+        names = ", ".join(status_link(v.claim.id, f"<code>{v.claim.id}</code>") for v in skipped)
+        parts.append(f"*Not run in the `{profile}` profile* (the gpu and paper profiles run them; each links to "
+                     f"its row of the reproduction status): {names}.")
     return "\n\n---\n\n".join(parts) if parts else "*No claim is decided by this section.*"
 
 
