@@ -33,7 +33,7 @@ from blvnb.data import build_dataset, toycity
 from blvnb.data.base import read_index_png
 from blvnb.data.transforms import AugmentedDataset, eval_transform, train_transform
 from blvnb.devices import deterministic_algorithms, fixed_threads, resolve_device
-from blvnb.engine import loop
+from blvnb.engine import loop, signals
 from blvnb.engine.evaluate import evaluate
 from blvnb.engine.streams import Stream
 from blvnb.engine.strategies import STRATEGIES, get_builder
@@ -506,7 +506,8 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
     history, every = _subsample(result["history"])
     return {"train_seconds": result["seconds"], "metrics": metrics, "history": history, "history_every": every,
             "loss": history.get("loss", []), "summary": built.strategy.summary(), "checkpoint": str(ckpt),
-            "resumed": result["resumed"], "resumed_from": result["resumed_from"], "seed": cfg.seed,
+            "resumed": result["resumed"], "resumed_from": result["resumed_from"], "restarts": result["restarts"],
+            "seed": cfg.seed,
             "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
             "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
 
@@ -522,6 +523,10 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
 
     ``force=True`` deletes the run's checkpoint and trains again from scratch. Under torchrun every
     rank calls this; rank 0 holds the lock and writes the record.
+
+    SIGTERM / SIGUSR1 / SIGUSR2 (a cluster's warning before it kills the job) stop the run cleanly: the loop
+    writes its checkpoint and :class:`~blvnb.engine.signals.Interrupted` (a BlvnbError) says where it
+    stopped; no record is written, and the same call later resumes it (:mod:`blvnb.engine.signals`).
     """
     if not isinstance(cfg, RunConfig):
         raise ConfigError(f"run() takes a RunConfig (RunConfig.from_profile(...)), got {type(cfg).__name__}")
@@ -541,7 +546,8 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
         with fixed_threads(cfg.threads), deterministic_algorithms(cfg.deterministic):
             return _execute(cfg, key, device, force)
 
-    return store.get_or_run(cfg.profile, key, cfg.key_dict(), compute, force=force, lock=main, write=main)
+    with signals.catching_stop_signals():  # the whole run: a signal while a DARS round labels is kept too
+        return store.get_or_run(cfg.profile, key, cfg.key_dict(), compute, force=force, lock=main, write=main)
 
 
 def run_seeds(cfg: RunConfig, seeds: tuple[int, ...] | None = None, force: bool = False) -> list[dict]:

@@ -1,0 +1,105 @@
+"""Preemption and time limits (issue 22): a run sent SIGTERM / SIGUSR1 / SIGUSR2 — what Slurm, submitit and
+torchrun send before they kill a job — finishes the iteration it is in, writes its checkpoint there and
+exits non-zero saying where it stopped; started again it ends bitwise identical to an uninterrupted run.
+
+The runs checkpoint only at their end (``ckpt_every`` left to its default, 50, above their 4–7 iterations):
+the checkpoint a stopped run leaves is the one the signal made it write. The signal is sent by the run's own
+process from a hook (tests/test_resume.py's pattern), on the ``kill_at``-th call of the loop's per-iteration
+reseeding: during iteration ``kill_at − 1`` of the process's training, so the checkpoint holds ``kill_at``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_resume import _child, _result, assert_resume_is_exact, child_env  # noqa: E402
+
+
+def supervised():
+    from blvnb.experiments.runs import RunConfig
+
+    return RunConfig.from_profile("smoke", iters=7, device="cpu", progress=False)
+
+
+def mean_teacher():
+    from blvnb.experiments.runs import RunConfig
+
+    # 4 labeled + 12 unlabeled images, batch 4: an epoch of the unlabeled stream ends at iteration 3 (Eq. 4)
+    return RunConfig.from_profile("smoke", strategy="mean-teacher", labeled_fraction="1/4", loss="blv",
+                                  loss_options={"sigma": 6.0}, n_train=16, strategy_options={"ema_horizon": "scaled"},
+                                  iters=7, device="cpu", progress=False)
+
+
+def uda():
+    from blvnb.experiments.runs import RunConfig
+
+    return RunConfig.from_profile("smoke", strategy="uda", dataset="gta5", target="cityscapes", loss="blv",
+                                  loss_options={"sigma": 6.0}, iters=7, device="cpu", progress=False)
+
+
+def dars_round1():
+    """Round 1 (4 iterations, global 4..7) of DARS on smoke; its teacher, round 0 (global 0..3), runs first in
+    the same process."""
+    from blvnb.experiments.runs import RunConfig
+
+    return RunConfig.from_profile("smoke", strategy="dars-rounds", labeled_fraction="1/8",
+                                  strategy_options={"round": 1, "labeler": "dars"}, device="cpu", progress=False)
+
+
+def test_supervised_sigterm_stops_at_the_iteration_with_a_checkpoint_and_resumes_bitwise(tmp_path):
+    res = assert_resume_is_exact(f"{__file__}:supervised", tmp_path, kill_at=6, signum=signal.SIGTERM, stopped_at=6)
+    assert res["resumed_from"] == 6
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])
+def test_sigusr1_and_sigusr2_are_caught_too(tmp_path, signum):
+    assert_resume_is_exact(f"{__file__}:supervised", tmp_path, kill_at=2, signum=signum, stopped_at=2)
+
+
+def test_mean_teacher_sigterm_resumes_bitwise(tmp_path):
+    assert_resume_is_exact(f"{__file__}:mean_teacher", tmp_path, kill_at=5, signum=signal.SIGTERM, stopped_at=5)
+
+
+def test_uda_sigterm_resumes_bitwise(tmp_path):
+    assert_resume_is_exact(f"{__file__}:uda", tmp_path, kill_at=5, signum=signal.SIGTERM, stopped_at=5)
+
+
+def test_dars_round_sigterm_while_training_resumes_bitwise(tmp_path):
+    # the 6th reseeding of the process: round 0's 4 iterations, then round 1's second (global iteration 5)
+    res = assert_resume_is_exact(f"{__file__}:dars_round1", tmp_path, kill_at=6, signum=signal.SIGTERM, stopped_at=6)
+    assert res["summary"]["labels_reused"] is True  # labelled once, before the signal
+
+
+def test_dars_round_sigterm_while_labelling_keeps_the_labels_and_trains_once_resumed(tmp_path):
+    """The signal comes while round 1 labels its images: the labelling (itself resumable) completes, the
+    training does not start, the process exits non-zero; started again, the run reuses those labels — not
+    one PNG rewritten — and ends bitwise identical to an uninterrupted run."""
+    spec, env = f"{__file__}:dars_round1", child_env(tmp_path)
+    hook = "blvnb.engine.strategies.dars_rounds:label_round"
+    whole = _result(_child(spec, tmp_path / "whole", hook, 0, env))
+    killed = _child(spec, tmp_path / "killed", hook, 1, env, signal.SIGTERM)
+    assert killed.returncode > 0, killed.stderr[-3000:]
+    assert "Interrupted: stopped by SIGTERM" in killed.stderr and "stopped at iteration 4 of 4..8" in killed.stderr
+    ckpt = Path(whole["checkpoint"].replace(str(tmp_path / "whole"), str(tmp_path / "killed")))
+    assert not ckpt.is_file() and not ckpt.with_name(ckpt.name.replace(".ckpt.pt", ".json")).exists()
+    work = ckpt.with_name(ckpt.name.replace(".ckpt.pt", ".work")) / "pseudo-round1"
+    manifest = json.loads((work / "manifest.json").read_text())
+    assert manifest["complete"] is True
+    pngs = {p: p.stat().st_mtime_ns for p in (work / "labels").rglob("*.png")}
+    assert pngs
+    resumed = _result(_child(spec, tmp_path / "killed", hook, 0, env))
+    assert resumed["summary"]["labels_reused"] is True and whole["summary"]["labels_reused"] is False
+    assert {p: p.stat().st_mtime_ns for p in (work / "labels").rglob("*.png")} == pngs
+    a = torch.load(whole["checkpoint"], weights_only=True)
+    b = torch.load(resumed["checkpoint"], weights_only=True)
+    assert a["iter"] == b["iter"] == 8
+    for name, t in a["model"].items():
+        assert torch.equal(t, b["model"][name]), name
+    assert whole["metrics"] == resumed["metrics"]
