@@ -19,7 +19,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_resume import _child, _result, assert_resume_is_exact, child_env  # noqa: E402
+from test_resume import _assert_same, _child, _result, assert_resume_is_exact, child_env  # noqa: E402
 
 
 def supervised():
@@ -102,4 +102,77 @@ def test_dars_round_sigterm_while_labelling_keeps_the_labels_and_trains_once_res
     assert a["iter"] == b["iter"] == 8
     for name, t in a["model"].items():
         assert torch.equal(t, b["model"][name]), name
-    assert whole["metrics"] == resumed["metrics"]
+    _assert_same(whole["metrics"], resumed["metrics"], "metrics")
+
+
+# --- Slurm: the job is warned, checkpoints, is requeued by submitit and resumes -------------------------------
+
+def preempted_once(cfg, force=False):
+    """``runs.run``, except that the job's first attempt is warned as Slurm warns a job before its time limit
+    or a preemption: its process gets submitit's signal (SIGUSR2) during the 3rd iteration. What follows is
+    submitit's own machinery (its handler, the job's ``checkpoint()``, the requeue, the new attempt)."""
+    import os
+
+    from blvnb.engine import loop
+    from blvnb.experiments import runs
+
+    marker = Path(os.environ["BLVNB_RESULTS"]) / "warned-once"
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        original, calls = loop._seed_globals, [0]
+
+        def warned(*args, **kw):
+            calls[0] += 1
+            if calls[0] == 3:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return original(*args, **kw)
+
+        loop._seed_globals = warned
+    return runs.run(cfg, force=force)
+
+
+def test_slurm_job_warned_is_requeued_by_submitit_and_resumes_bitwise(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    import os
+
+    from blvnb.experiments import execute, runs
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parent)] + sys.path))
+    monkeypatch.setenv("BLVNB_CACHE", child_env(tmp_path)["BLVNB_CACHE"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg = supervised()
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "whole"))
+    whole = runs.run(cfg)
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "slurm"))
+    plan = execute.build_plan([(cfg, "t")], "smoke")
+    opts = execute.SlurmOptions(cluster="local", gpus_per_run=0, time_limit=5, folder=str(tmp_path / "jobs"),
+                                poll_seconds=0.2)
+    lines: list[str] = []
+    done = execute.execute(plan, preempted_once, "slurm", slurm=opts, echo=lines.append)
+    rec = done[cfg.key()]
+    assert (tmp_path / "slurm" / "warned-once").is_file()
+    assert rec["requeues"] == 1 and rec["restarts"] == 1 and rec["resumed_from"] == 3
+    stored = json.loads(execute.store_path("smoke", cfg.key()).read_text())
+    assert stored["requeues"] == 1 and stored["restarts"] == 1
+    assert any("requeued 1×" in line for line in lines), lines
+    logs = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.err"))
+    assert "stopped by SIGUSR2" in logs and "holds iteration 3" in logs
+    a = torch.load(whole["checkpoint"], weights_only=True)
+    b = torch.load(rec["checkpoint"], weights_only=True)
+    assert a["iter"] == b["iter"] == 7
+    for name, t in a["model"].items():
+        assert torch.equal(t, b["model"][name]), name
+    _assert_same(whole["metrics"], rec["metrics"], "metrics")
+
+
+def test_slurm_job_checkpoint_resubmits_itself_one_requeue_further_never_forced():
+    submitit = pytest.importorskip("submitit")
+    from blvnb.experiments import execute
+
+    job = execute.SlurmJob()
+    again = job.checkpoint(execute.dry_run, "cfg", True)
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert isinstance(again.function, execute.SlurmJob) and again.function.requeues == 1
+    assert again.args == (execute.dry_run, "cfg", False)
+    assert again.function.checkpoint(execute.dry_run, "cfg", False).function.requeues == 2

@@ -85,9 +85,11 @@ def interrupted(message: str) -> Interrupted:
     return Interrupted(sig, f"stopped by {signal_name(sig)}: {message}")
 
 
-def _chain_previous(signum: int) -> None:
-    prev = _state["previous"].get(signum)
+def _chain_previous(signum: int, previous: dict, stopped: BaseException | None) -> None:
+    prev = previous.get(signum)
     if callable(prev):  # e.g. submitit's: checkpoint() the job and requeue it (it may sys.exit)
+        if isinstance(stopped, Interrupted):  # said here: the exception may never be printed
+            log.warning("%s", stopped)
         prev(signum, None)
 
 
@@ -102,11 +104,11 @@ def catching_stop_signals() -> Iterator[None]:
         for s in STOP_SIGNALS:
             _state["previous"][s] = signal.signal(s, _note)
     _state["depth"] += 1
-    failed = False
+    failed: BaseException | None = None
     try:
         yield
-    except BaseException:
-        failed = True
+    except BaseException as exc:
+        failed = exc
         raise
     finally:
         _state["depth"] -= 1
@@ -118,8 +120,8 @@ def catching_stop_signals() -> Iterator[None]:
                     signal.signal(s, prev if prev is not None else signal.SIG_DFL)
             _state.update(received=None, raised=False)
             if sig is not None:
-                _chain_previous(sig)
-                if not failed and not raised:  # the work finished, but the process was asked to stop
+                _chain_previous(sig, previous, failed)
+                if failed is None and not raised:  # the work finished, but the process was asked to stop
                     raise Interrupted(sig, f"stopped by {signal_name(sig)} after the run had finished (its "
                                       "record is written); run the same command again for the rest")
 
