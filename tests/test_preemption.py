@@ -176,3 +176,54 @@ def test_slurm_job_checkpoint_resubmits_itself_one_requeue_further_never_forced(
     assert isinstance(again.function, execute.SlurmJob) and again.function.requeues == 1
     assert again.args == (execute.dry_run, "cfg", False)
     assert again.function.checkpoint(execute.dry_run, "cfg", False).function.requeues == 2
+
+
+# --- the handlers themselves -----------------------------------------------------------------------------------
+
+def test_handlers_are_installed_in_the_main_thread_shared_by_nested_runs_and_restored():
+    import threading
+
+    from blvnb.engine import signals
+
+    def mine(signum, frame):
+        pass
+
+    old = {s: signal.signal(s, mine) for s in signals.STOP_SIGNALS}
+    try:
+        with signals.catching_stop_signals():
+            assert all(signal.getsignal(s) is signals._note for s in signals.STOP_SIGNALS)
+            with signals.catching_stop_signals():  # a run inside a run (a DARS round's teacher)
+                pass
+            assert signal.getsignal(signal.SIGTERM) is signals._note  # the inner one restored nothing
+        assert all(signal.getsignal(s) is mine for s in signals.STOP_SIGNALS)
+        seen = []
+
+        def work():  # Python lets only the main thread set handlers: a thread's run installs none
+            with signals.catching_stop_signals():
+                seen.append(signal.getsignal(signal.SIGTERM))
+
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        assert seen == [mine]
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def test_a_signal_after_the_training_still_stops_the_process_and_reaches_the_previous_handler():
+    import os
+
+    from blvnb.engine import signals
+
+    calls = []
+    old = signal.signal(signal.SIGUSR1, lambda s, f: calls.append(s))
+    try:
+        with pytest.raises(signals.Interrupted, match="SIGUSR1 after the run had finished"):
+            with signals.catching_stop_signals():
+                os.kill(os.getpid(), signal.SIGUSR1)  # noted, not acted upon: nothing died
+                assert signals.received() == signal.SIGUSR1
+        assert calls == [signal.SIGUSR1]  # chained once the work was done (submitit's requeue, for one)
+        assert signals.received() is None
+    finally:
+        signal.signal(signal.SIGUSR1, old)
