@@ -197,8 +197,16 @@ def is_main_process() -> bool:
 # --- checkpoints -------------------------------------------------------------------------------------
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """``torch.save`` to a temporary name unique to this process, then rename (atomic)."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """``torch.save`` to a temporary name unique to this process, then rename (atomic). A failed write
+    (disk full: torch's writer reports it as a RuntimeError) leaves the previous checkpoint as it was and
+    raises a :class:`~blvnb.errors.WriteError` naming the file (:func:`blvnb.io.atomic_write`)."""
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:  # "PytorchStreamWriter failed writing file ...": an I/O failure
+            raise OSError(f"torch.save failed: {str(exc)[:300]}") from exc
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

@@ -473,6 +473,31 @@ def _subsample(history: dict[str, list[float]], max_points: int = 1000) -> tuple
     return {k: v[::every] for k, v in history.items()}, every
 
 
+def out_of_memory(cfg: RunConfig, device: torch.device, phase: str, exc: BaseException) -> BlvnbError:
+    """The error for a run that ran out of GPU memory while ``phase`` ("training" or "evaluation"): the
+    model, the batch (global and per GPU), the crop, and what to change — never a bare CUDA traceback."""
+    world = loop.world_size()
+    h, w = cfg.crop
+    if phase == "labelling":
+        size = "the round's teacher predicting its unlabeled images"
+        change = ("free the GPU of other processes or use one with more memory; the labels written so far are "
+                  "kept and the labelling resumes from them")
+    elif phase == "evaluation":
+        size = f"eval_mode {cfg.eval_mode!r}, eval_crop {cfg.eval_crop}" + (f", base_size {cfg.base_size}"
+                                                                           if cfg.base_size else "")
+        change = ("evaluate with sliding windows (eval_mode='slide') or a smaller eval_crop; the trained "
+                  "checkpoint is kept, so only the evaluation runs again")
+    else:
+        size = f"batch {cfg.batch_size} ({cfg.batch_size / world:g} per GPU over {world}), crop {h}×{w}"
+        change = ("a smaller batch per GPU keeps the recipe: the same batch_size over more GPUs (torchrun, "
+                  "--gpus-per-run N; each takes batch_size / N), or with gradient accumulation where the "
+                  "recipe allows it; amp=True (bf16) roughly halves the activations; a smaller batch_size or "
+                  "crop changes the run (another key). The last checkpoint is kept: the run resumes from it")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return BlvnbError(f"out of GPU memory during {phase} of model {cfg.model!r} ({cfg.strategy}, {cfg.loss}) on "
+                      f"{_device_name(device)}: {size}, amp={bool(cfg.amp)}. {change}. ({first})")
+
+
 def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dict:
     ckpt = store.checkpoint_path(cfg.profile, key)
     if force:  # train again from scratch (issue 14 #2), not from the final checkpoint
@@ -482,14 +507,21 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
             torch.distributed.barrier()  # no rank may read the old checkpoint
     data = RunData(cfg, key, device)
     model = build_run_model(cfg, data)
-    built = get_builder(cfg.strategy)(cfg, data)
+    try:
+        built = get_builder(cfg.strategy)(cfg, data)
+    except torch.cuda.OutOfMemoryError as exc:  # a DARS round labels its images with its teacher here
+        raise out_of_memory(cfg, device, "labelling", exc) from exc
     built.strategy.seed = cfg.seed
     ckpt_every = cfg.ckpt_every if cfg.ckpt_every is not None else max(50, cfg.iters // 10)
     settings = dict(iters=cfg.iters, seed=cfg.seed, amp=bool(cfg.amp and device.type == "cuda"),
                     channels_last=cfg.channels_last, compile=cfg.compile, ckpt_every=ckpt_every, sync_bn=True)
     tcfg = loop.TrainConfig(**{**settings, **built.train_overrides})
-    result = loop.train(model, built.streams, tcfg, built.strategy, device=device, checkpoint=ckpt,
-                        init_state=built.init_state, progress=cfg.progress, desc=f"{cfg.strategy} {cfg.loss} seed {cfg.seed}")
+    try:
+        result = loop.train(model, built.streams, tcfg, built.strategy, device=device, checkpoint=ckpt,
+                            init_state=built.init_state, progress=cfg.progress,
+                            desc=f"{cfg.strategy} {cfg.loss} seed {cfg.seed}")
+    except torch.cuda.OutOfMemoryError as exc:
+        raise out_of_memory(cfg, device, "training", exc) from exc
     metrics: dict = {"evaluated": False}
     n_val = 0
     if cfg.evaluate:
@@ -499,9 +531,12 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
         part = Subset(val, range(loop.rank(), len(val), loop.world_size()))  # ranks share the val set
         model.eval()
         space = {"num_classes": num_classes_of(kind), "dataset": "generic"} if kind in LABEL_SPACES else {}
-        metrics = evaluate(model, DataLoader(part, batch_size=1, num_workers=cfg.num_workers), device=device,
-                           mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress, **space,
-                           amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None)
+        try:
+            metrics = evaluate(model, DataLoader(part, batch_size=1, num_workers=cfg.num_workers), device=device,
+                               mode=cfg.eval_mode, crop=cfg.eval_crop, progress=cfg.progress, **space,
+                               amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise out_of_memory(cfg, device, "evaluation", exc) from exc
         metrics.pop("confusion", None)
     history, every = _subsample(result["history"])
     return {"train_seconds": result["seconds"], "metrics": metrics, "history": history, "history_every": every,
