@@ -586,10 +586,10 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
 
 
 def run_seeds(cfg: RunConfig, seeds: tuple[int, ...] | None = None, force: bool = False) -> list[dict]:
-    """``run`` once per seed (the profile's seeds when ``seeds`` is None)."""
-    if isinstance(seeds, int):
-        seeds = (seeds,)
-    seeds = seeds or get_profile(cfg.profile).seeds
+    """``run`` once per seed (the profile's seeds when ``seeds`` is None; one int is one seed)."""
+    from blvnb.experiments.tables import profile_seeds
+
+    seeds = profile_seeds(cfg.profile, seeds)
     return [run(cfg.with_(seed=int(s)), force=force) for s in seeds]
 
 
