@@ -756,7 +756,7 @@ def parse_seeds(seeds, what: str = "seeds") -> tuple[int, ...] | None:
     if bad:
         raise ConfigError(f"{what}={seeds!r}: {bad[0]!r} is not a seed (an integer); {_SEEDS_HOW}")
     if not seeds:
-        raise ConfigError(f"{what}={seeds!r} names no seed; {_SEEDS_HOW}")
+        raise ConfigError(f"{what}={seeds!r} names no seed (seeds must name at least one seed); {_SEEDS_HOW}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{what}={seeds!r} names a seed twice; each seed is one run")
     return tuple(int(s) for s in seeds)
