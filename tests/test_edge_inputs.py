@@ -76,3 +76,14 @@ def test_a_table_takes_one_int_as_one_seed():
     assert tables.profile_seeds("smoke", 5) == (5,) and tables.profile_seeds("quick") == (0, 1, 2)
     with pytest.raises(ConfigError, match="-p seeds 0"):
         tables.entries("blv-t1", "smoke", 0.5)
+
+
+# --- losses ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["blv", "la", "gcl", "rw"])
+def test_a_loss_given_counts_of_another_number_of_classes_names_both(name):
+    from blvnb.losses import build_loss
+
+    logits, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    with pytest.raises(ConfigError, match="class_counts has 2 classes but the logits have 3"):
+        build_loss(name, torch.tensor([10.0, 1.0]))(logits, labels)
