@@ -227,3 +227,70 @@ def test_a_signal_after_the_training_still_stops_the_process_and_reaches_the_pre
         assert signals.received() is None
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+# --- torchrun: two gloo processes, one of them signalled ------------------------------------------------------
+
+def _ddp_job(job):
+    import os
+
+    from blvnb.engine import loop, signals
+    from test_ddp import tiny_supervised
+
+    ckpt, out, signalled_rank = job
+    model, streams, cfg, strategy = tiny_supervised(iters=6)
+    if int(os.environ["RANK"]) == signalled_rank:  # torchrun forwards SIGTERM to each worker: here it reaches one only
+        original, calls = loop._seed_globals, [0]
+
+        def hooked(*args, **kw):
+            calls[0] += 1
+            if calls[0] == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return original(*args, **kw)
+
+        loop._seed_globals = hooked
+    try:
+        loop.train(model, streams, cfg, strategy, device="cpu", checkpoint=ckpt, progress=False)
+    except signals.Interrupted as exc:
+        Path(f"{out}.stopped.{loop.rank()}").write_text(str(exc))
+        return
+    if loop.is_main_process():
+        torch.save(model.state_dict(), out)
+
+
+def test_two_gloo_processes_one_signalled_stop_together_and_resume_to_the_same_weights(tmp_path):
+    """The signalled rank and the other agree (an all-reduce) to stop after the same iteration; rank 0's
+    checkpoint is complete before either exits; both started again end with the weights of two
+    uninterrupted processes."""
+    from test_ddp import _spawn
+
+    _spawn(_ddp_job, (str(tmp_path / "whole.pt"), str(tmp_path / "whole.weights"), -1))
+    _spawn(_ddp_job, (str(tmp_path / "cut.pt"), str(tmp_path / "cut.weights"), 1))
+    for r in (0, 1):
+        msg = (tmp_path / f"cut.weights.stopped.{r}").read_text()
+        assert "stopped by SIGTERM" in msg and "stopped at iteration 3 of 0..6" in msg, msg
+    assert torch.load(tmp_path / "cut.pt", weights_only=True)["iter"] == 3
+    _spawn(_ddp_job, (str(tmp_path / "cut.pt"), str(tmp_path / "cut.weights"), -1))
+    a = torch.load(tmp_path / "whole.weights", weights_only=True)
+    b = torch.load(tmp_path / "cut.weights", weights_only=True)
+    for name, t in a.items():
+        assert torch.equal(t, b[name]), name
+
+
+def test_a_second_stop_signal_ends_the_process_at_once(tmp_path):
+    """A process stuck where no iteration ends (here: sleeping) is not kept alive by the handler: the first
+    SIGTERM is noted, the second kills it as if it had not been caught."""
+    import subprocess
+
+    code = ("import os, signal, time\n"
+            "from blvnb.engine import signals\n"
+            "with signals.catching_stop_signals():\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    assert signals.received() == signal.SIGTERM\n"
+            "    print('noted', flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(60)\n"
+            "print('survived')\n")
+    p = subprocess.run([sys.executable, "-c", code], env=child_env(tmp_path), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == -signal.SIGTERM and p.stdout == "noted\n", (p.returncode, p.stdout, p.stderr[-2000:])

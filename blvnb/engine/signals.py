@@ -10,6 +10,8 @@ job run it again, and it resumes from that checkpoint, bitwise).
 * Handlers are installed only in the main thread (Python allows no other) and only by the outermost
   :func:`catching_stop_signals`: a run inside a run (a DARS round training its teacher first) shares them.
   When the outermost one ends, the previous handlers are put back.
+* A second stop signal ends the process at once (the default action), as a second Ctrl-C would: a process
+  stuck where it cannot reach the end of an iteration (a collective whose peer died) still dies.
 * A signal that arrives outside the loop (while a DARS round labels, while a run evaluates) is kept: the
   loop stops before its first iteration, or, when the run finishes anyway, the outermost context raises
   :class:`Interrupted` after the record is written, so the process still exits.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -53,7 +56,12 @@ def signal_name(signum: int) -> str:
 def _note(signum, frame) -> None:  # the handler: nothing but a note (the loop acts at an iteration's end)
     if _state["received"] is None:
         _state["received"] = int(signum)
-        log.warning("received %s: stopping after the current iteration, with a checkpoint", signal_name(signum))
+        log.warning("received %s: stopping after the current iteration, with a checkpoint (a second stop "
+                    "signal ends the process at once)", signal_name(signum))
+        return
+    # a second one: the process may be stuck (a collective whose peer died); die as if never caught
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def received() -> int | None:
