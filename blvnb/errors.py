@@ -16,3 +16,8 @@ class DatasetError(BlvnbError):
 
 class ConfigError(BlvnbError):
     """A profile, parameter or configuration value is not one we know."""
+
+
+class WriteError(BlvnbError, OSError):
+    """A file could not be written (disk full, I/O error): names the file and the error; the previous
+    version of the file is left as it was. Also an OSError, for code that catches those."""

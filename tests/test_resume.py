@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 _CHILD = r"""
 import importlib, importlib.util, json, os, signal, sys
 spec, hook, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+signum = int(sys.argv[4]) if len(sys.argv) > 4 else int(signal.SIGKILL)
 path, fn = spec.rsplit(":", 1)
 if path.endswith(".py"):
     s = importlib.util.spec_from_file_location("_resume_factory", path)
@@ -52,20 +53,21 @@ if kill_at > 0:
     def hooked(*args, **kw):
         calls[0] += 1
         if calls[0] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
         return original(*args, **kw)
     setattr(mod, attr, hooked)
 from blvnb.experiments.runs import run
 rec = run(cfg)
-print("RESULT " + json.dumps({k: rec[k] for k in ("key", "checkpoint", "resumed", "resumed_from", "train_seconds",
-                                                   "metrics")}))
+print("RESULT " + json.dumps({k: rec.get(k) for k in ("key", "checkpoint", "resumed", "resumed_from", "train_seconds",
+                                                       "metrics", "restarts", "summary")}))
 """
 
 
-def _child(spec: str, results: Path, hook: str, kill_at: int, env: dict) -> subprocess.CompletedProcess:
+def _child(spec: str, results: Path, hook: str, kill_at: int, env: dict,
+           signum: int = signal.SIGKILL) -> subprocess.CompletedProcess:
     env = {**env, "BLVNB_RESULTS": str(results)}
-    return subprocess.run([sys.executable, "-c", _CHILD, spec, hook, str(kill_at)], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", _CHILD, spec, hook, str(kill_at), str(int(signum))], env=env,
+                          capture_output=True, text=True, timeout=600)
 
 
 def _result(proc: subprocess.CompletedProcess) -> dict:
@@ -89,24 +91,41 @@ def _assert_same(a, b, where: str) -> None:
         assert a == b or (a != a and b != b), where
 
 
-def assert_resume_is_exact(spec: str, tmp_path: Path, *, kill_at: int = 6,
-                           kill_hook: str = "blvnb.engine.loop:_seed_globals") -> dict:
-    """Run ``spec`` ("file.py:function" or "module:function" returning a RunConfig) uninterrupted, then
-    killed by SIGKILL on the ``kill_at``-th call of ``kill_hook`` and resumed; assert identical results.
-    Returns the resumed run's result summary."""
+def child_env(tmp_path: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     env.setdefault("BLVNB_CACHE", os.environ.get("BLVNB_TEST_CACHE", str(tmp_path / "cache")))
+    return env
+
+
+def assert_resume_is_exact(spec: str, tmp_path: Path, *, kill_at: int = 6,
+                           kill_hook: str = "blvnb.engine.loop:_seed_globals", signum: int = signal.SIGKILL,
+                           stopped_at: int | None = None) -> dict:
+    """Run ``spec`` ("file.py:function" or "module:function" returning a RunConfig) uninterrupted, then
+    sent ``signum`` (SIGKILL) on the ``kill_at``-th call of ``kill_hook`` and resumed; assert identical
+    results. Another signal than SIGKILL (SIGTERM, SIGUSR1, SIGUSR2: the cluster's warnings, issue 22) must
+    be caught: the run ends that iteration, writes its checkpoint at ``stopped_at`` and exits non-zero with
+    a message naming the signal and the iteration. Returns the resumed run's result summary."""
+    env = child_env(tmp_path)
     whole = _result(_child(spec, tmp_path / "whole", kill_hook, 0, env))
-    killed = _child(spec, tmp_path / "killed", kill_hook, kill_at, env)
-    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
+    killed = _child(spec, tmp_path / "killed", kill_hook, kill_at, env, signum)
     ckpt = Path(whole["checkpoint"].replace(str(tmp_path / "whole"), str(tmp_path / "killed")))
+    if signum == signal.SIGKILL:
+        assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
+    else:  # caught: a clean, explained, non-zero exit (torchrun --max-restarts / a requeue runs it again)
+        assert killed.returncode > 0, (killed.returncode, killed.stderr[-3000:])
+        name = signal.Signals(signum).name
+        assert f"Interrupted: stopped by {name}" in killed.stderr, killed.stderr[-3000:]
+        assert f"{ckpt} holds iteration {stopped_at}" in killed.stderr, killed.stderr[-3000:]
     assert ckpt.is_file(), "the killed run left no checkpoint: kill later or checkpoint more often"
     assert not ckpt.with_name(ckpt.name.replace(".ckpt.pt", ".json")).exists()
     partial = torch.load(ckpt, weights_only=True)
+    if stopped_at is not None:
+        assert partial["iter"] == stopped_at
     resumed = _result(_child(spec, tmp_path / "killed", kill_hook, 0, env))
     assert resumed["resumed"] and resumed["resumed_from"] == partial["iter"] > 0
     assert resumed["key"] == whole["key"]
+    assert whole["restarts"] == 0 and resumed["restarts"] == 1  # the record counts the restarts
     # the record's training time covers the whole run, the part before the kill included
     assert resumed["train_seconds"] >= partial["seconds"] > 0
     a = torch.load(whole["checkpoint"], weights_only=True)

@@ -206,6 +206,10 @@ def _split(confusion) -> tuple[torch.Tensor, torch.Tensor]:
     m = m.detach().to("cpu", torch.float64)
     if m.ndim != 2 or m.shape[1] not in (m.shape[0], m.shape[0] + 1):
         raise BlvnbError(f"a confusion matrix must be C×C or C×(C+1), got shape {tuple(m.shape)}")
+    if not torch.isfinite(m).all() or (m < 0).any():
+        i, j = [int(v) for v in torch.nonzero(~torch.isfinite(m) | (m < 0))[0]]
+        raise BlvnbError(f"a confusion matrix holds pixel counts (finite, >= 0); entry [{i}, {j}] of this "
+                         f"{tuple(m.shape)} matrix is {float(m[i, j])!r}")
     c = m.shape[0]
     miss = m[:, c] if m.shape[1] == c + 1 else torch.zeros(c, dtype=torch.float64)
     return m[:, :c], miss

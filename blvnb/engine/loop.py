@@ -21,6 +21,9 @@ handed to :func:`train`; the loop owns what they share:
 * checkpoints (atomic, loaded with ``weights_only=True``) holding the model, optimiser, scaler, the
   global iteration, the history, every stream's position and the strategy's state, so that a run killed
   at any iteration and started again ends bitwise identical to an uninterrupted one (issue 14 #1);
+* a stop signal (SIGTERM / SIGUSR1 / SIGUSR2, what Slurm, submitit and torchrun send before a kill) ends
+  the current iteration, writes the checkpoint and raises :class:`~blvnb.engine.signals.Interrupted`
+  saying where it stopped (:mod:`blvnb.engine.signals`); started again, the run resumes from there;
 * the history of every statistic the strategy returns, a progress bar on a terminal and otherwise a
   log line (INFO) with the loss, lr, images/s and the ETA every ``log_every`` iterations.
 
@@ -48,6 +51,7 @@ from torch import nn
 from tqdm import tqdm  # text bars: the book shows no widgets
 
 from blvnb.devices import resolve_device
+from blvnb.engine import signals
 from blvnb.engine.streams import Stream, derive_seed, seeded_generator
 from blvnb.errors import BlvnbError, ConfigError
 from blvnb.io import atomic_write
@@ -193,8 +197,16 @@ def is_main_process() -> bool:
 # --- checkpoints -------------------------------------------------------------------------------------
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """``torch.save`` to a temporary name unique to this process, then rename (atomic)."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """``torch.save`` to a temporary name unique to this process, then rename (atomic). A failed write
+    (disk full: torch's writer reports it as a RuntimeError) leaves the previous checkpoint as it was and
+    raises a :class:`~blvnb.errors.WriteError` naming the file (:func:`blvnb.io.atomic_write`)."""
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:  # "PytorchStreamWriter failed writing file ...": an I/O failure
+            raise OSError(f"torch.save failed: {str(exc)[:300]}") from exc
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -314,10 +326,21 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
     checkpoint is resumed from (exactly). Otherwise ``init_state`` (a checkpoint path or a dict with
     ``model`` and optionally ``optimizer``) gives the starting weights (and optimiser state).
 
+    A stop signal (:mod:`blvnb.engine.signals`) ends the iteration under way; the checkpoint is written at
+    the iteration reached and :class:`~blvnb.engine.signals.Interrupted` raised (before the first iteration
+    when the signal came earlier: nothing new to save).
+
     Returns ``{"history": {stat: [values]}, "loss": [...], "seconds": float (the whole run's training
-    time, restarts included), "iters": int, "resumed_from": int, "resumed": bool, "optimizer": {"name",
-    "param_groups": [{"lr", "weight_decay", "lr_mult", "decay_mult", "params"}]}}`` (:func:`param_group_summary`).
+    time, restarts included), "iters": int, "resumed_from": int, "resumed": bool, "restarts": int (how
+    many times this run was started again from its checkpoint), "optimizer": {"name", "param_groups":
+    [{"lr", "weight_decay", "lr_mult", "decay_mult", "params"}]}}`` (:func:`param_group_summary`).
     """
+    with signals.catching_stop_signals():
+        return _train(model, streams, cfg, strategy, device=device, checkpoint=checkpoint, init_state=init_state,
+                      progress=progress, desc=desc)
+
+
+def _train(model, streams, cfg: TrainConfig, strategy, *, device, checkpoint, init_state, progress, desc) -> dict:
     device = resolve_device(device)
     distributed = init_distributed(device)
     missing = [s for s in strategy.streams if s not in streams]
@@ -339,7 +362,7 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
     amp_dtype = AMP_DTYPES[cfg.amp_dtype]
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and amp_dtype == torch.float16)
 
-    start, history, seconds_before = cfg.first_iter, _History(), 0.0
+    start, history, seconds_before, restarts = cfg.first_iter, _History(), 0.0, 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
         state = load_checkpoint(ckpt, device)
@@ -348,6 +371,7 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
             opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             start, seconds_before = int(state["iter"]), float(state.get("seconds", 0.0))
+            restarts = int(state.get("restarts", 0)) + (start < cfg.end_iter)  # a finished run is only read
             history.values = {k: list(v) for k, v in state["history"].items()}
             for name, st in state["streams"].items():
                 if name in streams:
@@ -388,7 +412,24 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
             save_checkpoint(ckpt, {
                 "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(), "iter": it, "history": history.flush(desc, hist0), "seconds": seconds,
-                "streams": {n: s.state_dict() for n, s in streams.items()}, "strategy": strategy.state_dict()})
+                "streams": {n: s.state_dict() for n, s in streams.items()}, "strategy": strategy.state_dict(),
+                "restarts": restarts})
+
+    def stop(it: int, saved: bool):
+        """A stop signal at the end of iteration ``it − 1``: checkpoint (unless just written), then raise."""
+        if not saved and it > start:
+            save(it, seconds_before + time.perf_counter() - t0)
+        if distributed:
+            dist.barrier()  # rank 0's checkpoint is complete before any rank exits
+        bar.close()
+        if ckpt is None:
+            where = "no checkpoint (train() was given none)"
+        elif it > start or ckpt.is_file():
+            where = f"checkpoint {ckpt} holds iteration {it}"
+        else:
+            where = "no checkpoint yet (nothing trained)"
+        raise signals.interrupted(f"{desc} stopped at iteration {it} of {cfg.first_iter}..{cfg.end_iter}; {where}; "
+                                  "run the same command again to resume from there")
 
     tty = sys.stderr.isatty()
     show = progress and is_main_process()
@@ -396,6 +437,8 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
     t0 = time.perf_counter()
     images, t_log, it_log = 0, t0, start
     epoch_stream = streams[strategy.epoch_stream]
+    if start < cfg.end_iter and signals.requested(distributed, device):  # came before training (a DARS labelling)
+        stop(start, saved=True)
     for it in range(start, cfg.end_iter):
         for group in opt.param_groups:
             group["lr"] = scheduled_lr(group["base_lr"], it, cfg)
@@ -432,8 +475,11 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
                 log.info("%s: iteration %d/%d loss %.4f lr %.2e %.1f images/s ETA %.0f s", desc, done, cfg.end_iter,
                          values["loss"][-1], values["lr"][-1], rate, eta)
             images, t_log, it_log = 0, now, done
-        if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.end_iter:
+        saved = bool(cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.end_iter)
+        if saved:
             save(done, seconds_before + time.perf_counter() - t0)
+        if done < cfg.end_iter and signals.requested(distributed, device):
+            stop(done, saved)
     bar.close()
     seconds = seconds_before + time.perf_counter() - t0
     if start < cfg.end_iter or (ckpt is not None and not ckpt.is_file()):
@@ -443,7 +489,7 @@ def train(model: nn.Module, streams: Mapping[str, Stream], cfg: TrainConfig, str
     values = history.flush(desc, hist0)
     optimizer = {"name": cfg.optimizer, "param_groups": param_group_summary(opt)}
     return {"history": values, "loss": values.get("loss", []), "seconds": seconds, "iters": cfg.iters,
-            "resumed_from": start, "resumed": resumed, "optimizer": optimizer}
+            "resumed_from": start, "resumed": resumed, "restarts": restarts, "optimizer": optimizer}
 
 
 __all__ = ["TrainConfig", "build_optimizer", "init_distributed", "is_main_process", "load_checkpoint",

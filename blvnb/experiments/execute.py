@@ -17,7 +17,8 @@ teacher comes before its students. :func:`execute` runs what is missing:
   (partition, GPUs per run, time limit as options). A run is submitted once its teacher's job has
   finished (or, with ``dependency="afterok"``, at once with Slurm ``afterok`` dependencies).
   ``cluster="local"`` uses submitit's local executor: the same submission, waiting and collection on
-  this machine (the tests do this).
+  this machine (the tests do this). A job warned of its time limit or preempted writes its checkpoint and
+  is requeued, and resumes (:class:`SlurmJob`).
 
 Records are read before anything is computed: a record committed under ``records/``
 (:mod:`blvnb.experiments.records`) or present in the results store is never recomputed unless forced.
@@ -709,9 +710,36 @@ def _worker() -> int:
 
 # Slurm through submitit ------------------------------------------------------------------------------------
 
-def _job(run_fn, cfg, force):
-    """What one submitit job runs (module-level, so that it pickles by reference)."""
-    return run_fn(cfg, force=force)
+class SlurmJob:
+    """What one submitit job runs: ``run_fn(cfg, force=force)``, requeued when the cluster stops it.
+
+    Slurm warns a job before its time limit (submitit asks for SIGUSR2 90 s before) or when it preempts
+    it. The run catches the signal, ends its iteration and writes its checkpoint (:mod:`blvnb.engine.signals`),
+    then hands over to submitit's handler, which calls :meth:`checkpoint` and requeues the job with the
+    submission it returns: this job again, one requeue further, never forced (a requeued ``force`` run
+    would delete the checkpoint it is meant to resume from). The requeued job resumes from the checkpoint;
+    its record states ``requeues`` (how often Slurm requeued the job) beside the run's own ``restarts``
+    (how often the training was resumed from its checkpoint).
+    """
+
+    def __init__(self, requeues: int = 0):
+        self.requeues = int(requeues)
+
+    def __call__(self, run_fn, cfg, force):
+        if self.requeues:
+            log.warning("job requeued %d time(s): resuming run %s from its checkpoint", self.requeues, cfg.key())
+        rec = run_fn(cfg, force=force)
+        if self.requeues and isinstance(rec, dict):
+            rec = {**rec, "requeues": self.requeues}
+            path = store_path(cfg.profile, cfg.key())
+            if path.is_file():  # the run wrote it before it knew it had been requeued
+                stored = json.loads(path.read_text())
+                write_json_atomic(path, {**stored, "requeues": self.requeues})
+        return rec
+
+    def checkpoint(self, run_fn, cfg, force):
+        """submitit's checkpointing hook: the resubmission of this job (submitit requeues it)."""
+        return _submitit().helpers.DelayedSubmission(SlurmJob(self.requeues + 1), run_fn, cfg, False)
 
 
 def _submitit():
@@ -747,7 +775,7 @@ def _run_slurm(todo, run_fn, done, force, device, opts: SlurmOptions, work: Path
             ex.update_parameters(slurm_additional_parameters={"dependency": "afterok:" + ":".join(after)})
         elif opts.dependency == "afterok":
             ex.update_parameters(slurm_additional_parameters={})
-        job = ex.submit(_job, run_fn, _with_device(r.cfg, device), force)
+        job = ex.submit(SlurmJob(), run_fn, _with_device(r.cfg, device), force)
         jobs[r.key] = (r, job)
         echo(f"[submit] {r.key[:16]} {r.cfg.strategy} {getattr(r.cfg, 'model', '')} → job {job.job_id}")
 
@@ -771,7 +799,8 @@ def _run_slurm(todo, run_fn, done, force, device, opts: SlurmOptions, work: Path
             del jobs[key]
             try:
                 done[key] = _collect(r.cfg.profile, key, job.result())
-                echo.ended(key, True, f"[done] {key[:16]} (job {job.job_id})")
+                n = done[key].get("requeues", 0) if isinstance(done[key], dict) else 0
+                echo.ended(key, True, f"[done] {key[:16]} (job {job.job_id}" + (f", requeued {n}×)" if n else ")"))
             except Exception as exc:  # a job's failure, with its traceback in the job's log
                 failed[key] = f"job {job.job_id} failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}" \
                               f" (logs in {folder})"

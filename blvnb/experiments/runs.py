@@ -33,7 +33,7 @@ from blvnb.data import build_dataset, toycity
 from blvnb.data.base import read_index_png
 from blvnb.data.transforms import AugmentedDataset, eval_transform, train_transform
 from blvnb.devices import deterministic_algorithms, fixed_threads, resolve_device
-from blvnb.engine import loop
+from blvnb.engine import loop, signals
 from blvnb.engine.evaluate import evaluate
 from blvnb.engine.streams import Stream
 from blvnb.engine.strategies import STRATEGIES, get_builder
@@ -492,6 +492,31 @@ def _subsample(history: dict[str, list[float]], max_points: int = 1000) -> tuple
     return {k: v[::every] for k, v in history.items()}, every
 
 
+def out_of_memory(cfg: RunConfig, device: torch.device, phase: str, exc: BaseException) -> BlvnbError:
+    """The error for a run that ran out of GPU memory while ``phase`` ("training" or "evaluation"): the
+    model, the batch (global and per GPU), the crop, and what to change — never a bare CUDA traceback."""
+    world = loop.world_size()
+    h, w = cfg.crop
+    if phase == "labelling":
+        size = "the round's teacher predicting its unlabeled images"
+        change = ("free the GPU of other processes or use one with more memory; the labels written so far are "
+                  "kept and the labelling resumes from them")
+    elif phase == "evaluation":
+        size = f"eval_mode {cfg.eval_mode!r}, eval_crop {cfg.eval_crop}" + (f", base_size {cfg.base_size}"
+                                                                           if cfg.base_size else "")
+        change = ("evaluate with sliding windows (eval_mode='slide') or a smaller eval_crop; the trained "
+                  "checkpoint is kept, so only the evaluation runs again")
+    else:
+        size = f"batch {cfg.batch_size} ({cfg.batch_size / world:g} per GPU over {world}), crop {h}×{w}"
+        change = ("a smaller batch per GPU keeps the recipe: the same batch_size over more GPUs (torchrun, "
+                  "--gpus-per-run N; each takes batch_size / N), or with gradient accumulation where the "
+                  "recipe allows it; amp=True (bf16) roughly halves the activations; a smaller batch_size or "
+                  "crop changes the run (another key). The last checkpoint is kept: the run resumes from it")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return BlvnbError(f"out of GPU memory during {phase} of model {cfg.model!r} ({cfg.strategy}, {cfg.loss}) on "
+                      f"{_device_name(device)}: {size}, amp={bool(cfg.amp)}. {change}. ({first})")
+
+
 def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dict:
     ckpt = store.checkpoint_path(cfg.profile, key)
     if force:  # train again from scratch (issue 14 #2), not from the final checkpoint
@@ -502,14 +527,21 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
     data = RunData(cfg, key, device)
     model = build_run_model(cfg, data)
     weights = weights_report(model)
-    built = get_builder(cfg.strategy)(cfg, data)
+    try:
+        built = get_builder(cfg.strategy)(cfg, data)
+    except torch.cuda.OutOfMemoryError as exc:  # a DARS round labels its images with its teacher here
+        raise out_of_memory(cfg, device, "labelling", exc) from exc
     built.strategy.seed = cfg.seed
     ckpt_every = cfg.ckpt_every if cfg.ckpt_every is not None else max(50, cfg.iters // 10)
     settings = dict(iters=cfg.iters, seed=cfg.seed, amp=bool(cfg.amp and device.type == "cuda"),
                     channels_last=cfg.channels_last, compile=cfg.compile, ckpt_every=ckpt_every, sync_bn=True)
     tcfg = loop.TrainConfig(**{**settings, **built.train_overrides})
-    result = loop.train(model, built.streams, tcfg, built.strategy, device=device, checkpoint=ckpt,
-                        init_state=built.init_state, progress=cfg.progress, desc=f"{cfg.strategy} {cfg.loss} seed {cfg.seed}")
+    try:
+        result = loop.train(model, built.streams, tcfg, built.strategy, device=device, checkpoint=ckpt,
+                            init_state=built.init_state, progress=cfg.progress,
+                            desc=f"{cfg.strategy} {cfg.loss} seed {cfg.seed}")
+    except torch.cuda.OutOfMemoryError as exc:
+        raise out_of_memory(cfg, device, "training", exc) from exc
     metrics: dict = {"evaluated": False}
     n_val = 0
     if cfg.evaluate:
@@ -519,16 +551,19 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
         part = Subset(val, range(loop.rank(), len(val), loop.world_size()))  # ranks share the val set
         model.eval()
         space = {"num_classes": num_classes_of(kind), "dataset": "generic"} if kind in LABEL_SPACES else {}
-        metrics = evaluate(model, DataLoader(part, batch_size=1, num_workers=cfg.num_workers), device=device,
-                           mode=cfg.eval_mode, crop=cfg.eval_crop, stride=cfg.eval_stride, size=cfg.eval_size,
-                           progress=cfg.progress, **space,
-                           amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None)
+        try:
+            metrics = evaluate(model, DataLoader(part, batch_size=1, num_workers=cfg.num_workers), device=device,
+                               mode=cfg.eval_mode, crop=cfg.eval_crop, stride=cfg.eval_stride, size=cfg.eval_size,
+                               progress=cfg.progress, **space,
+                               amp_dtype=torch.bfloat16 if (cfg.amp and device.type == "cuda") else None)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise out_of_memory(cfg, device, "evaluation", exc) from exc
         metrics.pop("confusion", None)
     history, every = _subsample(result["history"])
     return {"train_seconds": result["seconds"], "metrics": metrics, "history": history, "history_every": every,
             "loss": history.get("loss", []), "summary": built.strategy.summary(), "checkpoint": str(ckpt),
-            "resumed": result["resumed"], "resumed_from": result["resumed_from"], "seed": cfg.seed,
-            "optimizer": result["optimizer"], "weights": weights,
+            "resumed": result["resumed"], "resumed_from": result["resumed_from"], "restarts": result["restarts"],
+            "seed": cfg.seed, "optimizer": result["optimizer"], "weights": weights,
             "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
             "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
 
@@ -544,6 +579,10 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
 
     ``force=True`` deletes the run's checkpoint and trains again from scratch. Under torchrun every
     rank calls this; rank 0 holds the lock and writes the record.
+
+    SIGTERM / SIGUSR1 / SIGUSR2 (a cluster's warning before it kills the job) stop the run cleanly: the loop
+    writes its checkpoint and :class:`~blvnb.engine.signals.Interrupted` (a BlvnbError) says where it
+    stopped; no record is written, and the same call later resumes it (:mod:`blvnb.engine.signals`).
     """
     if not isinstance(cfg, RunConfig):
         raise ConfigError(f"run() takes a RunConfig (RunConfig.from_profile(...)), got {type(cfg).__name__}")
@@ -563,14 +602,15 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
         with fixed_threads(cfg.threads), deterministic_algorithms(cfg.deterministic):
             return _execute(cfg, key, device, force)
 
-    return store.get_or_run(cfg.profile, key, cfg.key_dict(), compute, force=force, lock=main, write=main)
+    with signals.catching_stop_signals():  # the whole run: a signal while a DARS round labels is kept too
+        return store.get_or_run(cfg.profile, key, cfg.key_dict(), compute, force=force, lock=main, write=main)
 
 
 def run_seeds(cfg: RunConfig, seeds: tuple[int, ...] | None = None, force: bool = False) -> list[dict]:
-    """``run`` once per seed (the profile's seeds when ``seeds`` is None)."""
-    if isinstance(seeds, int):
-        seeds = (seeds,)
-    seeds = seeds or get_profile(cfg.profile).seeds
+    """``run`` once per seed (the profile's seeds when ``seeds`` is None; one int is one seed)."""
+    from blvnb.experiments.tables import profile_seeds
+
+    seeds = profile_seeds(cfg.profile, seeds)
     return [run(cfg.with_(seed=int(s)), force=force) for s in seeds]
 
 

@@ -71,8 +71,10 @@ def class_prior(class_counts: Counts) -> torch.Tensor:
     return prior_from_counts(fill_zero_counts(class_counts), name="class_counts")
 
 
-def class_vector(fn: Callable[..., torch.Tensor], class_counts: Counts, *args, device, dtype) -> torch.Tensor:
-    """``fn(counts, *args)`` (a [C] CPU tensor) on ``device`` in ``dtype``, computed once per distinct counts.
+def class_vector(fn: Callable[..., torch.Tensor], class_counts: Counts, *args, device, dtype,
+                 num_classes: int | None = None) -> torch.Tensor:
+    """``fn(counts, *args)`` (a [C] CPU tensor) on ``device`` in ``dtype``, computed once per distinct counts;
+    with ``num_classes`` (the logits' C), counts of another length are a ConfigError that says so.
 
     The losses call this every step; caching the device copy avoids a host-to-device copy (and, on a GPU,
     the host synchronisation that a copy from pageable memory implies) in every step. Treat the result as
@@ -87,6 +89,8 @@ def class_vector(fn: Callable[..., torch.Tensor], class_counts: Counts, *args, d
         key = None
     if key is None:
         key = tuple(as_counts(class_counts).tolist())  # raises the ConfigError that explains
+    if num_classes is not None and len(key) != int(num_classes):
+        raise ConfigError(f"class_counts has {len(key)} classes but the logits have {int(num_classes)}")
     return _class_vector(fn, key, args, torch.device(device), dtype)
 
 

@@ -65,7 +65,8 @@ def logit_adjusted_logits(logits: torch.Tensor, class_counts: Counts, tau: float
     r"""$z_k + \tau \log \pi_k$ with $\pi_k = q_k / \sum_j q_j$, the logit-adjusted loss's logits (Menon et al.)."""
     shape = (1, -1) + (1,) * (logits.ndim - 2)
     # $\tau \log \pi_k$
-    log_prior = class_vector(_log_prior, class_counts, float(tau), device=logits.device, dtype=logits.dtype)
+    log_prior = class_vector(_log_prior, class_counts, float(tau), device=logits.device, dtype=logits.dtype,
+                             num_classes=logits.shape[1])
     return logits + log_prior.view(shape)
 
 
@@ -203,7 +204,8 @@ def gcl_logits(logits: torch.Tensor, class_counts: Counts, *, sigma: float = 1.0
     """
     shape = (1, -1) + (1,) * (logits.ndim - 2)
     # $(\log q_{max} - \log q_k) / \max$
-    scale = class_vector(balance_scale, class_counts, "first-upload", device=logits.device, dtype=logits.dtype)
+    scale = class_vector(balance_scale, class_counts, "first-upload", device=logits.device, dtype=logits.dtype,
+                         num_classes=logits.shape[1])
     # $|\mathrm{clamp}(\delta, -1, 1)|$, $\delta \sim \mathcal N(0, \sigma)$
     delta = sample_variation(logits.shape, sigma=sigma, clamp="released", generator=generator, device=logits.device)
     # $z_k - m \cdot \mathrm{scale}_k \cdot |\delta|$
@@ -243,7 +245,7 @@ def reweighted_loss(logits, target, class_counts: Counts, *, power: float = 1.0,
     r"""Σ over valid pixels of $w_y \cdot \mathrm{CE}$, divided by the number of pixels (not by Σ w)."""
     check_inputs(logits, target, ignore_index)
     w = class_vector(class_weights, class_counts, check_number("power", power), device=logits.device,
-                     dtype=torch.float32)
+                     dtype=torch.float32, num_classes=logits.shape[1])
     return _cross_entropy(logits.float(), target, weight=w, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
 
 

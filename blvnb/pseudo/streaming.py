@@ -293,8 +293,9 @@ class StreamingLabeler:
         self.calls += 1
         if probs.ndim == 4 and probs.shape[0] == 1:
             probs = probs[0]
-        if probs.ndim != 3:
-            raise BlvnbError(f"source[{i}] must be C×H×W probabilities, got shape {tuple(probs.shape)}")
+        if probs.ndim != 3 or 0 in probs.shape:
+            raise BlvnbError(f"source[{i}] must be C×H×W probabilities with C, H, W >= 1, got shape "
+                             f"{tuple(probs.shape)}")
         if not probs.is_floating_point():
             raise BlvnbError(f"probabilities must be a float tensor, got dtype {probs.dtype}")
         if self.num_classes is None:

@@ -514,10 +514,14 @@ def check_method(method: str) -> str:
 
 
 def check_probs(probs: torch.Tensor) -> None:
-    """N×C×H×W probabilities with at most 255 classes (pseudo labels are 8-bit, 255 = ignored)."""
+    """N×C×H×W probabilities with at most 255 classes (pseudo labels are 8-bit, 255 = ignored), and at
+    least one class and pixel (an empty map has no confidence to rank)."""
     if not isinstance(probs, torch.Tensor) or probs.ndim != 4:
         raise BlvnbError(f"probs must be an N×C×H×W tensor of class probabilities, got "
                          f"{getattr(probs, 'shape', type(probs))}")
+    if 0 in probs.shape[1:]:
+        raise BlvnbError(f"probs of shape {tuple(probs.shape)} (N×C×H×W) hold no pixel to label: every image "
+                         "needs at least one class and a height and width >= 1")
     check_num_classes(probs.shape[1])
 
 
