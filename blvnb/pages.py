@@ -76,10 +76,11 @@ def calibration_fragments(data: dict) -> dict[str, str]:
     pre = ce_cfg.get("pretraining") or {}
     out: dict[str, str] = {}
 
-    commit = (data["commit"] or "unknown")[:10] + (" with uncommitted changes" if data.get("uncommitted_changes") else "")
+    commit = f"`{(data['commit'] or 'unknown')[:10]}`" + (" with uncommitted changes" if data.get("uncommitted_changes")
+                                                          else "")
     m = data.get("machine", {})
     out["provenance"] = (
-        f"Measured by `{data['command']}` at commit `{commit}` on {data.get('date', 'an unknown date')}: "
+        f"Measured by `{data['command']}` at commit {commit} on {data.get('date', 'an unknown date')}: "
         f"{m.get('cpu_count', '?')} CPU cores ({m.get('processor', '?')}), torch {m.get('torch', '?')}, "
         f"{n} seeds ({', '.join(map(str, seeds))}), the runs of BLV Table 1's two arms in the `{data['profile']}` "
         f"profile. Source: `{CALIBRATION}`.\n")
@@ -96,7 +97,7 @@ def calibration_fragments(data: dict) -> dict[str, str]:
         ["training crop", f"{crop[0]}×{crop[1]}, random scale {sr[0]:g}–{sr[1]:g}, horizontal flip"],
         ["schedule", f"{recipe.get('optimizer', '?').upper()}, lr {lr:g} (the model's recipe) with "
                      f"{recipe.get('schedule', '?')} decay, weight decay {wd:g}, batch {ce_cfg['batch_size']}, "
-                     f"{ce_cfg['iters']} iterations, {ce_cfg['threads']} thread(s)"],
+                     f"{ce_cfg['iters']} iterations, {_threads(ce_cfg['threads'])}"],
         ["evaluation", f"{ce_cfg['eval_mode']} {size[0]}×{size[1]} images, mIoU over the {len(classes)} classes; "
                        f"tail and head are BLV's {len(data['tail_classes'])} tail classes and the other "
                        f"{len(classes) - len(data['tail_classes'])}"],
@@ -113,8 +114,8 @@ def calibration_fragments(data: dict) -> dict[str, str]:
         out["pretraining"] = (
             f"The profile's pretraining: {pre.get('n_train')} `{pre.get('dataset')}`-style toycity images of data seed "
             f"{pre.get('data_seed')}, {pre.get('crop', crop)[0]}×{pre.get('crop', crop)[1]} crops, batch "
-            f"{pre.get('batch_size')}, {pre.get('iters')} iterations, lr {pre.get('lr')}, {pre.get('threads', 1)} "
-            f"thread(s). In this measurement it and the drawing of the data took {tm['pretraining_cpu']:.0f} CPU "
+            f"{pre.get('batch_size')}, {pre.get('iters')} iterations, lr {pre.get('lr')}, "
+            f"{_threads(pre.get('threads', 1))}. In this measurement it and the drawing of the data took {tm['pretraining_cpu']:.0f} CPU "
             f"seconds and {tm['pretraining_wall'] / 60:.1f} minutes of wall time"
             + (" (0 here: it was already in the results store)" if tm["pretraining_wall"] < 1 else "") + ".\n")
     else:
@@ -129,23 +130,27 @@ def calibration_fragments(data: dict) -> dict[str, str]:
         ["standard deviation", _f(s["ce_mIoU_sd"]), _f(s["ce_mIoU_head_blv_sd"]), _f(s["ce_mIoU_tail_blv_sd"]), ""],
     ])
     ce_iou = s["ce_iou_mean"]
-    zero = [c for j, c in enumerate(classes) if all(r["ce"]["iou"][j] == 0 for r in rows)]
-    order = sorted((j for j, c in enumerate(classes) if c not in zero), key=lambda j: -ce_iou[j])
+    # a class absent from the validation images has no IoU (NaN in the record)
+    absent = [c for j, c in enumerate(classes) if all(_nan(r["ce"]["iou"][j]) for r in rows)]
+    zero = [c for j, c in enumerate(classes) if c not in absent and all(r["ce"]["iou"][j] == 0 for r in rows)]
+    order = sorted((j for j, c in enumerate(classes) if c not in zero + absent), key=lambda j: -ce_iou[j])
     out["per_class"] = (f"Per class (cross entropy, mean over the {n} seeds): "
                         + ", ".join(f"{classes[j]} {ce_iou[j]:.1f}" for j in order) + "."
-                        + (f" At 0 in every seed: {', '.join(zero)}." if zero else "") + "\n")
+                        + (f" At 0 in every seed: {', '.join(zero)}." if zero else "")
+                        + (f" Not in the validation images: {', '.join(absent)}." if absent else "") + "\n")
     tail = s["ce_mIoU_tail_blv_mean"]
     tails = [r["ce"]["mIoU_tail_blv"] for r in rows]
-    zero_tail = [c for c in zero if c in data["tail_classes"]]
+    zero_tail = [c for c in zero + absent if c in data["tail_classes"]]
+    learnt = "learnable" if tail >= TARGETS["tail"] else "partly learnable" if tail > 0 else "not learnt"
     out["targets"] = (
         f"- **The long tail is {'visible' if s['ce_head_minus_tail_mean'] >= TARGETS['head_minus_tail'] else 'weak'}.** "
         f"Head minus tail is {s['ce_head_minus_tail_mean']:.1f} points ({min(gap):.1f} in the worst seed). The "
         f"target was at least {TARGETS['head_minus_tail']:g}: "
         f"{'met' if min(gap) >= TARGETS['head_minus_tail'] else 'not met in every seed'}.\n"
-        f"- **The tail is {'learnable' if tail >= TARGETS['tail'] else 'partly learnable'}.** Tail mIoU is "
+        f"- **The tail is {learnt}.** Tail mIoU is "
         f"{tail:.1f} ({min(tails):.1f} to {max(tails):.1f} over the seeds). The target was {TARGETS['tail']:g}: "
         f"{'met' if tail >= TARGETS['tail'] else 'not met'}."
-        + (f" {', '.join(zero_tail)} stay at 0 in every seed, so **a tail claim in this profile is a claim about "
+        + (f" {', '.join(zero_tail)} stay at 0 in every seed{' or are not in the validation images' if absent else ''}, so **a tail claim in this profile is a claim about "
            f"{len(data['tail_classes']) - len(zero_tail)} of the {len(data['tail_classes'])} tail classes.**"
            if zero_tail else "") + "\n")
 
@@ -173,11 +178,13 @@ def calibration_fragments(data: dict) -> dict[str, str]:
         f"difference between the arms moves by {s['diff_mIoU_sd']:.2f}, {ratio:.0f} times less. "
         + "; ".join(direction(k) for k in ("mIoU", "mIoU_tail_blv")) + ".\n")
     diffs = [(classes.index(c), s["blv_iou_mean"][classes.index(c)] - ce_iou[classes.index(c)])
-             for c in data["tail_classes"] if c not in zero]
+             for c in data["tail_classes"] if c not in zero + absent]
     diffs.sort(key=lambda t: t[1])
     out["pairs_classes"] = (
-        f"Per tail class that the baseline learns (mean IoU over the seeds, cross entropy → BLV): "
-        + ", ".join(f"{classes[j]} {ce_iou[j]:.1f} → {s['blv_iou_mean'][j]:.1f}" for j, _ in diffs) + ".\n")
+        (f"Per tail class that the baseline learns, from the largest drop to the largest gain (mean IoU over the "
+         f"seeds, cross entropy → BLV): "
+         + ", ".join(f"{classes[j]} {ce_iou[j]:.1f} → {s['blv_iou_mean'][j]:.1f}" for j, _ in diffs) + ".\n")
+        if diffs else "The baseline learns no tail class here.\n")
 
     # the smallest difference three seeds detect
     t3 = _t(0.975, 2)
@@ -200,9 +207,17 @@ def calibration_fragments(data: dict) -> dict[str, str]:
         f"One quick run (training plus evaluation), in CPU seconds of the measuring process "
         f"(`time.process_time()`), median over the {2 * n} runs: **{tm['cpu_per_run_median']:.0f} s** (range "
         f"{lo_cpu:.0f}–{hi_cpu:.0f} s); the records' training wall time, median: {tm['train_seconds_median']:.0f} s. "
-        f"The runs compute with {ce_cfg['threads']} thread(s), so on an otherwise idle core the CPU time is also the "
+        f"The runs compute with {_threads(ce_cfg['threads'])}, so on an otherwise idle core the CPU time is also the "
         f"wall time.\n")
     return out
+
+
+def _threads(k: int) -> str:
+    return f"{k} thread" + ("" if k == 1 else "s")
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def _chi2(q: float, df: int) -> float:
