@@ -22,7 +22,9 @@ Time: each run is timed by its record (``train_seconds``, wall) and by the CPU s
 around ``runs.run`` (``time.process_time()``; a run computes with the profile's threads, one in quick, so
 its CPU time is also its wall time on an otherwise idle core, a number that a loaded machine does not
 distort). The toy pretraining runs first, on its own, and is timed apart (it computes with its own
-threads, two in quick); the data are drawn on the way and counted with it.
+threads, two in quick); the data are drawn on the way and counted with it. A run stopped part-way (a
+timeout) resumes from its last checkpoint when the bench is started again; its record's ``train_seconds``
+then sums the attempts, and the JSON says from which iteration the pretraining resumed.
 
 The JSON records the command, the commit of the code that ran (and whether the tree had uncommitted
 changes), the machine and every run's store key. ``book/quick_profile.md`` shows its numbers from the
@@ -124,10 +126,14 @@ def measure(args) -> tuple[list[dict], dict, dict]:
     configs = {}
     cpu_t, wall_t = time.process_time(), time.perf_counter()
     pre = runs.pretraining_config(entries[0].cfg) if entries[0].cfg.pretrained == "toy" else None
+    timings: dict = {}
     if pre is not None:
-        runs.run(pre, force=args.force)
+        rec = runs.run(pre, force=args.force)
         configs["pretraining"] = {"key": pre.key(), "config": pre.key_dict()}
-    timings = {"pretraining_cpu": time.process_time() - cpu_t, "pretraining_wall": time.perf_counter() - wall_t}
+        # the record's training wall time sums every attempt of a resumed run; this process saw only its own part
+        timings.update(pretraining_train_seconds=float(rec["train_seconds"]),
+                       pretraining_resumed_from=rec.get("resumed_from"))
+    timings.update(pretraining_cpu=time.process_time() - cpu_t, pretraining_wall=time.perf_counter() - wall_t)
     rows: dict[int, dict] = {}
     cpu, train_s = [], []
     for e in entries:

@@ -115,9 +115,13 @@ def calibration_fragments(data: dict) -> dict[str, str]:
             f"The profile's pretraining: {pre.get('n_train')} `{pre.get('dataset')}`-style toycity images of data seed "
             f"{pre.get('data_seed')}, {pre.get('crop', crop)[0]}×{pre.get('crop', crop)[1]} crops, batch "
             f"{pre.get('batch_size')}, {pre.get('iters')} iterations, lr {pre.get('lr')}, "
-            f"{_threads(pre.get('threads', 1))}. In this measurement it and the drawing of the data took {tm['pretraining_cpu']:.0f} CPU "
-            f"seconds and {tm['pretraining_wall'] / 60:.1f} minutes of wall time"
-            + (" (0 here: it was already in the results store)" if tm["pretraining_wall"] < 1 else "") + ".\n")
+            f"{_threads(pre.get('threads', 1))}. "
+            + (f"Its record's training time is {tm['pretraining_train_seconds'] / 60:.1f} minutes of wall time"
+               + (f", over two or more attempts (the last resumed at iteration {tm['pretraining_resumed_from']})"
+                  if tm.get("pretraining_resumed_from") else "")
+               + " on the shared machine of this measurement. " if "pretraining_train_seconds" in tm else "")
+            + f"This measurement's process spent {tm['pretraining_cpu']:.0f} CPU seconds on it and the drawing of its "
+              f"data ({tm['pretraining_wall'] / 60:.1f} minutes of wall time).\n")
     else:
         out["pretraining"] = "This measurement's runs start from no pretraining.\n"
 
