@@ -120,8 +120,9 @@ def calibration_fragments(data: dict) -> dict[str, str]:
                + (f", over two or more attempts (the last resumed at iteration {tm['pretraining_resumed_from']})"
                   if tm.get("pretraining_resumed_from") else "")
                + " on the shared machine of this measurement. " if "pretraining_train_seconds" in tm else "")
-            + f"This measurement's process spent {tm['pretraining_cpu']:.0f} CPU seconds on it and the drawing of its "
-              f"data ({tm['pretraining_wall'] / 60:.1f} minutes of wall time).\n")
+            + f"The bench process that {'finished' if tm.get('pretraining_resumed_from') else 'ran'} it spent "
+              f"{tm['pretraining_cpu']:.0f} CPU seconds ({tm['pretraining_wall'] / 60:.1f} minutes of wall time) on it "
+              "and on drawing its data.\n")
     else:
         out["pretraining"] = "This measurement's runs start from no pretraining.\n"
 
@@ -154,7 +155,7 @@ def calibration_fragments(data: dict) -> dict[str, str]:
         f"- **The tail is {learnt}.** Tail mIoU is "
         f"{tail:.1f} ({min(tails):.1f} to {max(tails):.1f} over the seeds). The target was {TARGETS['tail']:g}: "
         f"{'met' if tail >= TARGETS['tail'] else 'not met'}."
-        + (f" {', '.join(zero_tail)} stay at 0 in every seed{' or are not in the validation images' if absent else ''}, so **a tail claim in this profile is a claim about "
+        + (f" Of the tail classes, {', '.join(zero_tail)} stay at 0 in every seed{' or are not in the validation images' if absent else ''}, so **a tail claim in this profile is a claim about "
            f"{len(data['tail_classes']) - len(zero_tail)} of the {len(data['tail_classes'])} tail classes.**"
            if zero_tail else "") + "\n")
 
