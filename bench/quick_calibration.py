@@ -1,16 +1,17 @@
 """What the quick profile can detect: CE and BLV over seeds, the seed-to-seed spread, and the smallest
 paired difference that three seeds detect. Prints the numbers and writes JSON.
 
-    python bench/quick_calibration.py                  # quick profile, seeds 0-4, CE and BLV (σ 6, clamp "paper")
-    python bench/quick_calibration.py --seeds 0 1 2 3 4 5 6 7 --force
-    python bench/quick_calibration.py --prototype      # the same measurement on the pre-issue-9 code path
-                                                       # (bench/quick_calibration_prototype.py)
-    python bench/quick_calibration.py --prototype --pretraining short   # with the 3x cheaper pretraining
+    python bench/quick_calibration.py                       # quick profile, seeds 0-2, CE and BLV
+    python bench/quick_calibration.py --seeds 0 1 2 3 4 5 --force
+    python bench/quick_calibration.py --out bench/results/quick_calibration.json   # the file the book shows
 
-Every run is a supervised run of the profile (``RunConfig.from_profile(profile, strategy="supervised",
-loss=...)``), paired by seed: CE and BLV of one seed share the initialisation (the profile's toy
-pretraining for the backbone, the seed for the decoder), the data order and the augmentations, so the
-per-seed difference BLV − CE carries the effect with less noise than either arm.
+The runs are the book's own: BLV Table 1's two arms of the profile's model (``tables.entries("blv-t1",
+profile, seeds)``: CE, and BLV with σ = 6), each a :class:`~blvnb.experiments.runs.RunConfig` of the
+profile, executed by :func:`blvnb.experiments.runs.run` with the profile's recipe (learning rate, steps,
+pretraining, threads). A run already in the results store (``$BLVNB_RESULTS``) is read back unless
+``--force``. CE and BLV of one seed share the initialisation (the profile's toy pretraining), the data
+order and the augmentations, so the per-seed difference BLV − CE carries the effect with less noise than
+either arm.
 
 The detection rule (the one the book's verdicts use): with n seeds, a paired two-sided t-interval at 95 %
 excludes 0 when |mean difference| > t_{0.975, n-1} · sd_diff / √n, where sd_diff is the standard
@@ -18,11 +19,16 @@ deviation of the per-seed differences. With the sd measured here this gives the 
 three seeds detect: t_{0.975, 2} · sd_diff / √3 = 4.303 · sd_diff / 1.732 ≈ 2.48 · sd_diff.
 
 Time: each run is timed by its record (``train_seconds``, wall) and by the CPU seconds of this process
-around ``runs.run`` (``time.process_time()``; with ``--threads 1`` this is also the wall time of the run on
-an otherwise idle core, a number that a loaded machine does not distort). The first run also builds the
-data and, when missing, the profile's toy pretraining; its CPU time is reported separately.
+around ``runs.run`` (``time.process_time()``; a run computes with the profile's threads, one in quick, so
+its CPU time is also its wall time on an otherwise idle core, a number that a loaded machine does not
+distort). The toy pretraining runs first, on its own, and is timed apart (it computes with its own
+threads, two in quick); the data are drawn on the way and counted with it. A run stopped part-way (a
+timeout) resumes from its last checkpoint when the bench is started again; its record's ``train_seconds``
+then sums the attempts, and the JSON says from which iteration the pretraining resumed.
 
-Output: ``bench/out/quick_calibration.json`` (``--out`` to change).
+The JSON records the command, the commit of the code that ran (and whether the tree had uncommitted
+changes), the machine and every run's store key. ``book/quick_profile.md`` shows its numbers from the
+committed copy (``bench/results/quick_calibration.json``, rendered by :mod:`blvnb.pages`).
 """
 
 from __future__ import annotations
@@ -30,14 +36,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
+import shlex
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 KEYS = ("mIoU", "mIoU_head_blv", "mIoU_tail_blv")
-BLV_OPTIONS = {"sigma": 6.0, "clamp": "paper"}
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = "blv-t1"  # its two arms on the profile's model: "baseline" (CE) and "blv" (σ = 6)
+ARMS = {"baseline": "ce", "blv": "blv"}
 
 
 def t_quantile(n: int, level: float = 0.975) -> float:
@@ -68,14 +79,17 @@ def analyse(rows: list[dict]) -> dict:
             v = [r[arm][k] for r in rows]
             out[f"{arm}_{k}_mean"], out[f"{arm}_{k}_sd"] = statistics.fmean(v), sd(v)
         gap = [r[arm]["mIoU_head_blv"] - r[arm]["mIoU_tail_blv"] for r in rows]
-        out[f"{arm}_head_minus_tail_mean"] = statistics.fmean(gap)
-    for k in ("mIoU", "mIoU_tail_blv", "mIoU_head_blv"):
+        out[f"{arm}_head_minus_tail_mean"], out[f"{arm}_head_minus_tail_min"] = statistics.fmean(gap), min(gap)
+        ious = [r[arm]["iou"] for r in rows]
+        out[f"{arm}_iou_mean"] = [statistics.fmean(c) for c in zip(*ious)]
+    for k in KEYS:
         d = [r["blv"][k] - r["ce"][k] for r in rows]
         out[f"diff_{k}_mean"], out[f"diff_{k}_sd"] = statistics.fmean(d), sd(d)
         out[f"diff_{k}_detectable_at_3"] = detectable(sd(d), 3)
+        out[f"diff_{k}_negative_seeds"] = sum(x < 0 for x in d)
         n = len(d)
         half = t_quantile(n) * sd(d) / math.sqrt(n)
-        out[f"diff_{k}_ci95_{n}seeds"] = (statistics.fmean(d) - half, statistics.fmean(d) + half)
+        out[f"diff_{k}_ci95"] = (statistics.fmean(d) - half, statistics.fmean(d) + half)
     return out
 
 
@@ -96,80 +110,97 @@ def report(summary: dict, timings: dict) -> None:
     for k, label in (("mIoU", "mIoU"), ("mIoU_tail_blv", "tail mIoU")):
         p(f"BLV - CE {label}: mean {s[f'diff_{k}_mean']:+.2f}, sd {s[f'diff_{k}_sd']:.2f}; "
           f"3 seeds detect |mean| > {s[f'diff_{k}_detectable_at_3']:.2f} (t_0.975,2 * sd / sqrt 3)")
-    p(f"time per run: CPU {timings['cpu_per_run_median']:.1f} s (median, one thread), record's train_seconds "
-      f"{timings['train_seconds_median']:.1f} s; first run (data + pretraining if missing) CPU {timings['first_cpu']:.1f} s")
+    p(f"time per run: CPU {timings['cpu_per_run_median']:.1f} s (median), record's train_seconds "
+      f"{timings['train_seconds_median']:.1f} s; pretraining and data CPU {timings['pretraining_cpu']:.1f} s, "
+      f"wall {timings['pretraining_wall']:.1f} s")
 
 
-def measure_api(args) -> tuple[list[dict], dict]:
-    """The measurement through the library's run API (RunConfig.from_profile + runs.run)."""
-    from blvnb.experiments import runs
+def measure(args) -> tuple[list[dict], dict, dict]:
+    """The runs of :data:`TABLE`'s two arms at ``args.seeds`` through ``runs.run``; rows, timings, keys."""
+    from blvnb.engine.recipes import recipe_for
+    from blvnb.experiments import runs, tables
 
-    rows, cpu, train_s = [], [], []
-    first_cpu = None
-    for seed in args.seeds:
-        row = {"seed": seed}
-        for loss in ("ce", "blv"):
-            cfg = runs.RunConfig.from_profile(args.profile, strategy="supervised", loss=loss,
-                                              loss_options=BLV_OPTIONS if loss == "blv" else None, seed=seed)
-            t = time.process_time()
-            rec = runs.run(cfg, force=args.force)
-            dt = time.process_time() - t
-            if first_cpu is None:
-                first_cpu = dt
-            else:
-                cpu.append(dt)
-            train_s.append(float(rec["train_seconds"]))
-            row[loss] = {k: 100.0 * float(rec["metrics"][k]) for k in KEYS}
-            row[loss]["iou"] = [round(100.0 * float(v), 2) for v in rec["metrics"]["iou"]]
-            row[loss]["train_seconds"] = float(rec["train_seconds"])
-            row[loss]["cpu_seconds"] = dt
-        rows.append(row)
-        print(f"seed {seed}: CE {row['ce']['mIoU']:.2f} / tail {row['ce']['mIoU_tail_blv']:.2f}, "
-              f"BLV {row['blv']['mIoU']:.2f} / tail {row['blv']['mIoU_tail_blv']:.2f}", flush=True)
-    timings = {"first_cpu": first_cpu or float("nan"),
-               "cpu_per_run_median": statistics.median(cpu) if cpu else float("nan"),
-               "train_seconds_median": statistics.median(train_s)}
-    return rows, timings
+    entries = [e for e in tables.entries(TABLE, args.profile, args.seeds) if e.arm in ARMS]
+    if len(entries) != len(ARMS) * len(args.seeds):
+        sys.exit(f"{TABLE} in profile {args.profile!r} does not have one {' and one '.join(ARMS)} run per seed")
+    configs = {}
+    cpu_t, wall_t = time.process_time(), time.perf_counter()
+    pre = runs.pretraining_config(entries[0].cfg) if entries[0].cfg.pretrained == "toy" else None
+    timings: dict = {}
+    if pre is not None:
+        rec = runs.run(pre, force=args.force)
+        configs["pretraining"] = {"key": pre.key(), "config": pre.key_dict()}
+        # the record's training wall time sums every attempt of a resumed run; this process saw only its own part
+        timings.update(pretraining_train_seconds=float(rec["train_seconds"]),
+                       pretraining_resumed_from=rec.get("resumed_from"))
+    timings.update(pretraining_cpu=time.process_time() - cpu_t, pretraining_wall=time.perf_counter() - wall_t)
+    rows: dict[int, dict] = {}
+    cpu, train_s = [], []
+    for e in entries:
+        loss = ARMS[e.arm]
+        t = time.process_time()
+        rec = runs.run(e.cfg, force=args.force)
+        dt = time.process_time() - t
+        cpu.append(dt)
+        train_s.append(float(rec["train_seconds"]))
+        m = rec["metrics"]
+        row = rows.setdefault(e.seed, {"seed": e.seed})
+        row[loss] = {k: 100.0 * float(m[k]) for k in KEYS}
+        row[loss]["iou"] = [round(100.0 * float(v), 2) for v in m["iou"]]
+        row[loss].update(train_seconds=float(rec["train_seconds"]), cpu_seconds=dt, key=e.key)
+        if loss not in configs:  # lr / weight_decay None: the model's recipe, written out beside the config
+            recipe = recipe_for(e.cfg.model)
+            configs[loss] = {"config": {k: v for k, v in e.cfg.key_dict().items() if k != "seed"},
+                             "recipe": {"optimizer": recipe.optimizer, "lr": recipe.lr,
+                                        "weight_decay": recipe.weight_decay, "schedule": recipe.schedule}}
+        print(f"seed {e.seed} {loss}: mIoU {row[loss]['mIoU']:.2f}, tail {row[loss]['mIoU_tail_blv']:.2f} "
+              f"({dt:.0f} CPU s)", flush=True)
+    timings.update(cpu_per_run_median=statistics.median(cpu), cpu_per_run_range=(min(cpu), max(cpu)),
+                   train_seconds_median=statistics.median(train_s))
+    return [rows[s] for s in args.seeds], timings, configs
+
+
+def provenance(argv: list[str]) -> dict:
+    """The command, the commit of the code that ran, and the machine."""
+    import torch
+
+    def git(*a) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {"command": "python bench/quick_calibration.py " + " ".join(shlex.quote(a) for a in argv),
+            "commit": git("rev-parse", "HEAD") or None,
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                        "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}}
 
 
 def main(argv=None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="quick")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--force", action="store_true", help="re-run runs whose record exists")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time = idle-core wall time)")
-    ap.add_argument("--prototype", action="store_true",
-                    help="measure on the pre-issue-9 code path (bench/quick_calibration_prototype.py)")
-    ap.add_argument("--pretraining", default="long", choices=("long", "short"),
-                    help="with --prototype: the toy pretraining (long: 900 steps, recommended; short: 300)")
-    ap.add_argument("--iters", type=int, default=None,
-                    help="with --prototype: steps per run (default 100, the book's main table; 70 is the cheaper variant)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "quick_calibration.json"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "quick_calibration.json"))
     args = ap.parse_args(argv)
     if len(args.seeds) < 2:
         ap.error("need at least 2 seeds for a standard deviation")
-
-    import torch
-
-    torch.set_num_threads(args.threads)
-    if args.prototype:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import quick_calibration_prototype as proto
-
-        if args.iters:
-            proto.PROFILE["iters"] = args.iters
-        rows, timings = proto.measure(args.seeds, pretraining=args.pretraining)
-    else:
-        rows, timings = measure_api(args)
+    if len(set(args.seeds)) != len(args.seeds):
+        ap.error(f"--seeds repeats a seed: {args.seeds}")
+    start = provenance(argv)  # the commit as the runs start (a commit made meanwhile does not count)
+    rows, timings, configs = measure(args)
     summary = analyse(rows)
     report(summary, timings)
-    out = {"bench": "quick_calibration", "profile": args.profile, "prototype": args.prototype,
-           "pretraining": args.pretraining if args.prototype else None,
-           "seeds": args.seeds, "threads": args.threads, "blv_options": BLV_OPTIONS, "timings": timings,
-           "summary": summary, "machine": platform.machine(), "processor": platform.processor(),
-           "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    from blvnb.classes import BLV_TAIL, CLASSES
+
+    out = {"bench": "quick_calibration", **start, "profile": args.profile, "table": TABLE, "seeds": args.seeds,
+           "classes": list(CLASSES), "tail_classes": [CLASSES[i] for i in BLV_TAIL], "configs": configs,
+           "timings": timings, "summary": summary}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     return out
 

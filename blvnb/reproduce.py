@@ -18,6 +18,8 @@ Before every build it writes the pages the book generates:
   parameters, read from its ``parameters`` cell, and the exact command for each profile; launch links
   (Binder, Colab, JupyterHub) when ``_config.yml`` names a repository URL.
 * ``_static/plotly.min.js`` — the plotting library of the interactive figures, served by the book itself.
+* ``book/generated/includes/*.md`` — the measured numbers that the hand-written pages include rather than type
+  (:mod:`blvnb.pages`: the committed benchmark JSON of the quick profile's calibration, parameter counts).
 """
 
 from __future__ import annotations
@@ -287,7 +289,11 @@ def build_book(root: Path | None = None, echo=print, profile: str | None = None)
     as errors; returns the path of index.html."""
     root = root or repo_root()
     page = write_status(root, profile=profile)
+    from blvnb import pages
+
+    includes = pages.write_includes(root)  # the numbers the hand-written pages show (benchmarks, the registry)
     copy_static(root)
+    echo(f"[book] {len(includes)} generated includes in {pages.INCLUDES}")
     echo(f"[book] {page.relative_to(root)}: the reproduction status of {len(_claims().CLAIMS)} claims")
     config = build_config(root)
     args = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root), "-W",

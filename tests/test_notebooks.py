@@ -20,7 +20,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     work = tmp_path_factory.mktemp("book")
-    for name in ("_config.yml", "_toc.yml", "book", "notebooks", "blvnb"):
+    # bench/results: the committed benchmark JSON the pages show (blvnb.pages)
+    for name in ("_config.yml", "_toc.yml", "book", "notebooks", "blvnb", "bench/results"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name,
                                                            **({"ignore": shutil.ignore_patterns("generated", "__pycache__")} if src.is_dir() else {}))
