@@ -70,3 +70,16 @@ def test_notebooks_are_committed_without_outputs():
         code = [c for c in cells if c["cell_type"] == "code"]
         assert not any(c.get("outputs") or c.get("execution_count") for c in code), nb.name
         assert "parameters" in code[0].get("metadata", {}).get("tags", []), f"{nb.name}: first code cell must be tagged parameters"
+
+
+def test_every_notebook_reads_its_seeds_parameter_through_parse_seeds():
+    """`papermill ... -p seeds 0` passes an int: every chapter turns its seeds parameter into seeds with
+    tables.parse_seeds (one int is that seed, a bad value a clear error), never with tuple()."""
+    import json
+
+    for nb in NOTEBOOKS:
+        code = "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
+        if "seeds" not in code:
+            continue
+        assert "tuple(seeds)" not in code and "tuple(released_seeds)" not in code, nb.name
+        assert "parse_seeds(seeds" in code, nb.name
