@@ -121,16 +121,15 @@ def check_request(profile: str, only: Iterable[str] | None, limit: int | None) -
 
 # --- the data ---------------------------------------------------------------------------------------------
 
-def data_sizes(profile: str, size: tuple[int, int] | None = None) -> dict[str, tuple[int, int]]:
+def data_sizes(profile: str, scale: float = 1.0) -> dict[str, tuple[int, int]]:
     """(H, W) of each data set's rehearsal images: the real data sets' for ``paper``, the profile's
-    toycity size for ``gpu`` (whose runs train on toycity); ``size`` overrides all (tests only: a
+    toycity size for ``gpu`` (whose runs train on toycity); ``scale`` < 1 shrinks them (tests only: a
     rehearsal's point is the real resolution)."""
     from blvnb.experiments.profiles import get_profile
 
     prof = get_profile(profile)
-    if size is not None:
-        return {k: tuple(size) for k in REAL_SIZES}
-    return {k: (hw if not prof.synthetic else tuple(prof.size)) for k, (_, _, hw) in REAL_SIZES.items()}
+    sizes = {k: (hw if not prof.synthetic else tuple(prof.size)) for k, (_, _, hw) in REAL_SIZES.items()}
+    return sizes if scale == 1.0 else {k: _scale_hw(hw, scale) for k, hw in sizes.items()}
 
 
 def write_data(root: Path, kinds: Iterable[str], sizes: dict[str, tuple[int, int]], seed: int = 0,
@@ -196,13 +195,48 @@ def kinds_of(cfgs) -> list[str]:
 
 # --- the runs ---------------------------------------------------------------------------------------------
 
-def rehearsal_config(cfg, data_root: Path):
+def _scale_hw(hw, scale: float):
+    """(H, W) times ``scale``, in multiples of 8 (the models' smallest stride), at least 32."""
+    return tuple(max(32, int(round(v * scale / 8)) * 8) for v in hw)
+
+
+def scaled_settings(cfg, scale: float) -> dict:
+    """Every pixel size of ``cfg`` times ``scale`` (tests only, with data written at that scale too):
+    the crop, resize and evaluation window, and the strategies' own sizes — a DARS teacher's window, UDA's
+    crop and source / target sizes (the paper's, from the UDA strategy, where the run leaves them to it)."""
+    out = {name: _scale_hw(getattr(cfg, name), scale) for name in ("crop", "base_size", "eval_crop")
+           if getattr(cfg, name) is not None}
+    so = dict(cfg.strategy_options or {})
+    if cfg.strategy == "uda":
+        from blvnb.engine.strategies import uda
+
+        hrda = bool(so["hrda"]) if so.get("hrda") is not None else "hrda" in str(cfg.model).lower()
+        paper = cfg.profile == "paper"
+        defaults = {"crop": ((1024, 1024) if hrda else (512, 512)) if paper else (cfg.crop[0], cfg.crop[0]),
+                    "source_size": uda.PAPER_SIZES[hrda][0] if paper else None,
+                    "target_size": uda.PAPER_SIZES[hrda][1] if paper else None}
+        for name, default in defaults.items():
+            hw = so.get(name) or default
+            if hw is not None:
+                so[name] = _scale_hw(hw, scale)
+    if cfg.strategy == "dars-rounds" and so.get("teacher_crop"):
+        so["teacher_crop"] = _scale_hw(so["teacher_crop"], scale)
+    if so != dict(cfg.strategy_options or {}):
+        out["strategy_options"] = so
+    return out
+
+
+def rehearsal_config(cfg, data_root: Path, scale: float = 1.0):
     """``cfg`` as a rehearsal trains it: :data:`CHANGED`, the rehearsal data root, no more intra-op threads
     than this machine has cores (a run's thread count changes its arithmetic, never what it builds), and
-    at most :data:`N_EXTRA` extra unlabeled images. Returns (config, what was changed beyond CHANGED)."""
+    at most :data:`N_EXTRA` extra unlabeled images; ``scale`` < 1 (tests only) shrinks every pixel size
+    (:func:`scaled_settings`). Returns (config, what was changed beyond CHANGED)."""
     changes = dict(CHANGED, data_root=str(data_root), threads=max(1, min(cfg.threads, os.cpu_count() or 1)))
     notes = []
-    so = dict(cfg.strategy_options or {})
+    if scale != 1.0:
+        changes.update(scaled_settings(cfg, scale))
+        notes.append(f"every pixel size x {scale:g}")
+    so = dict(changes.get("strategy_options", cfg.strategy_options) or {})
     if int(so.get("extra_unlabeled", 0) or 0) > N_EXTRA:
         notes.append(f"extra_unlabeled {so['extra_unlabeled']} -> {N_EXTRA}")
         changes["strategy_options"] = {**so, "extra_unlabeled": N_EXTRA}
@@ -211,10 +245,10 @@ def rehearsal_config(cfg, data_root: Path):
     return cfg.with_(**changes), notes
 
 
-def select(plan, limit: int | None = None) -> list:
+def select(plan, limit: int | None = None, keys: Iterable[str] | None = None) -> list:
     """The plan's runs to rehearse, in plan order: one per group of runs that differ only in the seed (the
-    lowest seed), then the first ``limit`` of them — and whatever those need first (a DARS round's
-    teachers), so that a limited rehearsal still trains every round it starts."""
+    lowest seed), then the first ``limit`` of them (or those of ``keys``) — and whatever those need first
+    (a DARS round's teachers), so that a limited rehearsal still trains every round it starts."""
     groups: dict[str, object] = {}
     for r in plan.order():
         d = r.cfg.key_dict()
@@ -223,7 +257,13 @@ def select(plan, limit: int | None = None) -> list:
         if g not in groups or r.cfg.seed < groups[g].cfg.seed:
             groups[g] = r
     picked = [r for r in plan.order() if r in groups.values()]
-    if limit is None:
+    if keys is not None:
+        keys = list(keys)
+        unknown = [k for k in keys if k not in plan.runs]
+        if unknown:
+            raise ConfigError(f"run key(s) {unknown} are not in the plan")
+        picked = [plan.runs[k] for k in keys]
+    elif limit is None:
         return picked
     keep: set[str] = set()
 
@@ -334,11 +374,13 @@ def child(payload: str, result: str) -> int:
 
 
 def rehearse(profile: str, only: Iterable[str] | None = None, limit: int | None = None, work: str | Path | None = None,
-             *, size: tuple[int, int] | None = None, echo: Callable[[str], None] | None = print,
+             *, keys: Iterable[str] | None = None, scale: float = 1.0, echo: Callable[[str], None] | None = print,
              keep: bool = False) -> list[Rehearsed]:
     """Rehearse the runs of the ``profile`` plan for the tables ``only`` (module docstring); returns one
     :class:`Rehearsed` per run, in plan order. ``work``: where the data (kept) and the run store
-    (emptied first) go; default a temporary folder, deleted after (``keep``: kept). ``size``: tests only."""
+    (emptied first) go; default a temporary folder, deleted after (``keep``: kept). ``keys``: these runs of
+    the plan (and their teachers) instead of the first ``limit``. ``scale``: tests only
+    (every pixel size of the data and the runs times ``scale``; the command has none)."""
     from blvnb.experiments import execute
 
     check_request(profile, only, limit)
@@ -348,9 +390,11 @@ def rehearse(profile: str, only: Iterable[str] | None = None, limit: int | None 
     try:
         data_root = work / "data"
         plan = execute.plan_for(profile, only, None, str(data_root))
-        todo = select(plan, limit)
-        cfgs = {r.key: rehearsal_config(r.cfg, data_root) for r in todo}
-        sizes = data_sizes(profile, size)
+        todo = select(plan, limit, keys)
+        if not (isinstance(scale, int | float) and 0 < scale <= 1):
+            raise ConfigError(f"scale must lie in (0, 1], got {scale!r}")
+        cfgs = {r.key: rehearsal_config(r.cfg, data_root, scale) for r in todo}
+        sizes = data_sizes(profile, scale)
         kinds = kinds_of(c for c, _ in cfgs.values())
         if echo:
             echo(f"rehearsing {len(todo)} of the {len(plan)} runs of the {profile} plan (seed 0 of each; "
