@@ -36,23 +36,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import pickle
 import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blvnb.errors import BlvnbError, ConfigError
+from blvnb.errors import ConfigError
 from blvnb.io import write_json_atomic
-
-log = logging.getLogger(__name__)
 
 #: the profiles a rehearsal is for (smoke and quick already train for real in CI)
 PROFILES = ("paper", "gpu")
@@ -338,7 +336,7 @@ def recipe_of(cfg, seen: dict, notes: list[str]) -> dict:
            "base_size": list(cfg.base_size) if cfg.base_size else None, "iters": train.get("iters"),
            "batch": train.get("batch"), "train_images": train.get("images"),
            "optimizer": (seen.get("optimizers") or [None])[-1],
-           "eval": (seen.get("evals") or [None])[-1] or ({"mode": None} if not cfg.evaluate else None),
+           "eval": (seen.get("evals") or [None])[-1],  # None: not evaluated (a toy pretraining run)
            "eval_config": {"mode": cfg.eval_mode, "window": list(cfg.eval_crop) if cfg.eval_crop else None},
            "changed": notes}
     if len(seen.get("trains") or []) > 1:
@@ -385,8 +383,7 @@ def rehearse(profile: str, only: Iterable[str] | None = None, limit: int | None 
 
     check_request(profile, only, limit)
     tmp = work is None
-    work = Path(work).expanduser().resolve() if work is not None else Path(
-        __import__("tempfile").mkdtemp(prefix="blvnb-rehearse-"))
+    work = Path(work).expanduser().resolve() if work is not None else Path(tempfile.mkdtemp(prefix="blvnb-rehearse-"))
     try:
         data_root = work / "data"
         plan = execute.plan_for(profile, only, None, str(data_root))
@@ -397,7 +394,9 @@ def rehearse(profile: str, only: Iterable[str] | None = None, limit: int | None 
         sizes = data_sizes(profile, scale)
         kinds = kinds_of(c for c, _ in cfgs.values())
         if echo:
-            echo(f"rehearsing {len(todo)} of the {len(plan)} runs of the {profile} plan (seed 0 of each; "
+            n_groups = len(select(plan))
+            echo(f"rehearsing {len(todo)} of the {n_groups} runs of the {profile} plan that differ in more than the "
+                 f"seed ({len(plan)} with the seeds; the lowest seed of each; "
                  f"{CHANGED['iters']} iterations, batch {CHANGED['batch_size']}, random weights, CPU); data: "
                  + ", ".join(f"{k} {sizes.get(k, sizes['cityscapes'])[0]}x{sizes.get(k, sizes['cityscapes'])[1]}"
                              for k in kinds) + f" under {data_root}")
@@ -449,7 +448,8 @@ def format_row(r: Rehearsed) -> str:
     c, rc = r.cfg, r.recipe or {}
     so = dict(c.strategy_options or {})
     strat = c.strategy + (f" r{so['round']}" if "round" in so else "")
-    head = f"{r.key[:12]}  {strat:15s} {c.model:24s} {c.dataset:10s}"
+    loss = c.loss + ("*" if c.loss_options else "")
+    head = f"{r.key[:12]}  {strat:15s} {c.model:24s} {loss:6s} {c.dataset:10s}"
     if not r.ok and not rc:
         return f"{head} FAILED {r.error}"
     batch = "+".join(f"{n}:{b}" for n, b in (rc.get("batch") or {}).items())
