@@ -11,6 +11,8 @@
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
                        [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
                        [--dependency wait|afterok] [--force] [--dry-run] [--data-root D] [--device D]
+    blvnb runs rehearse --profile paper|gpu [--only TABLE ...] [--limit N] [--work DIR] [--json]
+                                      # train every run 2 steps on the CPU on toycity at the real sizes
     blvnb runs import DIR [--profile P] [--overwrite]     # GPU-server records → records/ (committed)
     blvnb runs tables                                     # the table ids and what each runs
 """
@@ -133,6 +135,19 @@ def _runs_execute(a) -> None:
     print(f"{len(done)} run records in the store; {time.perf_counter() - t0:.0f} s")
 
 
+def _runs_rehearse(a) -> int:
+    import json
+
+    from blvnb.experiments import rehearse
+
+    rehearse.check_request(a.profile, a.only, a.limit)  # bad input fails before any data is written
+    results = rehearse.rehearse(a.profile, a.only, a.limit, a.work, echo=None if a.json else print)
+    if a.json:
+        print(json.dumps([r.row() for r in results], indent=1, default=str))
+    print(rehearse.summary(results), file=sys.stderr if a.json else sys.stdout)
+    return 0 if all(r.ok for r in results) else 1
+
+
 def _runs_import(a) -> None:
     from blvnb.experiments import records
 
@@ -231,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--force", action="store_true", help="run again even where a record exists")
         q.add_argument("--dry-run", action="store_true", help="write placeholder records to results/_dry_run "
                        "instead of training (rehearse a cluster submission)")
+    h = rs.add_parser("rehearse", help="build and train every run of the paper or gpu plan for 2 iterations on the "
+                      "CPU, on toycity at the real data sets' sizes and layouts, and report each run's recipe")
+    h.add_argument("--profile", required=True, help="paper | gpu")
+    h.add_argument("--only", nargs="+", metavar="TABLE", help="table ids or prefixes (blv-t1, dars, blv-fig)")
+    h.add_argument("--limit", type=int, default=None, help="the first N runs of the plan (and the teachers they need)")
+    h.add_argument("--work", default=None, help="folder for the rehearsal's data (kept, reused) and run store "
+                   "(default: a temporary folder, deleted after)")
+    h.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
+    h.set_defaults(fn=_runs_rehearse)
     i = rs.add_parser("import", help="validate records from a GPU server and copy them to records/ (committed)")
     i.add_argument("src", help="a results folder (results/, results/gpu/runs/) or record files")
     i.add_argument("--profile", default=None, help="import only this profile's records")
