@@ -263,7 +263,7 @@ SOURCES: dict[str, Callable[[Path], dict[str, str]]] = {
 def write_includes(root: Path | None = None) -> list[Path]:
     """Write every fragment to ``book/generated/includes/<prefix>_<name>.md``; returns the paths."""
     from blvnb.io import atomic_write
-    from blvnb.reproduce import repo_root
+    from blvnb.paths import repo_root
 
     root = Path(root) if root is not None else repo_root()
     out_dir = root / INCLUDES
