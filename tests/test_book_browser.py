@@ -118,7 +118,8 @@ def browser():
 def book(tmp_path_factory, browser):
     """The book built from the smoke profile's outputs, as tests/test_notebooks.py builds it."""
     work = tmp_path_factory.mktemp("book-browser")
-    for name in ("_config.yml", "_toc.yml", "book", "notebooks", "blvnb"):
+    # bench/results: the committed benchmark JSON the pages show (blvnb.pages), as in tests/test_notebooks.py
+    for name in ("_config.yml", "_toc.yml", "book", "notebooks", "blvnb", "bench/results"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("generated", "__pycache__", "reproduction.md"))
