@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         rc = a.fn(a)
     except BlvnbError as exc:
         print(f"blvnb: error: {exc}", file=sys.stderr)
-        return 2
+        signum = getattr(exc, "signum", None)  # a run stopped on a signal (blvnb.engine.signals.Interrupted)
+        return 128 + signum if isinstance(signum, int) else 2  # the shell's convention: torchrun, Slurm see it
     return int(rc or 0)
 
 

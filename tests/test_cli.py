@@ -101,3 +101,31 @@ def test_runs_tables_prints_every_table_with_its_title_and_note(capsys):
         name, title = row.split(None, 1)  # "<id>  <title>", the id padded to one column
         assert (name, title) == (t, spec.title) and row.index(title) == 12, row
         assert note == " " * 12 + spec.note, note[:80]
+
+
+def test_a_run_stopped_on_a_signal_exits_with_128_plus_the_signal(monkeypatch, capsys):
+    import argparse
+    import signal
+
+    from blvnb import cli
+    from blvnb.engine.signals import Interrupted
+    from blvnb.errors import BlvnbError
+
+    def stopped(a):
+        raise Interrupted(signal.SIGTERM, "run abc stopped by SIGTERM at iteration 3; checkpoint written")
+
+    def failed(a):
+        raise BlvnbError("an ordinary error")
+
+    for fn, code in ((stopped, 128 + signal.SIGTERM), (failed, 2)):
+        monkeypatch.setattr(cli, "build_parser", lambda fn=fn: _Parser(argparse.Namespace(fn=fn, verbose=False)))
+        assert cli.main([]) == code
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+
+
+class _Parser:
+    def __init__(self, ns):
+        self.ns = ns
+
+    def parse_args(self, argv):
+        return self.ns
