@@ -1,5 +1,0 @@
-import sys
-
-from blvnb.cli import main
-
-sys.exit(main())
