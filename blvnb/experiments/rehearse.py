@@ -25,10 +25,9 @@ for a stream it was not given, an evaluation window larger than its image) fails
 Each run trains in a child process of its own: a run that fails — even one that crashes the
 interpreter or is killed for memory — does not stop the others, and ``resource.getrusage`` in the
 child gives that run's own peak memory. The report gives per run the resolved recipe as the run used
-it (the streams' batches and image sizes of the first step, the optimiser and its parameter groups, the
-evaluation's mode, window and image size: read by wrapping :func:`blvnb.engine.loop.train`,
-:func:`~blvnb.engine.loop.build_optimizer` and the evaluation while the run goes, so that the report
-states what ran, not what the config says), its seconds, its peak RSS, and ok or its error; the
+it (the streams' batches and image sizes of the first step and the evaluation's mode, window and image
+size, read by wrapping :func:`blvnb.engine.loop.train` and the evaluation while the run goes; the
+optimiser and its parameter groups from the run's record: what ran, not what the config says), its seconds, its peak RSS, and ok or its error; the
 command exits non-zero when any run failed.
 """
 
@@ -278,21 +277,13 @@ def select(plan, limit: int | None = None, keys: Iterable[str] | None = None) ->
 @contextlib.contextmanager
 def _watching(seen: dict):
     """Record what :func:`blvnb.experiments.runs.run` builds while it runs: each ``loop.train`` call's
-    streams (batch, first batch's image size), iterations, optimiser and parameter groups, and each
-    evaluation's mode, window and image size. The run's own functions do the work; these wrappers only
+    streams (batch, first batch's image size) and iterations, and each evaluation's mode, window and image
+    size (the optimiser's groups are in the run's record). The run's own functions do the work; these wrappers only
     look (runs.py stays as a server runs it)."""
     from blvnb.engine import loop
     from blvnb.experiments import runs
 
-    train, build_optimizer, evaluate = loop.train, loop.build_optimizer, runs.evaluate
-
-    def spy_optimizer(groups, cfg):
-        opt = build_optimizer(groups, cfg)
-        seen.setdefault("optimizers", []).append({
-            "optimizer": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
-            "groups": [{"tensors": len(g["params"]), "lr": g["base_lr"], "weight_decay": g["weight_decay"]}
-                       for g in opt.param_groups]})
-        return opt
+    train, evaluate = loop.train, runs.evaluate
 
     def spy_train(model, streams, cfg, strategy, **kw):
         call = {"iters": cfg.iters, "strategy": strategy.name,
@@ -321,21 +312,23 @@ def _watching(seen: dict):
             "size": list(image.shape[-2:]) if image is not None else None})
         return evaluate(model, loader, **kw)
 
-    loop.train, loop.build_optimizer, runs.evaluate = spy_train, spy_optimizer, spy_evaluate
+    loop.train, runs.evaluate = spy_train, spy_evaluate
     try:
         yield
     finally:
-        loop.train, loop.build_optimizer, runs.evaluate = train, build_optimizer, evaluate
+        loop.train, runs.evaluate = train, evaluate
 
 
-def recipe_of(cfg, seen: dict, notes: list[str]) -> dict:
-    """The resolved recipe of a rehearsed run: the config's training settings and what the run built (the
-    last train call is the run's own; an earlier one would be a dependency trained inside it)."""
+def recipe_of(cfg, seen: dict, notes: list[str], record: dict | None = None) -> dict:
+    """The resolved recipe of a rehearsed run: the config's training settings, what the run built (the
+    last train call is the run's own; an earlier one would be a dependency trained inside it) and the
+    optimiser groups its record states."""
     train = (seen.get("trains") or [{}])[-1]
+    opt = (record or {}).get("optimizer")
     out = {"crop": list(cfg.crop), "scale_range": list(cfg.scale_range),
            "base_size": list(cfg.base_size) if cfg.base_size else None, "iters": train.get("iters"),
            "batch": train.get("batch"), "train_images": train.get("images"),
-           "optimizer": (seen.get("optimizers") or [None])[-1],
+           "optimizer": {"optimizer": opt["name"], "groups": opt["param_groups"]} if opt else None,
            "eval": (seen.get("evals") or [None])[-1],  # None: not evaluated (a toy pretraining run)
            "eval_config": {"mode": cfg.eval_mode, "window": list(cfg.eval_crop) if cfg.eval_crop else None},
            "changed": notes}
@@ -351,11 +344,12 @@ def child(payload: str, result: str) -> int:
     from blvnb.experiments import runs
 
     seen: dict = {}
+    record = None
     t0 = time.perf_counter()
     out = {"ok": False, "error": None}
     try:
         with _watching(seen):
-            runs.run(cfg, force=True)
+            record = runs.run(cfg, force=True)
         out["ok"] = True
     except BaseException as exc:  # noqa: BLE001 - reported, the rehearsal goes on
         traceback.print_exc()
@@ -364,7 +358,7 @@ def child(payload: str, result: str) -> int:
     out["seconds"] = time.perf_counter() - t0
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
     try:
-        out["recipe"] = recipe_of(cfg, seen, notes)
+        out["recipe"] = recipe_of(cfg, seen, notes, record)
     except Exception as exc:  # noqa: BLE001
         out["recipe"] = {"error": repr(exc)}
     write_json_atomic(result, out)
