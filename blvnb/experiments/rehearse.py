@@ -193,7 +193,9 @@ def kinds_of(cfgs) -> list[str]:
 # --- the runs ---------------------------------------------------------------------------------------------
 
 def _scale_hw(hw, scale: float):
-    """(H, W) times ``scale``, in multiples of 8 (the models' smallest stride), at least 32."""
+    """(H, W) (or one side) times ``scale``, in multiples of 8 (the models' smallest stride), at least 32."""
+    if isinstance(hw, int):
+        return max(32, int(round(hw * scale / 8)) * 8)
     return tuple(max(32, int(round(v * scale / 8)) * 8) for v in hw)
 
 
@@ -201,7 +203,8 @@ def scaled_settings(cfg, scale: float) -> dict:
     """Every pixel size of ``cfg`` times ``scale`` (tests only, with data written at that scale too):
     the crop, resize and evaluation window, and the strategies' own sizes — a DARS teacher's window, UDA's
     crop and source / target sizes (the paper's, from the UDA strategy, where the run leaves them to it)."""
-    out = {name: _scale_hw(getattr(cfg, name), scale) for name in ("crop", "base_size", "eval_crop")
+    out = {name: _scale_hw(getattr(cfg, name), scale) for name in ("crop", "base_size", "eval_crop", "eval_size",
+                                                                    "eval_stride")
            if getattr(cfg, name) is not None}
     so = dict(cfg.strategy_options or {})
     if cfg.strategy == "uda":

@@ -253,19 +253,33 @@ def mmseg_cityscapes(profile: str) -> dict | None:
     return None if _sub(profile) else dict(photometric=True, cat_max_ratio=0.75)
 
 
-def dars_recipe(profile: str, crop: int = 361) -> dict | None:
-    """DARS's released recipe where the profile trains the real data (paper): crop 361 at half
-    resolution or crop 713, its scale range and weight decay 1e-4. Toy profiles keep their own recipe, so
-    there the fully supervised PSPNet50 oracle is BLV Table 1's PSPNet CE run (one record)."""
+#: DARS's crop per data set (DARS §4.1: Cityscapes 361 in the ablations, 713 against the state of the art;
+#: VOC12 321; ScanNet 481, supplement Sec. B)
+DARS_CROPS = {"cityscapes": 361, "voc": 321, "scannet": 481}
+
+
+def dars_recipe(profile: str, crop: int = 361, dataset: str = "cityscapes") -> dict | None:
+    """DARS's released recipe where the profile trains the real data (paper), recipes.md (c): the crop,
+    its scale range drawn on the image as stored (Cityscapes 1024×2048), weight decay 1e-4, and the test
+    of the release: sliding windows of the crop (stride ⌈2/3⌉) on the image resized to the long side
+    ``base_size`` — 1024 for crop 361 (``eval_size`` 512×1024: the image only; predictions are scored
+    against the full-resolution labels), 2048 for crop 713. The teacher labels the same way
+    (:func:`dars`). VOC and ScanNet keep their own resolution and aspect (crops 321 and 481); their scale
+    range is not in recipes.md: we take semseg's [0.5, 2.0], the released code's parent. Toy profiles keep
+    their own recipe, so there the fully supervised PSPNet50 oracle is BLV Table 1's PSPNet CE run (one
+    record)."""
     if not _paper(profile):
         return None
+    test = dict(eval_mode="slide", eval_crop=(crop, crop))
+    if dataset != "cityscapes":
+        return dict(crop=(crop, crop), scale_range=(0.5, 2.0), weight_decay=1e-4, **test)
     if crop == 361:
-        return dict(crop=(361, 361), scale_range=(0.25, 1.0), weight_decay=1e-4, base_size=(512, 1024))
-    return dict(crop=(713, 713), scale_range=(0.5, 2.0), weight_decay=1e-4)
+        return dict(crop=(361, 361), scale_range=(0.25, 1.0), weight_decay=1e-4, eval_size=(512, 1024), **test)
+    return dict(crop=(713, 713), scale_range=(0.5, 2.0), weight_decay=1e-4, **test)
 
 
 def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", fraction: str | None = "1/8",
-         crop: int = 361, schedule=None, alphas=None, betas=None, calibration: str | None = None, loss: str = "ce",
+         crop: int | None = None, schedule=None, alphas=None, betas=None, calibration: str | None = None, loss: str = "ce",
          dataset: str | None = None, extra_unlabeled: int | None = None, recipe=None) -> Spec:
     """DARS self-training round ``k`` (0 = the labeled-only teacher) in the form of the ``dars-rounds``
     strategy: the options of the whole schedule with ``round = k``; round 0 carries only what changes it.
@@ -277,8 +291,11 @@ def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", f
     """
     from blvnb.pseudo.rounds import released_schedule
 
+    if crop is None:  # the data set's own crop; the schedules are Cityscapes' (361 unless 713 is asked for)
+        crop = DARS_CROPS[dataset or "cityscapes"]
+    sched_crop = crop if crop in (361, 713) else 361
     if schedule is None:  # the released schedule of the split (the 1/8 one for splits without their own)
-        schedule = DARS_SCHEDULES.get((fraction, crop), DARS_SCHEDULES[("1/8", crop)])
+        schedule = DARS_SCHEDULES.get((fraction, sched_crop), DARS_SCHEDULES[("1/8", sched_crop)])
     named = schedule if isinstance(schedule, str) else None
     if named:
         rounds = released_schedule(named)
@@ -300,12 +317,14 @@ def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", f
         opts["labeler"] = labeler
         if calibration:
             opts["calibration"] = calibration
+        if _paper(profile):  # the release's teacher: sliding windows of the crop, flip-averaged (recipes.md (c))
+            opts.update(teacher_mode="slide", teacher_crop=int(crop))
     if extra_unlabeled:
         opts["extra_unlabeled"] = int(extra_unlabeled)
     over = {"labeled_fraction": fraction}
     if dataset:
         over["dataset"] = dataset
-    rec = {**(dars_recipe(profile, crop) or {}), **(recipe or {})}
+    rec = {**(dars_recipe(profile, crop, dataset or "cityscapes") or {}), **(recipe or {})}
     return Spec.make("dars-rounds", model_of(row, profile), loss, None, opts, recipe=rec or None, **over)
 
 

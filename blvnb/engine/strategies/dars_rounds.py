@@ -331,7 +331,7 @@ class RoundLabels:
 
 def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: Mapping[str, Any], prior,
                 alpha: float, options: Mapping[str, Any], seed: int, device="auto", progress: bool = False,
-                calibration_data=None, batch: int | None = None) -> RoundLabels:
+                calibration_data=None, batch: int | None = None, size=None) -> RoundLabels:
     """Pseudo-label ``dataset`` (the un-augmented unlabeled images) with ``teacher`` into ``out_dir/labels``.
 
     ``manifest``: what identifies the result besides the options (the teacher checkpoint's digest, the
@@ -339,7 +339,9 @@ def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: M
     ``out_dir/manifest.json``. Same manifest and ``"complete"``: the labels are reused. Same manifest,
     not complete: the labeller resumes from ``out_dir/state`` (a run killed while labelling). Another
     manifest: the folder is emptied and labelled again. ``calibration_data``: (dataset with labels) to fit
-    ``options["calibration"]`` on, with the teacher's logits.
+    ``options["calibration"]`` on, with the teacher's logits. ``size``: (H, W) the teacher infers at, its
+    logits resized back to each image's stored size (:class:`~blvnb.engine.teacher.TeacherSource`); the
+    caller puts it in ``manifest``.
     """
     out = Path(out_dir)
     want = {"format": LABEL_FORMAT, **{k: _jsonable(v) for k, v in manifest.items()},
@@ -361,7 +363,7 @@ def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: M
 
     t0 = time.perf_counter()
     kw = dict(mode=options["teacher_mode"], crop=options["teacher_crop"], stride=options["teacher_stride"],
-              flip=bool(options["flip"]))
+              flip=bool(options["flip"]), size=size)
     classes = int(torch.as_tensor(prior).numel())  # the label space's (VOC 21, ScanNet 20, Cityscapes 19)
     source = TeacherSource(teacher, _ByName(dataset), device=device, dtype=_DTYPES[options["confidence_dtype"]],
                            out_size=_raw_size(dataset), num_classes=classes, **kw)
@@ -603,6 +605,8 @@ def build(cfg, data) -> Built:
                 "images": len(unlabeled_idx) + n_extra}
     if n_extra:
         manifest["extra_unlabeled"] = n_extra
+    if cfg.eval_size:  # the teacher infers as the run is tested (the release's base_size for both)
+        manifest["size"] = list(cfg.eval_size)
     label_seed = seed if o["label_seed"] is None else int(o["label_seed"])
     if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 labels, the others wait for its manifest
         m = wait_for_labels(out_dir)
@@ -612,7 +616,8 @@ def build(cfg, data) -> Built:
         calib = (data.dataset(kind, "train", train=False, indices=labeled_idx) if o["calibration"] else None)
         rl = label_round(teacher, unlabeled_eval, out_dir, manifest=manifest, prior=prior, alpha=alpha, options=o,
                          seed=label_seed, device=getattr(data, "device", "auto"),
-                         progress=bool(getattr(data, "progress", False)), calibration_data=calib)
+                         progress=bool(getattr(data, "progress", False)), calibration_data=calib,
+                         size=cfg.eval_size)
         del teacher
     info.update(_labeling_summary(rl, prior))
     pseudo = data.dataset(kind, "train", indices=unlabeled_idx, scale_range=scale, pseudo_dir=rl.labels_dir,
