@@ -157,6 +157,8 @@ def test_conflicts_are_per_table_and_split():
     assert "table t1 (profile paper): its runs read cs/train in 2 different versions" in line
     assert "5950 files, 11.3 GB" in line and "3000 files, 5.6 GB" in line and "runs k1, k3" in line
     assert execute.fingerprint_conflicts({}, {}) == []
+    odd = {"k5": {"data_fingerprint": {"cs/train": "?"}}, "k6": {"data_fingerprint": ["cs/train"]}}
+    assert execute.fingerprint_conflicts({**recs, **odd}, {"k1": ["t1"], "k5": ["t1"], "k6": ["t1"]}) == []
 
 
 def test_runs_import_flags_a_table_trained_on_two_versions_of_a_split(isolated, capsys):

@@ -332,10 +332,14 @@ def fingerprint_conflicts(recs: dict[str, dict], tables_of: dict[str, Iterable[s
     (their ``data_fingerprint``: split → fingerprint, :mod:`blvnb.data.fingerprint`), ``tables_of`` the
     tables each key belongs to. One dict per conflict: ``table``, ``split`` and ``versions``, a list of
     ``{"fingerprint", "runs"}`` (the keys that read that version), the most common first. Records without
-    fingerprints (written before runs stated them) are left out of the comparison."""
+    fingerprints (written before runs stated them) are left out of the comparison, as is a fingerprint
+    without its hash in an unchecked store record (an imported one is checked: ``records.validate``)."""
     seen: dict[tuple[str, str], dict[str, dict]] = {}
     for key, rec in recs.items():
-        for split, fp in (rec.get("data_fingerprint") or {}).items():
+        fps = rec.get("data_fingerprint")
+        for split, fp in (fps.items() if isinstance(fps, dict) else ()):
+            if not (isinstance(fp, dict) and isinstance(fp.get("sha256"), str)):
+                continue
             for table in tables_of.get(key, ()):
                 version = seen.setdefault((table, split), {}).setdefault(fp["sha256"], {"fingerprint": fp, "runs": []})
                 version["runs"].append(key)
