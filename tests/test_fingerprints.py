@@ -37,6 +37,10 @@ def cityscapes(tmp_path_factory) -> Path:
     """A data root holding Cityscapes in its real layout (toycity): 3 train, 2 val images."""
     root = tmp_path_factory.mktemp("data")
     toycity.write_tree(root / "cityscapes", "cityscapes", 3, 2, size=SIZE, progress=False)
+    for img in sorted((root / "cityscapes" / "leftImg8bit" / "train").glob("*/*.png")):  # the coarse train_extra
+        extra = root / "cityscapes" / "leftImg8bit" / "train_extra" / img.parent.name
+        extra.mkdir(parents=True, exist_ok=True)
+        shutil.copy(img, extra / img.name.replace("_000019_", "_000020_"))
     return root
 
 
@@ -114,9 +118,12 @@ def test_a_run_on_a_real_root_fingerprints_its_splits_wherever_the_root_is(isola
         data = RunData(c, c.key(), None)
         data.split_indices("1/2")
         data.dataset("cityscapes", "val", train=False)
+        data.extra_images(1)
         seen.append(data.fingerprints)
-    assert seen[0] == seen[1] and sorted(seen[0]) == ["cityscapes/train", "cityscapes/val"]
+    assert seen[0] == seen[1]
+    assert sorted(seen[0]) == ["cityscapes-coarse/unlabeled", "cityscapes/train", "cityscapes/val"]
     assert seen[0]["cityscapes/train"]["files"] == 6  # the whole split, whatever part of it a run labels
+    assert seen[0]["cityscapes-coarse/unlabeled"]["files"] == 3  # the pool the extra images are taken from
 
 
 # --- tables whose runs read different data -----------------------------------------------------------------
