@@ -5,12 +5,14 @@
     blvnb data check ROOT --dataset NAME        # every problem of a data root in one run (exit 1 if any)
     blvnb data prepare --profile quick          # the cached toycity trees a profile uses
     blvnb data prepare --profile paper --data-root D   # the real data sets its tables use, found and opened
-    blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D] [--no-build]
+    blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D [--skip-data-check]]
+                    [--no-build]                # with --data-root: the root is checked before the first run
     blvnb publish [--remote origin] [--branch gh-pages]   # _build/html → gh-pages (ghp-import -n -p -f)
     blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
                        [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
-                       [--dependency wait|afterok] [--force] [--dry-run] [--data-root D] [--device D]
+                       [--dependency wait|afterok] [--force] [--dry-run] [--data-root D [--skip-data-check]]
+                       [--device D]
     blvnb runs rehearse --profile paper|gpu [--only TABLE ...] [--limit N] [--work DIR] [--json]
                                       # train every run 2 steps on the CPU on toycity at the real sizes
     blvnb runs import DIR [--profile P] [--overwrite]     # GPU-server records → records/ (committed)
@@ -20,7 +22,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import time
 
@@ -68,18 +72,55 @@ def _data_prepare(a) -> None:
         print(f"toycity {style:10s} {path}")
 
 
+@contextlib.contextmanager
+def _batch_data_check(profile: str, data_root: str | None, skip: bool, plan=None):
+    """A batch's data check, once before its first run: with ``--data-root``, check the root
+    (:func:`blvnb.reproduce.check_data_root`, refusing missing or unreadable files) unless ``skip``; the
+    outcome ("passed" / "skipped") is stated to every run the batch starts, which writes it in its record
+    (``data_check``; :data:`blvnb.data.check.BATCH_CHECK_ENV`), and unset again after the batch."""
+    from blvnb.data.check import BATCH_CHECK_ENV
+
+    if data_root is None:
+        yield
+        return
+    if skip:
+        print(f"blvnb: data check of {data_root} skipped (--skip-data-check); each run's record says so",
+              file=sys.stderr)
+    else:
+        from blvnb import reproduce
+
+        reproduce.check_data_root(profile, data_root, plan=plan)
+    before = os.environ.get(BATCH_CHECK_ENV)
+    os.environ[BATCH_CHECK_ENV] = "skipped" if skip else "passed"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(BATCH_CHECK_ENV, None)
+        else:
+            os.environ[BATCH_CHECK_ENV] = before
+
+
+def _check_skip_data_check(a) -> None:
+    if a.skip_data_check and a.data_root is None:
+        raise ConfigError("--skip-data-check applies to a batch on real data: pass it with --data-root D")
+
+
 def _reproduce(a) -> None:
     from blvnb import reproduce
 
+    _check_skip_data_check(a)
     t0 = time.perf_counter()
     reproduce.workers_for(a.jobs)  # a bad --jobs or --only fails before anything runs
     root = reproduce.repo_root()
     reproduce.chapter_sources(root, a.only)
-    _data_prepare(argparse.Namespace(profile=a.profile, data_root=a.data_root, quiet=False))
-    if not a.only:  # every table's runs first, in parallel; the chapters then read their records
-        reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root)
-    reproduce.run_notebooks(profile=a.profile, data_root=a.data_root, only=a.only, jobs=a.jobs, force=a.force,
-                            root=root)
+    if a.data_root is None:
+        _data_prepare(argparse.Namespace(profile=a.profile, data_root=None, quiet=False))
+    with _batch_data_check(a.profile, a.data_root, a.skip_data_check):
+        if not a.only:  # every table's runs first, in parallel; the chapters then read their records
+            reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root)
+        reproduce.run_notebooks(profile=a.profile, data_root=a.data_root, only=a.only, jobs=a.jobs, force=a.force,
+                                root=root)
     if a.no_build:
         return
     index = reproduce.build_book(root)
@@ -107,13 +148,14 @@ def _runs_plan(a) -> None:
 
 
 def _runs_execute(a) -> None:
-    import os
-
     from blvnb.experiments import execute
 
     execute.check_executor_options(a.executor, partition=a.partition, gpus_per_run=a.gpus_per_run,
                                    time_limit=a.time_limit, cpus_per_run=a.cpus_per_run, cluster=a.cluster,
                                    dependency=a.dependency)
+    if a.jobs is not None and a.executor != "cpus":
+        raise ConfigError(f"--jobs applies to --executor cpus (got --executor {a.executor})")
+    _check_skip_data_check(a)
     run_fn = None
     if a.dry_run:  # placeholders in a separate store: never mistaken for computed runs
         from blvnb.experiments import store
@@ -127,11 +169,10 @@ def _runs_execute(a) -> None:
         slurm = execute.SlurmOptions(partition=a.partition, gpus_per_run=1 if a.gpus_per_run is None else a.gpus_per_run,
                                      time_limit=a.time_limit or 60, cpus_per_run=a.cpus_per_run, cluster=a.cluster,
                                      dependency=a.dependency or "wait")
-    t0 = time.perf_counter()
-    if a.jobs is not None and a.executor != "cpus":
-        raise ConfigError(f"--jobs applies to --executor cpus (got --executor {a.executor})")
-    done = execute.execute(plan, run_fn, a.executor, force=a.force, device=a.device, slurm=slurm,
-                           gpus_per_run=a.gpus_per_run or 1, echo=print, jobs=a.jobs)
+    with _batch_data_check(a.profile, a.data_root, a.skip_data_check, plan):  # once, before the first run
+        t0 = time.perf_counter()
+        done = execute.execute(plan, run_fn, a.executor, force=a.force, device=a.device, slurm=slurm,
+                               gpus_per_run=a.gpus_per_run or 1, echo=print, jobs=a.jobs)
     print(f"{len(done)} run records in the store; {time.perf_counter() - t0:.0f} s")
 
 
@@ -155,6 +196,14 @@ def _runs_import(a) -> None:
     for p in written:
         print(f"committed {p}")
     print(f"{len(written)} record(s) written to {records.records_root()} (add them with git add records/)")
+    from blvnb.experiments import execute
+    from blvnb.experiments.profiles import PROFILES
+
+    for profile in sorted({p.parent.parent.name for p in written} & set(PROFILES)):  # <profile>/runs/<key>.json
+        for c in execute.data_conflicts(profile):
+            print(f"blvnb: warning: {execute.describe_conflict(c, profile)}; its verdicts would compare runs on "
+                  "different data: re-run those on the full data set, or import records of one copy",
+                  file=sys.stderr)
 
 
 def _runs_tables(a) -> None:
@@ -211,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPU core without a GPU")
     r.add_argument("--force", action="store_true", help="re-run notebooks even when fresh")
     r.add_argument("--no-build", action="store_true", help="run the notebooks, do not build the book")
+    r.add_argument("--skip-data-check", action="store_true", help="with --data-root: do not check the data root "
+                   "before the first run (each record then says the check was skipped)")
     r.set_defaults(fn=_reproduce)
 
     pub = sub.add_parser("publish", help="push the built book (_build/html) to the gh-pages branch of a remote "
@@ -246,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--force", action="store_true", help="run again even where a record exists")
         q.add_argument("--dry-run", action="store_true", help="write placeholder records to results/_dry_run "
                        "instead of training (rehearse a cluster submission)")
+        q.add_argument("--skip-data-check", action="store_true", help="with --data-root: do not check the data "
+                       "root before the first run (each record then says the check was skipped)")
     h = rs.add_parser("rehearse", help="build and train every run of the paper or gpu plan for 2 iterations on the "
                       "CPU, on toycity at the real data sets' sizes and layouts, and report each run's recipe")
     h.add_argument("--profile", required=True, help="paper | gpu")

@@ -327,6 +327,61 @@ def existing(profile: str, key: str) -> dict | None:
     return None
 
 
+def fingerprint_conflicts(recs: dict[str, dict], tables_of: dict[str, Iterable[str]]) -> list[dict]:
+    """Each (table, split) whose runs read that split with different data: ``recs`` are run records by key
+    (their ``data_fingerprint``: split → fingerprint, :mod:`blvnb.data.fingerprint`), ``tables_of`` the
+    tables each key belongs to. One dict per conflict: ``table``, ``split`` and ``versions``, a list of
+    ``{"fingerprint", "runs"}`` (the keys that read that version), the most common first. Records without
+    fingerprints (written before runs stated them) are left out of the comparison, as is a fingerprint
+    without its hash in an unchecked store record (an imported one is checked: ``records.validate``)."""
+    seen: dict[tuple[str, str], dict[str, dict]] = {}
+    for key, rec in recs.items():
+        fps = rec.get("data_fingerprint")
+        for split, fp in (fps.items() if isinstance(fps, dict) else ()):
+            if not (isinstance(fp, dict) and isinstance(fp.get("sha256"), str)):
+                continue
+            for table in tables_of.get(key, ()):
+                version = seen.setdefault((table, split), {}).setdefault(fp["sha256"], {"fingerprint": fp, "runs": []})
+                version["runs"].append(key)
+    out = []
+    for (table, split), versions in seen.items():
+        if len(versions) > 1:
+            ordered = sorted(versions.values(), key=lambda v: (-len(v["runs"]), v["fingerprint"]["sha256"]))
+            out.append({"table": table, "split": split, "versions": ordered})
+    return sorted(out, key=lambda c: (_table_order(c["table"]), c["split"]))
+
+
+def data_conflicts(profile: str, results: Path | None = None) -> list[dict]:
+    """:func:`fingerprint_conflicts` of the records the book renders for the tables of ``profile``
+    (committed under ``records/``, else in the results store ``results``, default $BLVNB_RESULTS)."""
+    from blvnb.experiments import store
+
+    plan = plan_for(profile)
+    recs = {}
+    for key in plan.runs:
+        rec = records_mod.committed(profile, key)
+        path = store.record_path(profile, key, results)
+        if rec is None and path.is_file():
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # an unreadable record is recomputed, and reported, where it is read
+        if isinstance(rec, dict):
+            recs[key] = rec
+    tables_of = {k: set(r.tables) | set(r.needed_by) for k, r in plan.runs.items()}
+    return fingerprint_conflicts(recs, tables_of)
+
+
+def describe_conflict(c: dict, profile: str | None = None) -> str:
+    """One line for a conflict of :func:`fingerprint_conflicts`."""
+    from blvnb.data.fingerprint import describe
+
+    where = f"table {c['table']}" + (f" (profile {profile})" if profile else "")
+    versions = "; ".join(f"{describe(v['fingerprint'])} (run{'s' if len(v['runs']) > 1 else ''} "
+                         f"{', '.join(k[:8] for k in v['runs'])})" for v in c["versions"])
+    return f"{where}: its runs read {c['split']} in {len(c['versions'])} different versions: {versions}"
+
+
 def _collect(profile: str, key: str, rec: dict) -> dict:
     """Make sure a run's record is in the results store (a run function normally writes it itself)."""
     if not isinstance(rec, dict):

@@ -31,6 +31,8 @@ from torch.utils.data import DataLoader, Subset
 from blvnb.classes import NUM_CLASSES, SCANNET_CLASSES, VOC_CLASSES
 from blvnb.data import build_dataset, toycity
 from blvnb.data.base import read_index_png
+from blvnb.data.check import batch_data_check
+from blvnb.data.fingerprint import split_fingerprint
 from blvnb.data.transforms import AugmentedDataset, eval_transform, train_transform
 from blvnb.devices import deterministic_algorithms, fixed_threads, resolve_device
 from blvnb.engine import loop, signals
@@ -336,6 +338,12 @@ class RunData:
         self.cfg, self.key, self.device = cfg, key, device
         self.seed, self.progress = cfg.seed, cfg.progress
         self.profile = get_profile(cfg.profile)
+        #: "kind/split" → the fingerprint of each split the run opened (the record's ``data_fingerprint``)
+        self.fingerprints: dict[str, dict] = {}
+
+    def _fingerprint(self, name: str, ds) -> None:
+        if name not in self.fingerprints:
+            self.fingerprints[name] = split_fingerprint(ds)
 
     @cached_property
     def work_dir(self) -> Path:
@@ -348,7 +356,9 @@ class RunData:
         return dataset_root(kind, self.cfg.data_root, self.cfg, self.cfg.progress)
 
     def base_dataset(self, kind: str, split: str, *, labeled: bool = True):
-        return build_dataset(kind, self.root(kind), split=split, labeled=labeled)
+        ds = build_dataset(kind, self.root(kind), split=split, labeled=labeled)
+        self._fingerprint(f"{kind}/{split}", ds)
+        return ds
 
     @staticmethod
     def _split(kind: str, split: str) -> str:
@@ -375,6 +385,7 @@ class RunData:
                 raise DatasetError(f"{n} extra unlabeled images asked for, but Cityscapes' train_extra under {root} "
                                    f"holds {len(every)}")
             images = build_dataset("cityscapes-coarse", root, split="unlabeled", names=every.names[:n], labeled=False)
+        self._fingerprint("cityscapes-coarse/unlabeled", every if cfg.data_root is not None else images)
         return ImagePool([(EXTRA_PREFIX, images)])
 
     def dataset(self, kind: str, split: str, *, train: bool = True, indices=None, scale_range=None, crop=None,
@@ -565,6 +576,7 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
             "resumed": result["resumed"], "resumed_from": result["resumed_from"], "restarts": result["restarts"],
             "seed": cfg.seed, "optimizer": result["optimizer"], "weights": weights,
             "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
+            "data_fingerprint": data.fingerprints, "data_check": batch_data_check(),
             "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
 
 
