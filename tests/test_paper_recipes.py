@@ -25,7 +25,7 @@ def _paper_configs():
 def test_paper_uda_and_source_only_runs_train_two_images_per_stream():
     every = _paper_configs()
     uda = [e.cfg for _, e in every if e.cfg.strategy == "uda"]
-    assert {c.model for c in uda} >= {"r101-deeplabv2@paper", "mitb5-daformer@paper", "mitb5-hrda@paper"}
+    assert {c.model for c in uda} >= {"r101-deeplabv2-red@paper", "mitb5-daformer@paper", "mitb5-hrda@paper"}
     assert {c.batch_size for c in uda} == {2} == {tables.UDA_BATCH}
     # the source-only rows (BLV Tables 3, 4; DARS Tables 14, 15): DAFormer's source-only batch too
     source_only = [e.cfg for _, e in every if e.cfg.strategy == "supervised" and e.cfg.dataset in ("gta5", "synthia")]
@@ -52,7 +52,7 @@ def test_the_uda_strategy_draws_batch_size_images_from_each_stream(tmp_path, mon
         (root / sub).symlink_to(toycity.ensure(style, n_train=6, n_val=2, size=(64, 128), progress=False))
     cfgs = {e.cfg.model: e.cfg for e in tables.entries("blv-t3", "paper", seeds=(0,), data_root=str(root))
             if e.cfg.strategy == "uda" and e.cfg.loss == "ce"}
-    for name in ("r101-deeplabv2@paper", "mitb5-hrda@paper"):
+    for name in ("r101-deeplabv2-red@paper", "mitb5-hrda@paper"):
         cfg = cfgs[name]
         built = uda.build(cfg, runs.RunData(cfg, cfg.key(), torch.device("cpu")))
         assert {k: s.batch_size for k, s in built.streams.items()} == {"source": 2, "target": 2}
@@ -206,3 +206,17 @@ def test_the_teacher_labels_at_the_runs_eval_size(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         dars_rounds.build(cfg, real)
     assert got["size"] == (32, 64) and got["manifest"]["size"] == [32, 64]
+
+
+def test_daformer_cnn_is_deeplab_v2_with_dilations_6_and_12_and_dars_t2_keeps_four():
+    """DAFormer † is DAFormer's ``dlv2red`` (recipes.md (d)); DARS Table 2's DeepLab v2 has the four rates."""
+    from blvnb.models.registry import build_model
+
+    t3 = {e.cfg.model for e in tables.entries("blv-t3", "paper", seeds=(0,), data_root=DATA)
+          if e.row.startswith("DAFormer †") or e.row.startswith("source only †")}
+    assert t3 == {"r101-deeplabv2-red@paper"}
+    assert {e.cfg.model for e in tables.entries("dars-t2", "paper", seeds=(0,), data_root=DATA)} == {
+        "r101-deeplabv2@paper"}
+    rates = {name: [b.dilation[0] for b in build_model(name, num_classes=19, variant="small").head.branches]
+             for name in ("r101-deeplabv2-red", "r101-deeplabv2")}
+    assert rates == {"r101-deeplabv2-red": [6, 12], "r101-deeplabv2": [6, 12, 18, 24]}

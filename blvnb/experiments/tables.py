@@ -54,7 +54,7 @@ QUICK_SWEEP_SEEDS = 1
 # --- the settings a table's arm can name -----------------------------------------------------------
 
 SIGMA = {"gta5": 6.0, "synthia": 4.0}  # BLV Appendix B: σ = 6 except SYNTHIA→Cityscapes (4)
-UDA_MODELS = {"daformer-cnn": "r101-deeplabv2", "daformer": "mitb5-daformer", "hrda": "mitb5-hrda"}
+UDA_MODELS = {"daformer-cnn": "r101-deeplabv2-red", "daformer": "mitb5-daformer", "hrda": "mitb5-hrda"}
 UDA_ROWS = {"daformer-cnn": "DAFormer †", "daformer": "DAFormer ‡", "hrda": "HRDA ‡"}
 #: BLV Table 1's rows: registry name → the paper's "Backbone Decoder"
 T1_ROWS = {

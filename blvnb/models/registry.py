@@ -207,9 +207,17 @@ def r101_deeplabv3p(num_classes=19, pretrained=False, variant="paper", weights=N
 
 @register("r101-deeplabv2")
 def r101_deeplabv2(num_classes=19, pretrained=False, variant="paper", weights=None):
-    """DeepLab v2 R-101 (BLV UDA's CNN DAFormer; DARS T2): dilated to output stride 8, ASPP classifier, no aux."""
+    """DeepLab v2 R-101 (DARS T2): dilated to output stride 8, ASPP classifier (dilations 6, 12, 18, 24), no aux."""
     c = _pick(variant, paper=RESNET101["paper"], small=RESNET50["small"])
     return _seg(_resnet(c["bb"], pretrained, 8, weights), ASPPV2Head, num_classes)
+
+
+@register("r101-deeplabv2-red")
+def r101_deeplabv2_red(num_classes=19, pretrained=False, variant="paper", weights=None):
+    """DAFormer's CNN model (BLV UDA's DAFormer †): DeepLab v2 R-101 whose classifier keeps only dilations
+    (6, 12) — DAFormer's ``experiments.py`` architecture ``dlv2red`` with backbone ``r101v1c`` (recipes.md (d))."""
+    c = _pick(variant, paper=RESNET101["paper"], small=RESNET50["small"])
+    return _seg(_resnet(c["bb"], pretrained, 8, weights), ASPPV2Head, num_classes, dict(rates=(6, 12)))
 
 
 @register("hr18-ocr")
