@@ -218,11 +218,12 @@ def create_timm(name: str, pretrained: bool, weights, arch: str | None = "", **k
             body = timm.create_model(name, features_only=True, pretrained=True, **kwargs)
         except Exception as exc:  # no network and nothing cached
             raise no_weights_error(name, exc) from exc
-    else:
-        body = timm.create_model(name, features_only=True, pretrained=False, **kwargs)
-        if weights is not None:
-            load_weights(body, weights_file(weights, arch))
+        body.weights_name = arch
+        return body
+    body = timm.create_model(name, features_only=True, pretrained=False, **kwargs)
     body.weights_name = arch
+    if weights is not None:
+        load_weights(body, weights_file(weights, arch))
     return body
 
 
