@@ -143,6 +143,64 @@ def test_resnet_v1c_from_mmsegmentations_deep_stem_names(tmp_path):
     assert sorted(body.weights_report["unexpected"]) == ["fc.bias", "fc.weight"]
 
 
+SWIN_SMALL = dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))  # swint-knet@small's Swin
+
+
+def _timm_swin() -> dict:
+    net = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, strict_img_size=False, **SWIN_SMALL)
+    return _random(net.state_dict(), seed=4)
+
+
+def _to_release_downsample(key: str) -> str:  # timm: layers.{i+1}.downsample; the release: layers.{i}.downsample
+    return re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", key)
+
+
+def _assert_swin_loaded(model, timm_state: dict):
+    body = model.backbone.body.state_dict()
+    n = 0
+    for k, v in body.items():
+        src = re.sub(r"^layers_(\d+)", r"layers.\1", k)
+        assert torch.equal(v, timm_state[src]), k
+        n += 1
+    assert n > 20
+
+
+def test_swin_from_its_release_layout(tmp_path):
+    state = _timm_swin()
+    release = {_to_release_downsample(k): v for k, v in state.items()}
+    assert "layers.0.downsample.reduction.weight" in release and "layers.3.downsample.norm.weight" not in release
+    path = tmp_path / "swin_release.pth"
+    torch.save({"model": release}, path)
+    model = build_model("swint-knet@small", weights=str(path))
+    _assert_swin_loaded(model, state)
+    assert model.backbone.body.weights_report["layout"] == "Swin release"
+
+
+def test_swin_from_mmsegmentations_layout(tmp_path):
+    def unfold_order(t):  # mmseg's patch merging: the four neighbours' channels interleaved, (0,0) (0,1) (1,0) (1,1)
+        *lead, n = t.shape
+        return t.reshape(*lead, 4, n // 4)[..., [0, 2, 1, 3], :].transpose(-1, -2).reshape(*lead, n)
+
+    state = _timm_swin()
+    mm = {}
+    for k, v in state.items():
+        if k.startswith("head."):
+            continue
+        k2 = _to_release_downsample(k).replace("patch_embed.proj.", "patch_embed.projection.")
+        if k2.startswith("layers."):
+            if ".downsample." in k2:
+                v = unfold_order(v)
+            k2 = ("stages." + k2[len("layers."):]).replace(".attn.", ".attn.w_msa.")
+            k2 = k2.replace(".mlp.fc1.", ".ffn.layers.0.0.").replace(".mlp.fc2.", ".ffn.layers.1.")
+        mm[k2] = v
+    assert "stages.0.blocks.0.attn.w_msa.qkv.weight" in mm and "stages.2.downsample.reduction.weight" in mm
+    path = tmp_path / "swin_mmseg.pth"
+    torch.save({"state_dict": {"backbone." + k: v for k, v in mm.items()}}, path)
+    model = build_model("swint-knet@small", weights=str(path))
+    _assert_swin_loaded(model, state)
+    assert model.backbone.body.weights_report["layout"] == "mmseg Swin, 'backbone.' prefix"
+
+
 def test_a_model_wrapper_and_safetensors_load_the_same_tensors(tmp_path):
     from safetensors.torch import save_file
 

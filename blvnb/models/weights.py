@@ -12,8 +12,9 @@ tensors may have in the backbone: as saved (timm's layout, or the backbone's own
 (``state_dict``, ``model``, ``module``), under a prefix (``backbone.``, ``model.backbone.`` of a segmentor's
 checkpoint, ``module.`` of DDP), mmsegmentation's MiT names (``layers.0.0.projection``, ``attn.attn.in_proj_*``,
 ``ffn.layers.0``) onto the SegFormer release's (``patch_embed1.proj``, ``attn.q`` + ``attn.kv``, ``mlp.fc1``),
-and mmsegmentation's ResNet V1c/V1d deep stem (``stem.0/1/3/4/6/7``) onto timm's (``conv1.0/1/3/4/6``,
-``bn1``). :func:`blvnb.models.backbones.load_weights` takes the layout that covers the most of the backbone
+mmsegmentation's ResNet V1c/V1d deep stem (``stem.0/1/3/4/6/7``) onto timm's (``conv1.0/1/3/4/6``,
+``bn1``), and Swin's release (patch merging at the end of a stage) and mmsegmentation's Swin (``stages``,
+``attn.w_msa``, ``ffn.layers``, its unfold order of the merged channels) onto timm's. :func:`blvnb.models.backbones.load_weights` takes the layout that covers the most of the backbone
 and still loads whole or not at all.
 """
 
@@ -201,8 +202,53 @@ def _mmseg_stem(view: View) -> View | None:
     return out
 
 
+def _shift_downsample(key: str) -> str:
+    """The Swin release keeps a stage's patch merging at its end (``layers.0.downsample``), timm at the start
+    of the next stage (``layers.1.downsample``)."""
+    return re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m[1]) + 1}.downsample.", key)
+
+
+def _swin_release(view: View) -> View | None:
+    """The Swin release's names (Microsoft's ``swin_tiny_patch4_window7_224.pth``) → timm's: only the patch
+    merging moves (timm's concatenates the 2×2 neighbours in the release's order)."""
+    if "layers.0.downsample.reduction.weight" not in view:
+        return None
+    return {_shift_downsample(k): v for k, v in view.items()}
+
+
+def _unfold_to_concat(t: torch.Tensor) -> torch.Tensor:
+    """mmsegmentation's patch merging (``nn.Unfold``: channel-major, neighbours (0, 0), (1, 0), (0, 1),
+    (1, 1) interleaved per channel) → the release's (the four neighbours' channels one after the other,
+    in the order (0, 0), (1, 0), (0, 1), (1, 1)); the last dimension of a weight or a norm's vector."""
+    *lead, n = t.shape
+    blocks = t.reshape(*lead, n // 4, 4).transpose(-1, -2)  # [..., neighbour in unfold order, channel]
+    return blocks[..., [0, 2, 1, 3], :].reshape(*lead, n)
+
+
+def _mmseg_swin(view: View) -> View | None:
+    """mmsegmentation's Swin names (its converted ImageNet checkpoints, K-Net's) → timm's: ``stages`` are
+    ``layers``, ``attn.w_msa`` is ``attn``, ``ffn.layers.0.0`` / ``ffn.layers.1`` are ``mlp.fc1`` / ``fc2``,
+    ``patch_embed.projection`` is ``patch_embed.proj``, and the patch merging moves to the next stage with
+    its input channels back in the release's order."""
+    if not any(k.startswith("stages.0.blocks.") for k in view):
+        return None
+    out: View = {}
+    for key, (src, t) in view.items():
+        k = key.replace("patch_embed.projection.", "patch_embed.proj.", 1)
+        if k.startswith("stages."):
+            k = "layers." + k[len("stages."):]
+            k = k.replace(".attn.w_msa.", ".attn.", 1).replace(".ffn.layers.0.0.", ".mlp.fc1.", 1)
+            k = k.replace(".ffn.layers.1.", ".mlp.fc2.", 1)
+            if ".downsample." in k and (k.endswith("reduction.weight") or ".downsample.norm." in k):
+                t = _unfold_to_concat(t)
+            k = _shift_downsample(k)
+        out[k] = (src, t)
+    return out
+
+
 #: name translations tried on every prefix-stripped view of a file
-TRANSLATIONS: dict[str, Callable[[View], View | None]] = {"mmseg MiT": _mmseg_mit, "mmseg ResNet stem": _mmseg_stem}
+TRANSLATIONS: dict[str, Callable[[View], View | None]] = {
+    "mmseg MiT": _mmseg_mit, "mmseg ResNet stem": _mmseg_stem, "Swin release": _swin_release, "mmseg Swin": _mmseg_swin}
 
 
 def layouts(state: dict[str, torch.Tensor]) -> Iterator[tuple[str, View]]:
