@@ -1,16 +1,18 @@
-"""Command line: ``blvnb data ...``, ``blvnb reproduce``, ``blvnb publish`` and ``blvnb runs ...``.
+"""Command line: ``blvnb data ...``, ``blvnb reproduce``, ``blvnb publish``, ``blvnb runs ...`` and ``blvnb weights``.
 
     blvnb data toycity --out DIR --style cityscapes --n-train N --n-val M --size HxW --seed S
     blvnb data toycity --out DIR --style voc|scannet --n-train N --n-val M --size HxW --seed S [--n-aug K]
     blvnb data check ROOT --dataset NAME        # every problem of a data root in one run (exit 1 if any)
     blvnb data prepare --profile quick          # the cached toycity trees a profile uses
     blvnb data prepare --profile paper --data-root D   # the real data sets its tables use, found and opened
-    blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D] [--no-build]
+    blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D] [--weights DIR]
+                    [--no-build]
     blvnb publish [--remote origin] [--branch gh-pages]   # _build/html → gh-pages (ghp-import -n -p -f)
     blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
                        [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
                        [--dependency wait|afterok] [--force] [--dry-run] [--data-root D] [--device D]
+                       [--weights DIR]        # ImageNet weights, one file per backbone, checked first
     blvnb runs rehearse --profile paper|gpu [--only TABLE ...] [--limit N] [--work DIR] [--json]
                                       # train every run 2 steps on the CPU on toycity at the real sizes
     blvnb runs import DIR [--profile P] [--overwrite]     # GPU-server records → records/ (committed)

@@ -119,7 +119,8 @@ def fit_weights(module: nn.Module, path: str | Path) -> dict:
     best, best_layout = None, None
     for layout, view in layouts(state):
         fit = _fit(own, view)
-        if best is None or (len(fit["picked"]), -len(fit["wrong_shape"])) > (len(best["picked"]), -len(best["wrong_shape"])):
+        score = (len(fit["picked"]), -len(fit["wrong_shape"]))
+        if best is None or score > (len(best["picked"]), -len(best["wrong_shape"])):
             best, best_layout = fit, layout
     used = best.pop("used")
     n = sum(1 for k in own if not k.endswith("num_batches_tracked"))
@@ -129,7 +130,8 @@ def fit_weights(module: nn.Module, path: str | Path) -> dict:
 
 def partial_error(module: nn.Module, fit: dict) -> ConfigError | None:
     """The refusal of a file that covers the backbone only in part (None: it covers all of it)."""
-    path, own, missing, wrong_shape, unexpected = fit["file"], fit["own"], fit["missing"], fit["wrong_shape"], fit["unexpected"]
+    path, own, missing, wrong_shape = fit["file"], fit["own"], fit["missing"], fit["wrong_shape"]
+    unexpected = fit["unexpected"]
     if not fit["picked"] and not wrong_shape:
         return ConfigError(f"no tensor in {path} matches the backbone's ({type(module).__name__}) parameters "
                            f"(its keys: {_examples(unexpected)}; the backbone's: {_examples(own)})")
@@ -137,14 +139,15 @@ def partial_error(module: nn.Module, fit: dict) -> ConfigError | None:
         return None
     what = []
     if missing:
-        what.append(f"{len(missing)} of the backbone's {fit['tensors']} tensors are missing (e.g. {_examples(missing)})")
+        what.append(f"{len(missing)} of the backbone's {fit['tensors']} tensors are missing "
+                    f"(e.g. {_examples(missing)})")
     if wrong_shape:
         what.append(f"{len(wrong_shape)} have another shape ({_examples(wrong_shape)})")
     return ConfigError(
         f"the weights in {path} do not fit this backbone ({type(module).__name__}"
         + (f", {module.weights_name}" if getattr(module, "weights_name", None) else "") + "): " + "; ".join(what)
-        + f". The file has {fit['file_tensors']} tensors, {len(unexpected)} of them unused (e.g. {_examples(unexpected)}); "
-        f"best layout: {fit['layout']}. A partial load would train a half-initialised backbone: give the ImageNet "
+        + f". The file has {fit['file_tensors']} tensors, {len(unexpected)} of them unused "
+        f"(e.g. {_examples(unexpected)}); best layout: {fit['layout']}. A partial load would train a half-initialised backbone: give the ImageNet "
         "checkpoint of this architecture, in timm's layout, the original release's or this backbone's own")
 
 

@@ -14,8 +14,9 @@ checkpoint, ``module.`` of DDP), mmsegmentation's MiT names (``layers.0.0.projec
 ``ffn.layers.0``) onto the SegFormer release's (``patch_embed1.proj``, ``attn.q`` + ``attn.kv``, ``mlp.fc1``),
 mmsegmentation's ResNet V1c/V1d deep stem (``stem.0/1/3/4/6/7``) onto timm's (``conv1.0/1/3/4/6``,
 ``bn1``), and Swin's release (patch merging at the end of a stage) and mmsegmentation's Swin (``stages``,
-``attn.w_msa``, ``ffn.layers``, its unfold order of the merged channels) onto timm's. :func:`blvnb.models.backbones.load_weights` takes the layout that covers the most of the backbone
-and still loads whole or not at all.
+``attn.w_msa``, ``ffn.layers``, its unfold order of the merged channels) onto timm's.
+:func:`blvnb.models.backbones.load_weights` takes the layout that covers the most of the backbone and still
+loads whole or not at all.
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, truncated, or pickled objects beyond tensors
-        raise ConfigError(f"weights file {path} is not a readable {'safetensors' if path.suffix == '.safetensors' else 'torch'} "
-                          f"state_dict ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        kind = "safetensors" if path.suffix == ".safetensors" else "torch"
+        raise ConfigError(f"weights file {path} is not a readable {kind} state_dict ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})") from exc
     while isinstance(state, dict) and not (state and all(isinstance(v, torch.Tensor) for v in state.values())):
         inner = next((state[w] for w in WRAPPERS if isinstance(state.get(w), dict)), None)
         if inner is None:
