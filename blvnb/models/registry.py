@@ -339,6 +339,7 @@ class WeightsCheck:
             use = "; needed" if f["needed"] else ("; not needed by the plan" if self.needed is not None else "")
             counts = (f"{f['matched']}/{f['tensors']} tensors matched, {len(f['missing'])} missing, "
                       f"{len(f['wrong_shape'])} of another shape, {len(f['unexpected'])} unused in the file"
+                      + (f", resampled to the backbone's grid: {', '.join(f['resampled'])}" if f["resampled"] else "")
                       if f["tensors"] is not None else "")
             lines.append(f"{head} backbone {f['backbone']} ({', '.join(f['models'])}{use}) "
                          + (f"layout {f['layout']}: {counts}" if counts else ""))
@@ -348,8 +349,12 @@ class WeightsCheck:
             lines.append(f"  {'(missing)':28s} {'missing':12s} backbone {b}: {why}")
         if self.needed is not None and not self.needed:
             lines.append("  the plan loads no ImageNet weights")
-        lines.append("ok: every backbone the plan needs loads whole" if self.ok and self.needed is not None
-                     else "ok" if self.ok else f"{len(self.problems)} problem(s)")
+        if not self.ok:
+            lines.append(f"{len(self.problems)} problem(s)")
+        elif self.needed:
+            lines.append("ok: every backbone the plan needs loads whole")
+        else:
+            lines.append("ok" + (": the plan needs no file" if self.needed is not None else ""))
         return "\n".join(lines)
 
 
