@@ -1,4 +1,4 @@
-"""Command line: ``blvnb data ...``, ``blvnb reproduce``, ``blvnb publish`` and ``blvnb runs ...``.
+"""Command line: ``blvnb data ...``, ``blvnb reproduce``, ``blvnb publish``, ``blvnb runs ...`` and ``blvnb weights``.
 
     blvnb data toycity --out DIR --style cityscapes --n-train N --n-val M --size HxW --seed S
     blvnb data toycity --out DIR --style voc|scannet --n-train N --n-val M --size HxW --seed S [--n-aug K]
@@ -6,17 +6,20 @@
     blvnb data prepare --profile quick          # the cached toycity trees a profile uses
     blvnb data prepare --profile paper --data-root D   # the real data sets its tables use, found and opened
     blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D [--skip-data-check]]
-                    [--no-build]                # with --data-root: the root is checked before the first run
+                    [--weights DIR] [--no-build]   # with --data-root: the root is checked before the first run
     blvnb publish [--remote origin] [--branch gh-pages]   # _build/html → gh-pages (ghp-import -n -p -f)
     blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
                        [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
                        [--dependency wait|afterok] [--force] [--dry-run] [--data-root D [--skip-data-check]]
-                       [--device D]
+                       [--device D] [--weights DIR]   # ImageNet weights, one file per backbone, checked first
     blvnb runs rehearse --profile paper|gpu [--only TABLE ...] [--limit N] [--work DIR] [--json]
                                       # train every run 2 steps on the CPU on toycity at the real sizes
     blvnb runs import DIR [--profile P] [--overwrite]     # GPU-server records → records/ (committed)
     blvnb runs tables                                     # the table ids and what each runs
+    blvnb weights check DIR [--profile paper [--only TABLE ...]] [--json]
+                                      # which backbone each file serves, keys matched / missing / unused;
+                                      # exit 1 if a file the plan needs is missing or partial
 """
 
 from __future__ import annotations
@@ -106,8 +109,42 @@ def _check_skip_data_check(a) -> None:
         raise ConfigError("--skip-data-check applies to a batch on real data: pass it with --data-root D")
 
 
+def _plan_weights(plan) -> list[str]:
+    """The models a plan's runs start from ImageNet weights (what a weights folder must serve)."""
+    return list(dict.fromkeys(r.cfg.model for r in plan.runs.values() if r.cfg.pretrained == "imagenet"))
+
+
+@contextlib.contextmanager
+def _weights_folder(folder: str | None, plan_of):
+    """With ``--weights DIR``: the folder checked for every backbone the plan (``plan_of()``) needs, before
+    the first run, and given to every run (``$BLVNB_WEIGHTS``: runs, workers and the chapters' kernels)."""
+    if folder is None:
+        yield
+        return
+    from blvnb.experiments.runs import WEIGHTS_ENV
+    from blvnb.models.registry import check_weights
+    from blvnb.models.weights import check_folder
+
+    root = str(check_folder(folder).resolve())
+    before = os.environ.get(WEIGHTS_ENV)
+    os.environ[WEIGHTS_ENV] = root
+    try:
+        report = check_weights(root, _plan_weights(plan_of()))
+        if not report.ok:
+            raise ConfigError(f"the weights folder {root} cannot serve this plan (nothing was run):\n"
+                              + report.summary())
+        print(report.summary().splitlines()[-1])
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(WEIGHTS_ENV, None)
+        else:
+            os.environ[WEIGHTS_ENV] = before
+
+
 def _reproduce(a) -> None:
     from blvnb import reproduce
+    from blvnb.experiments import execute
 
     _check_skip_data_check(a)
     t0 = time.perf_counter()
@@ -116,11 +153,13 @@ def _reproduce(a) -> None:
     reproduce.chapter_sources(root, a.only)
     if a.data_root is None:
         _data_prepare(argparse.Namespace(profile=a.profile, data_root=None, quiet=False))
-    with _batch_data_check(a.profile, a.data_root, a.skip_data_check):
+    # the weights folder first (cheap: file headers), then the data root (every file opened)
+    with _weights_folder(a.weights, lambda: execute.plan_for(a.profile, None, None, a.data_root)), \
+            _batch_data_check(a.profile, a.data_root, a.skip_data_check):
         if not a.only:  # every table's runs first, in parallel; the chapters then read their records
             reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root)
         reproduce.run_notebooks(profile=a.profile, data_root=a.data_root, only=a.only, jobs=a.jobs, force=a.force,
-                                root=root)
+                                root=root, weights_dir=a.weights)
     if a.no_build:
         return
     index = reproduce.build_book(root)
@@ -162,6 +201,11 @@ def _runs_execute(a) -> None:
 
         os.environ["BLVNB_RESULTS"] = str(store.results_root() / "_dry_run")
         run_fn = execute.dry_run
+    with _weights_folder(a.weights, lambda: execute.plan_for(a.profile, a.only, a.seeds, a.data_root)):
+        _execute_plan(a, execute, run_fn)
+
+
+def _execute_plan(a, execute, run_fn) -> None:
     plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
     print(execute.format_plan(plan).splitlines()[-1])
     slurm = None
@@ -214,6 +258,24 @@ def _runs_tables(a) -> None:
         print(f"{t:10s}  {spec.title}\n{'':12s}{spec.note}")
 
 
+def _weights_check(a) -> int:
+    import json
+
+    from blvnb.models.registry import check_weights
+
+    models = None
+    if a.profile is not None:
+        from blvnb.experiments import execute
+
+        models = _plan_weights(execute.plan_for(a.profile, a.only, None, None))
+    elif a.only:
+        raise ConfigError("--only selects tables of a plan: give --profile too (blvnb weights check DIR "
+                          "--profile paper --only blv-t1)")
+    report = check_weights(a.folder, models)
+    print(json.dumps(report.to_json(), indent=1) if a.json else report.summary())
+    return 0 if report.ok else 1
+
+
 def _int_list(text: str) -> int:
     try:
         return int(text)
@@ -262,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-build", action="store_true", help="run the notebooks, do not build the book")
     r.add_argument("--skip-data-check", action="store_true", help="with --data-root: do not check the data root "
                    "before the first run (each record then says the check was skipped)")
+    r.add_argument("--weights", default=None, metavar="DIR", help="folder of ImageNet weights, one file per "
+                   "backbone (paper profile; checked before the first run: blvnb weights check)")
     r.set_defaults(fn=_reproduce)
 
     pub = sub.add_parser("publish", help="push the built book (_build/html) to the gh-pages branch of a remote "
@@ -299,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "instead of training (rehearse a cluster submission)")
         q.add_argument("--skip-data-check", action="store_true", help="with --data-root: do not check the data "
                        "root before the first run (each record then says the check was skipped)")
+        q.add_argument("--weights", default=None, metavar="DIR", help="folder of ImageNet weights, one file per "
+                       "backbone (paper profile; checked before the first run: blvnb weights check)")
     h = rs.add_parser("rehearse", help="build and train every run of the paper or gpu plan for 2 iterations on the "
                       "CPU, on toycity at the real data sets' sizes and layouts, and report each run's recipe")
     h.add_argument("--profile", required=True, help="paper | gpu")
@@ -315,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=_runs_import)
     t = rs.add_parser("tables", help="the table ids and what each runs")
     t.set_defaults(fn=_runs_tables)
+
+    w = sub.add_parser("weights", help="folders of ImageNet weights (one file per backbone)").add_subparsers(
+        dest="weights_cmd", required=True)
+    wc = w.add_parser("check", help="per file: the backbone it serves, keys matched / missing / unused, refused "
+                      "partial matches; exit 1 if a file the plan needs is missing or partial")
+    wc.add_argument("folder")
+    wc.add_argument("--profile", default=None, help="the plan whose backbones must be served (e.g. paper); "
+                    "default: check every file the folder names")
+    wc.add_argument("--only", nargs="+", metavar="TABLE", help="only these tables' runs (with --profile)")
+    wc.add_argument("--json", action="store_true", help="the report as JSON")
+    wc.set_defaults(fn=_weights_check)
     return ap
 
 

@@ -255,12 +255,16 @@ def chapter_sources(root: Path, only: list[str] | None = None) -> list[Path]:
 
 def run_notebooks(profile: str = "quick", data_root: str | None = None, only: list[str] | None = None,
                   jobs: int | str = 1, force: bool = False, root: Path | None = None,
-                  out_dir: Path | None = None, echo=print) -> list[Path]:
-    """Execute the notebooks; returns the executed outputs. Raises BlvnbError if any notebook failed."""
+                  out_dir: Path | None = None, echo=print, weights_dir: str | None = None) -> list[Path]:
+    """Execute the notebooks; returns the executed outputs. Raises BlvnbError if any notebook failed.
+    ``weights_dir``: the folder of ImageNet weights (papermill ``-p weights_dir``; the kernels also inherit
+    ``$BLVNB_WEIGHTS``), a parameter only where given, so that the quick book's outputs stay fresh."""
     root = root or repo_root()
     out_dir = out_dir or root / "book" / "generated"
     sources = chapter_sources(root, only)
     params = {"profile": profile, "data_root": data_root}
+    if weights_dir is not None:
+        params["weights_dir"] = weights_dir
     todo = [Job(s, out_dir / s.name, params) for s in sources]
     n_gpu = gpu_count()
     workers = workers_for(jobs)

@@ -400,3 +400,27 @@ def test_reproduce_checks_every_file_of_the_root_before_any_run_or_states_that_i
     monkeypatch.setattr(reproduce, "chapter_sources", lambda *a: pytest.fail("a bad flag must fail before anything"))
     assert main(["reproduce", "--profile", "smoke", "--skip-data-check", "--no-build"]) == 2
     assert "--skip-data-check applies to a batch on real data" in capsys.readouterr().err
+
+
+# --- --weights DIR: a folder of ImageNet weights, checked before any run, given to every chapter --------------
+
+def test_reproduce_with_weights_checks_the_folder_before_any_run_and_passes_it_on(book, tmp_path, monkeypatch,
+                                                                                     capsys):
+    from blvnb import cli
+
+    monkeypatch.chdir(book)
+    monkeypatch.setattr(cli, "_data_prepare", lambda a: None)
+    monkeypatch.setattr(reproduce, "prepare_runs", lambda *a, **k: pytest.fail("runs started"))
+    monkeypatch.setattr(reproduce, "write_status", lambda *a, **k: book / "status.md")
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    # the paper plan needs seven backbones' files: none is here, so nothing runs
+    assert main(["reproduce", "--profile", "paper", "--data-root", str(tmp_path), "--weights", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot serve this plan" in err and "resnet50_v1c.pth" in err and not calls(book)
+    assert main(["reproduce", "--profile", "smoke", "--weights", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not calls(book)
+    # a folder the plan can use (smoke loads no ImageNet weights): each chapter gets it as a parameter
+    assert main(["reproduce", "--profile", "smoke", "--only", "a", "--weights", str(empty), "--no-build"]) == 0
+    assert calls(book)[0]["params"]["weights_dir"] == str(empty)
+    assert "BLVNB_WEIGHTS" not in os.environ

@@ -9,8 +9,9 @@ A profile supplies *every* default of a run (:class:`blvnb.experiments.runs.RunC
 its fields that a profile has from the profile, by name). ``lr`` / ``weight_decay`` ``None`` mean the
 model's recipe (:mod:`blvnb.engine.recipes`). ``pretrained`` is what runs start from by default:
 ``None`` (random initialisation), ``"toy"`` (the profile's toy pretraining: a supervised run on
-disjoint toycity data described by ``pretraining``, toycity's "ImageNet"), ``"imagenet"`` (timm's
-weights, downloaded) or the path of a local weights file (clusters without internet).
+disjoint toycity data described by ``pretraining``, toycity's "ImageNet"), ``"imagenet"`` (each backbone's
+file in the run's weights folder, ``RunConfig.weights_dir`` / ``--weights DIR``; without a folder timm's
+weights, downloaded — never in the paper profile) or the path of a local weights file.
 """
 
 from __future__ import annotations

@@ -66,7 +66,10 @@ def num_classes_of(kind: str) -> int:
     return len(LABEL_SPACES[kind]) if kind in LABEL_SPACES else NUM_CLASSES
 
 #: fields that change where and how fast a run executes, not what it computes: not in the key
-EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile")
+EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile", "weights_dir")
+#: the environment variable a run's ``weights_dir`` defaults to (``blvnb reproduce --weights DIR`` sets it for
+#: the chapters' kernels, as ``BLVNB_RESULTS`` says where the store is)
+WEIGHTS_ENV = "BLVNB_WEIGHTS"
 #: fields added after records were made, which enter the key only when they differ from the value every
 #: earlier run computed with (so that adding a setting does not retrain what it does not change)
 OPTIONAL_IN_KEY: dict[str, Any] = {"deterministic": False, "photometric": False, "cat_max_ratio": None,
@@ -125,6 +128,9 @@ class RunConfig:
     ckpt_every: int | None = None  # None: a tenth of the run, at least 50 iterations
     channels_last: bool = False
     compile: bool = False
+    # the folder of ImageNet weights, one file per backbone (blvnb.models.weights), that pretrained="imagenet"
+    # reads; None: $BLVNB_WEIGHTS, else timm's hub (the paper profile refuses that: no download)
+    weights_dir: str | None = None
 
     def __post_init__(self):
         prof = get_profile(self.profile)
@@ -138,6 +144,8 @@ class RunConfig:
             set_("seed", prof.seeds[0])
         if self.pretrained == "profile":
             set_("pretrained", prof.pretrained)
+        if self.weights_dir is None and os.environ.get(WEIGHTS_ENV):
+            set_("weights_dir", os.environ[WEIGHTS_ENV])
         for name in ("loss_options", "strategy_options"):
             value = getattr(self, name)
             if value is None:
@@ -187,6 +195,13 @@ class RunConfig:
         if p is not None and p not in PRETRAINED_CHOICES and not Path(str(p)).expanduser().is_file():
             raise ConfigError(f"pretrained={p!r} is neither one of {PRETRAINED_CHOICES} nor an existing weights "
                               "file; pass None (random initialisation), 'toy', 'imagenet' or a path")
+        if self.weights_dir is not None:
+            from blvnb.models.weights import check_folder
+
+            if os.environ.get(WEIGHTS_ENV) == self.weights_dir and not Path(self.weights_dir).expanduser().is_dir():
+                raise ConfigError(f"${WEIGHTS_ENV}={self.weights_dir} is not a folder: unset it, or point it at the "
+                                  "folder of ImageNet weights")
+            check_folder(self.weights_dir)
         if p == "toy" and not prof.pretraining:
             raise ConfigError(f"profile {prof.name!r} has no toy pretraining; use pretrained=None")
         if not prof.synthetic and self.data_root is None:
@@ -482,11 +497,22 @@ def build_run_model(cfg: RunConfig, data: RunData | None = None) -> torch.nn.Mod
     profile's toy pretraining."""
     torch.manual_seed(cfg.seed)
     kw: dict = {}
-    if cfg.pretrained == "imagenet":
+    if cfg.pretrained == "imagenet" and cfg.weights_dir is not None:  # the backbone's file in the folder
+        kw["weights"] = str(Path(cfg.weights_dir).expanduser())
+    elif cfg.pretrained == "imagenet":
+        if not get_profile(cfg.profile).synthetic:  # a GPU cluster: never a download
+            raise ConfigError(f"profile {cfg.profile!r} starts {cfg.model} from ImageNet weights read from a weights "
+                              "folder, one file per backbone: pass --weights DIR (papermill ... -p weights_dir DIR, "
+                              f"or ${WEIGHTS_ENV}); check it with `blvnb weights check DIR --profile {cfg.profile}`")
         kw["pretrained"] = True
     elif cfg.pretrained not in (None, "toy"):
         kw["weights"] = str(Path(cfg.pretrained).expanduser())
-    model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset), **kw)
+    try:
+        model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset), **kw)
+    except ConfigError as exc:
+        if "weights" not in kw:
+            raise
+        raise ConfigError(f"model {cfg.model!r}: {exc}") from exc
     report = weights_report(model)
     if report is not None:  # a file's tensors load whole or not at all (load_weights); the rest is new by design
         log.info("%s: %d tensors from %s; new by design (initialised here): %s", cfg.model, report["loaded"],

@@ -851,6 +851,23 @@ def parse_seeds(seeds, what: str = "seeds") -> tuple[int, ...] | None:
     return tuple(int(s) for s in seeds)
 
 
+def use_weights_dir(weights_dir: str | None) -> str | None:
+    """A chapter's ``weights_dir`` parameter (``papermill ... -p weights_dir DIR``): the folder of ImageNet
+    weights, one file per backbone (:mod:`blvnb.models.weights`), that every run built after this call reads
+    (``$BLVNB_WEIGHTS``, which ``blvnb reproduce --weights DIR`` sets for the chapters' kernels). None leaves
+    it as it is. A folder that does not exist is a ConfigError. Returns the folder in use (None: none)."""
+    import os
+
+    from blvnb.experiments.runs import WEIGHTS_ENV
+    from blvnb.models.weights import check_folder
+
+    if weights_dir is None:
+        return os.environ.get(WEIGHTS_ENV)
+    root = str(check_folder(weights_dir).resolve())
+    os.environ[WEIGHTS_ENV] = root
+    return root
+
+
 def profile_seeds(profile: str, seeds: Iterable[int] | int | str | None = None) -> tuple[int, ...]:
     """``seeds`` (:func:`parse_seeds`: one int is one seed), or the profile's when None."""
     prof = get_profile(profile)
