@@ -9,7 +9,7 @@ import pytest
 
 from blvnb.engine import recipes
 from blvnb.engine.strategies import dars_rounds as DR
-from blvnb.errors import BlvnbError, ConfigError
+from blvnb.errors import ConfigError
 from blvnb.experiments import execute, iterations, tables
 
 
@@ -125,3 +125,120 @@ def test_a_round_whose_iters_disagree_with_round_iters_is_refused():
 def test_iterations_refuse_unknown_settings(call, match):
     with pytest.raises(ConfigError, match=match):
         call()
+
+
+# --- runs plan --json: the whole resolved configuration ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def paper_rows(paper_plan):
+    from blvnb.experiments import resolve
+
+    def row(r):
+        return {**r.row(), "config": r.cfg.key_dict(), **resolve.resolved(r.cfg)}
+    return row
+
+
+TRAIN_NAMES = {"iters", "optimizer", "lr", "weight_decay", "param_groups", "batch", "crop", "resize", "scale_range"}
+EVAL_NAMES = {"mode", "size", "window", "stride"}
+
+
+def _groups(row):
+    return sorted((g["lr"], g["weight_decay"]) for g in row["train"]["param_groups"])
+
+
+def test_resolved_dars_deeplab_round_states_its_released_optimiser(paper_plan, paper_rows):
+    """DARS Table 2's DeepLab v2 round 2: lr 0.002 (heads ×10), wd 1e-4, 4 + 4 images, the round's scale range."""
+    r = paper_rows(_runs(paper_plan, strategy="dars-rounds", model="r101-deeplabv2", round=2)[0])
+    t = r["train"]
+    assert TRAIN_NAMES <= set(t) and EVAL_NAMES <= set(r["eval"])
+    assert t["optimizer"] == "sgd" and t["iters"] == 130_000
+    assert _groups(r) == [(pytest.approx(0.002), 1e-4), (pytest.approx(0.02), 1e-4)]
+    assert t["first_iter"] == 2 * 130_000 and t["schedule_iters"] == 3 * 130_000  # the released lr resume
+    assert t["batch"] == {"labeled": 4, "pseudo": 4}
+    assert t["crop"] == [361, 361] and t["resize"] == [512, 1024]
+    assert t["scale_range"] == [pytest.approx(0.2), pytest.approx(1.5)]  # round 2: [0.25, 1] widened by β (0.2, 0.5)
+    assert sum(g["params"] for g in t["param_groups"]) == sum(
+        p.numel() for p in __import__("blvnb.experiments.resolve", fromlist=["x"]).model_of(
+            paper_plan.runs[r["key"]].cfg).parameters())
+
+
+def test_resolved_supervised_segformer(paper_plan, paper_rows):
+    r = paper_rows(_runs(paper_plan, strategy="supervised", model="mitb0-segformer")[0])
+    t = r["train"]
+    assert t["optimizer"] == "adamw" and t["iters"] == 160_000 and t["warmup_iters"] == 1500
+    assert {(g["lr_mult"], g["decay_mult"]) for g in t["param_groups"]} == {(1, 1), (1, 0), (10, 1), (10, 0)}
+    for g in t["param_groups"]:
+        assert g["lr"] == pytest.approx(6e-5 * g["lr_mult"]) and g["weight_decay"] == pytest.approx(0.01 * g["decay_mult"])
+    assert t["batch"] == {"labeled": 16}
+    assert r["eval"] == {"mode": "slide", "size": None, "window": [1024, 1024], "stride": [768, 768]}
+    assert r["config"]["iters"] == 160_000 and r["config"]["model"] == "mitb0-segformer@paper"
+
+
+def test_resolved_mean_teacher_and_uda(paper_plan, paper_rows):
+    mt = paper_rows(_runs(paper_plan, strategy="mean-teacher", fraction="1/8", model="r101-deeplabv3p")[0])
+    assert mt["train"]["batch"] == {"labeled": 16, "unlabeled": 16} and _groups(mt) == [(0.01, 5e-4)]
+    assert mt["eval"]["mode"] == "slide" and mt["eval"]["stride"] == [342, 683]  # ⌈2/3 · 512×1024⌉
+    daf = paper_rows(_runs(paper_plan, strategy="uda", model="mitb5-daformer")[0])
+    t = daf["train"]
+    assert t["batch"] == {"source": 2, "target": 2} and t["crop"] == [512, 512] and t["scale_range"] is None
+    assert t["resize"] == {"source": [720, 1280], "target": [512, 1024]}
+    assert sorted({round(g["lr"], 12) for g in t["param_groups"]}) == [6e-5, 6e-4]
+    assert daf["eval"] == {"mode": "whole", "size": [512, 1024], "window": None, "stride": None}
+    hrda = paper_rows(_runs(paper_plan, strategy="uda", model="mitb5-hrda")[0])
+    assert hrda["eval"] == {"mode": "slide", "size": None, "window": [1024, 1024], "stride": [512, 512]}
+    assert hrda["train"]["crop"] == [1024, 1024]
+
+
+def test_cli_plan_json_carries_the_resolved_recipe(capsys):
+    from blvnb.cli import main
+
+    assert main(["runs", "plan", "--profile", "smoke", "--only", "dars-t4", "--json", "--time-limit", "10"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    for r in rows:
+        assert TRAIN_NAMES <= set(r["train"]) and "config" in r and r["jobs"] >= 1
+        assert r["eval"] is None or EVAL_NAMES <= set(r["eval"])
+        assert r["config"]["strategy"] == r["strategy"]
+
+
+# --- runs plan --time-limit --------------------------------------------------------------------------------
+
+def test_jobs_for_counts_the_jobs_a_run_takes():
+    # a GPU job of 30 min trains 1800 − 30 (start-up) − 90 (the limit's warning) = 1680 s
+    assert execute.jobs_for(30 + 1680, 30, "paper") == 1
+    assert execute.jobs_for(30 + 1681, 30, "paper") == 2
+    assert execute.jobs_for(30 + 3 * 1680, "30", "gpu") == 3
+    assert execute.jobs_for(10, 30, "paper") == 1
+
+
+@pytest.mark.parametrize("value, match", [("0", "positive"), (0, "positive"), ("-5", "positive"), ("abc", "'abc'"),
+                                          ("nan", "positive"), ("inf", "positive"), (True, "True"), ([4], r"\[4\]"),
+                                          ("1", "leaves no time")])
+def test_bad_time_limits_are_named(value, match):
+    with pytest.raises(ConfigError, match=match):
+        execute.jobs_for(100, value, "paper")
+
+
+@pytest.mark.parametrize("value, msg", [("0", "--time-limit must be a positive number"),
+                                        ("-3", "got '-3'"), ("soon", "'soon' is not a number of minutes")])
+def test_cli_time_limit_errors_exit_2(capsys, value, msg):
+    from blvnb.cli import main
+
+    assert main(["runs", "plan", "--profile", "smoke", "--time-limit", value]) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_cli_plan_time_limit_text(capsys):
+    from blvnb.cli import main
+
+    assert main(["runs", "plan", "--profile", "paper", "--only", "blv-t1", "--time-limit", "240"]) == 0
+    out = capsys.readouterr().out
+    plan = execute.plan_for("paper", ["blv-t1"])
+    total = sum(execute.jobs_for(r.est_seconds, 240, "paper") for r in plan.order())
+    assert f"{total} jobs of 240 minutes in all" in out and total > len(plan)  # SegFormer's 160k needs several
+
+
+def test_table_seconds_count_every_run_a_table_needs(paper_plan):
+    per = execute.table_seconds(paper_plan)
+    t4 = {r.key for r in paper_plan.order() if "dars-t4" in r.tables or "dars-t4" in r.needed_by}
+    assert per["dars-t4"] == pytest.approx(sum(paper_plan.runs[k].est_seconds for k in t4), abs=1)
+    assert max(per.values()) <= paper_plan.est_seconds <= sum(per.values())
