@@ -242,3 +242,44 @@ def test_table_seconds_count_every_run_a_table_needs(paper_plan):
     t4 = {r.key for r in paper_plan.order() if "dars-t4" in r.tables or "dars-t4" in r.needed_by}
     assert per["dars-t4"] == pytest.approx(sum(paper_plan.runs[k].est_seconds for k in t4), abs=1)
     assert max(per.values()) <= paper_plan.est_seconds <= sum(per.values())
+
+
+# --- the GPU-hours per table and the GPUs for a working day -------------------------------------------------
+
+def _toy_plan():
+    from types import SimpleNamespace
+
+    plan = execute.Plan("paper")
+    for key, secs, deps, table in (("a", 10.0, [], "t1"), ("b", 10.0, ["a"], "t1"), ("c", 15.0, [], "t2")):
+        plan.runs[key] = execute.PlannedRun(key, SimpleNamespace(strategy="supervised"), tables=[table], deps=deps,
+                                            est_seconds=secs)
+    plan.runs["a"].needed_by = ["t1"]
+    return plan
+
+
+def test_makespan_and_budget_follow_the_teachers():
+    plan = _toy_plan()
+    assert execute.makespan(plan, 1) == 35.0
+    assert execute.makespan(plan, 2) == 20.0  # b waits for its teacher a; c runs beside them
+    b = execute.budget(plan, day_hours=25 / 3600)
+    assert b["gpus_for_day"] == 2 and b["longest_chain_seconds"] == 20.0 and b["total_seconds"] == 35.0
+    assert execute.budget(plan, day_hours=19 / 3600)["gpus_for_day"] is None  # the chain alone is longer
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="gpus"):
+            execute.makespan(plan, bad)
+
+
+def test_the_book_budget_is_computed_from_the_estimate():
+    from pathlib import Path
+
+    from blvnb import pages
+
+    frag = pages.budget_fragments(("smoke",))
+    b = execute.budget(execute.plan_for("smoke"))
+    assert f"**{pages._hours(b['total_seconds'])} GPU-hours**" in frag["smoke"]
+    assert f"**{b['gpus_for_day']} GPUs**" in frag["smoke"]
+    assert all(f"`{t}`" in frag["tables"] for t in b["tables"])
+    intro = (Path(__file__).resolve().parents[1] / "book" / "intro.md").read_text()
+    assert "about an hour" not in intro
+    for name in ("gpu", "paper", "source", "tables"):
+        assert f"generated/includes/plan_budget_{name}.md" in intro

@@ -341,6 +341,66 @@ def table_seconds(plan: Plan) -> dict[str, float]:
     return {t: round(out[t], 1) for t in sorted(out, key=_table_order)}
 
 
+#: where the GPU rates of :func:`est_seconds` come from (the card of book/models.md's GPU table)
+GPU_RATES_SOURCE = ("one NVIDIA H100 80GB, bf16 (amp) or fp32 as the profile trains, paper-size models at batch 4 × "
+                    "512×1024 (book/models.md, bench/model_throughput.py), scaled by each run's crop and batch")
+#: a working day, for "how many GPUs finish the plan in a day"
+DAY_HOURS = 8.0
+
+
+def makespan(plan: Plan, gpus: int) -> float:
+    """Estimated seconds until ``gpus`` GPUs have trained the whole plan, one run per GPU at a time, each run
+    started as the ``gpus`` executor starts it: the first of the plan's order whose teachers are done, on the
+    first free GPU."""
+    import heapq
+
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise ConfigError(f"gpus must be a whole number >= 1, got {gpus!r}")
+    pending = plan.order()
+    done_at: dict[str, float] = {}
+    running: list[tuple[float, str]] = []  # (end, key)
+    now, free = 0.0, gpus
+    while pending or running:
+        started = True
+        while free and started:
+            started = False
+            for r in pending:
+                if all(d in done_at and done_at[d] <= now for d in r.deps):
+                    heapq.heappush(running, (now + r.est_seconds, r.key))
+                    pending.remove(r)
+                    free -= 1
+                    started = True
+                    break
+        if not running:  # nothing can start: a dependency outside the plan
+            raise BlvnbError("the plan's runs wait on a dependency that is not in the plan")
+        now, key = heapq.heappop(running)
+        done_at[key] = now
+        free += 1
+    return now
+
+
+def budget(plan: Plan, day_hours: float = DAY_HOURS) -> dict:
+    """The plan's estimated cost (:func:`est_seconds`; the GPU rates of :data:`GPU_RATES_SOURCE`): seconds per
+    table (:func:`table_seconds`) and in all (each run once), the longest chain of runs that must follow
+    each other (a DARS round after its teacher), and the fewest GPUs that finish the plan within ``day_hours``
+    (:func:`makespan`), None when its longest chain alone takes longer."""
+    import math
+
+    chain: dict[str, float] = {}
+    for r in plan.order():  # teachers first
+        chain[r.key] = r.est_seconds + max((chain[d] for d in r.deps), default=0.0)
+    longest = max(chain.values(), default=0.0)
+    day = float(day_hours) * 3600.0
+    gpus = None
+    if longest <= day and plan.runs:
+        gpus = max(1, math.ceil(plan.est_seconds / day))
+        while makespan(plan, gpus) > day:
+            gpus += 1
+    return {"profile": plan.profile, "runs": len(plan), "total_seconds": plan.est_seconds, "tables": table_seconds(plan),
+            "longest_chain_seconds": round(longest, 1), "day_hours": float(day_hours), "gpus_for_day": gpus,
+            "makespan_seconds": round(makespan(plan, gpus), 1) if gpus else None, "rates": GPU_RATES_SOURCE}
+
+
 def format_plan(plan: Plan, time_limit: float | None = None) -> str:
     """The plan as a text table with totals; ``time_limit`` (minutes per job): with the jobs each run takes."""
     jobs_col = f"  {'jobs':>4s}" if time_limit is not None else ""
