@@ -23,7 +23,8 @@ on DAFormer† rather than ‡) reuse the runs of the table that already has the
   ``labeler`` ("st", "cbst", "da", "dars", always written out) and optional ``calibration`` ("ts").
   The schedule is the released one of the split and crop (``schedule``, not written for the default
   1/8 crop-361 one) or, for a sweep, ``alphas`` + ``betas`` + ``scale_range``. The teacher of round k is
-  the strategy's ``round_config(cfg, k - 1)`` (:func:`blvnb.experiments.execute.dependencies`).
+  the strategy's ``round_config(cfg, k - 1)`` (:func:`blvnb.experiments.execute.dependencies`). In the
+  paper profile ``round_iters`` gives each round its own length (:mod:`blvnb.experiments.iterations`).
 * ``mean-teacher``: ``counts`` ("eq4" ‡ = re-estimated from the teacher each epoch, "labeled" † = the
   labeled split's) for BLV; CE runs carry none.
 * ``uda``: the strategy's defaults (DAFormer's recipe; HRDA is the ``mitb5-hrda`` model); ``pseudo``
