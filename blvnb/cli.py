@@ -8,7 +8,7 @@
     blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D [--skip-data-check]]
                     [--weights DIR] [--no-build]   # with --data-root: the root is checked before the first run
     blvnb publish [--remote origin] [--branch gh-pages]   # _build/html → gh-pages (ghp-import -n -p -f)
-    blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
+    blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json] [--time-limit MIN]
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
                        [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
                        [--dependency wait|afterok] [--force] [--dry-run] [--data-root D [--skip-data-check]]
@@ -177,13 +177,14 @@ def _runs_plan(a) -> None:
 
     from blvnb.experiments import execute
 
+    limit = execute.parse_time_limit(a.time_limit) if a.time_limit is not None else None  # before any work
     plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
     if a.json:
-        print(json.dumps(plan.to_json(), indent=1, default=str))
+        print(json.dumps(plan.to_json(resolved=True, time_limit=limit), indent=1, default=str))
         for t, row, arm, why in plan.unavailable:
             print(f"blvnb: not run yet: {t} {row} / {arm}: {why}", file=sys.stderr)
     else:
-        print(execute.format_plan(plan))
+        print(execute.format_plan(plan, limit))
 
 
 def _runs_execute(a) -> None:
@@ -345,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--data-root", default=None, help="folder with the real data sets (paper profile)")
         q.set_defaults(fn=fn)
         if name == "plan":
-            q.add_argument("--json", action="store_true", help="a JSON list, one object per run")
+            q.add_argument("--json", action="store_true", help="a JSON list, one object per run, with its whole "
+                           "resolved configuration (\"config\", \"train\", \"eval\")")
+            q.add_argument("--time-limit", default=None, metavar="MIN", help="minutes per job (a Slurm time limit): "
+                           "how many jobs each run takes at its estimated time, and in all")
             continue
         q.add_argument("--executor", default="local", help="local (this process) | gpus (one process per GPU) | "
                        "cpus (--jobs processes sharing the cores) | slurm (one job per run, submitit)")

@@ -5,6 +5,12 @@ the library generates itself (in the real datasets' file layouts); ``gpu`` is to
 scale on one GPU; ``paper`` reads the real data sets from ``data_root`` with the papers' settings.
 Every number the book shows carries the profile it came from.
 
+Iterations: ``smoke``, ``quick`` and ``gpu`` train every run for the profile's own ``iters`` — the gpu profile's
+4000 are its own scaled budget for toycity on one GPU, the same for every table, not the papers' per-table
+lengths. ``paper`` trains each table for the papers' iterations (:mod:`blvnb.experiments.iterations`: 160k
+SegFormer-B0, 80k K-Net and ViT-B, 200 epochs of BLV's semi-supervised runs, DARS's epochs per round …);
+its ``iters`` (40k, the CNNs of BLV Table 1 and DAFormer's UDA) is the default of the rest.
+
 A profile supplies *every* default of a run (:class:`blvnb.experiments.runs.RunConfig` takes each of
 its fields that a profile has from the profile, by name). ``lr`` / ``weight_decay`` ``None`` mean the
 model's recipe (:mod:`blvnb.engine.recipes`). ``pretrained`` is what runs start from by default:

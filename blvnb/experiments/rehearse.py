@@ -239,7 +239,12 @@ def rehearsal_config(cfg, data_root: Path, scale: float = 1.0):
     so = dict(changes.get("strategy_options", cfg.strategy_options) or {})
     if int(so.get("extra_unlabeled", 0) or 0) > N_EXTRA:
         notes.append(f"extra_unlabeled {so['extra_unlabeled']} -> {N_EXTRA}")
-        changes["strategy_options"] = {**so, "extra_unlabeled": N_EXTRA}
+        so["extra_unlabeled"] = N_EXTRA
+        changes["strategy_options"] = so
+    if so.get("round_iters") is not None:  # a DARS round of the paper plan: each round its own length
+        notes.append(f"round_iters {list(so['round_iters'])} -> {CHANGED['iters']} each")
+        so["round_iters"] = [CHANGED["iters"]] * len(so["round_iters"])
+        changes["strategy_options"] = so
     if changes["threads"] != cfg.threads:
         notes.append(f"threads {cfg.threads} -> {changes['threads']}")
     return cfg.with_(**changes), notes

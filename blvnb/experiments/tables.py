@@ -23,7 +23,8 @@ on DAFormer† rather than ‡) reuse the runs of the table that already has the
   ``labeler`` ("st", "cbst", "da", "dars", always written out) and optional ``calibration`` ("ts").
   The schedule is the released one of the split and crop (``schedule``, not written for the default
   1/8 crop-361 one) or, for a sweep, ``alphas`` + ``betas`` + ``scale_range``. The teacher of round k is
-  the strategy's ``round_config(cfg, k - 1)`` (:func:`blvnb.experiments.execute.dependencies`).
+  the strategy's ``round_config(cfg, k - 1)`` (:func:`blvnb.experiments.execute.dependencies`). In the
+  paper profile ``round_iters`` gives each round its own length (:mod:`blvnb.experiments.iterations`).
 * ``mean-teacher``: ``counts`` ("eq4" ‡ = re-estimated from the teacher each epoch, "labeled" † = the
   labeled split's) for BLV; CE runs carry none.
 * ``uda``: the strategy's defaults (DAFormer's recipe; HRDA is the ``mitb5-hrda`` model); ``pseudo``
@@ -41,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
 from blvnb.errors import ConfigError
+from blvnb.experiments import iterations
 from blvnb.experiments.profiles import get_profile
 from blvnb.models.registry import model_for_profile
 
@@ -278,6 +280,16 @@ def dars_recipe(profile: str, crop: int = 361, dataset: str = "cityscapes") -> d
     return dict(crop=(713, 713), scale_range=(0.5, 2.0), weight_decay=1e-4, **test)
 
 
+def dars_sup_recipe(profile: str, crop: int | None = 361, dataset: str = "cityscapes") -> dict | None:
+    """A DARS fully supervised run's recipe (its oracle; Table 11's augmentations): :func:`dars_recipe` of
+    ``crop`` (None: the profile's own crop) and, in the paper profile, a round 0's epochs over every
+    training image (:func:`blvnb.experiments.iterations.dars_supervised_iters`)."""
+    rec = dict((dars_recipe(profile, crop, dataset) if crop is not None else None) or {})
+    if _paper(profile):
+        rec["iters"] = iterations.dars_supervised_iters(dataset, get_profile(profile).batch_size)
+    return rec or None
+
+
 def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", fraction: str | None = "1/8",
          crop: int | None = None, schedule=None, alphas=None, betas=None, calibration: str | None = None, loss: str = "ce",
          dataset: str | None = None, extra_unlabeled: int | None = None, recipe=None) -> Spec:
@@ -325,6 +337,11 @@ def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", f
     if dataset:
         over["dataset"] = dataset
     rec = {**(dars_recipe(profile, crop, dataset or "cityscapes") or {}), **(recipe or {})}
+    if _paper(profile):  # each round its own length: its epochs over its own list (blvnb.experiments.iterations)
+        batch = int(rec.get("batch_size", get_profile(profile).batch_size))
+        its = iterations.dars_round_iters(dataset or "cityscapes", fraction, batch, k, int(extra_unlabeled or 0))
+        opts["round_iters"] = its
+        rec["iters"] = its[k]
     return Spec.make("dars-rounds", model_of(row, profile), loss, None, opts, recipe=rec or None, **over)
 
 
@@ -335,7 +352,8 @@ def mt(profile: str, fraction: str, loss: str = "ce", counts: str | None = None,
     if loss == "blv" and loss_options is None:
         loss_options = blv(6.0)
     opts = {"counts": counts} if counts else None
-    return Spec.make("mean-teacher", model_of(row, profile), loss, loss_options, opts,
+    recipe = {"iters": iterations.semi_iters(fraction)} if _paper(profile) else None  # 200 epochs (U2PL†)
+    return Spec.make("mean-teacher", model_of(row, profile), loss, loss_options, opts, recipe=recipe,
                      labeled_fraction=fraction)
 
 
@@ -372,6 +390,7 @@ def t1_recipe(profile: str, name: str) -> dict | None:
     rec = dict(mmseg_cityscapes(profile) or {})
     if _paper(profile):
         rec.update(EVAL_RECIPES["segformer" if name == "mitb0-segformer" else "whole"])
+        rec["iters"] = iterations.t1_iters(name)  # 160k SegFormer, 80k K-Net and ViT, 40k the CNNs
     return rec or None
 
 
@@ -382,7 +401,8 @@ def uda_recipe(profile: str, arch: str | None = None) -> dict | None:
     included); the toy profiles keep their calibrated batch."""
     if _sub(profile):
         return None
-    return dict(batch_size=UDA_BATCH, **(EVAL_RECIPES["hrda" if arch == "hrda" else "daformer"] if _paper(profile) else {}))
+    paper = dict(iters=iterations.UDA_ITERS, **EVAL_RECIPES["hrda" if arch == "hrda" else "daformer"])
+    return dict(batch_size=UDA_BATCH, **(paper if _paper(profile) else {}))
 
 
 def uda(profile: str, arch: str, source: str = "gta5", loss: str = "ce", loss_options=None, **options) -> Spec:
@@ -540,7 +560,7 @@ def _dars_t1(p: str) -> list[Arm]:
             subset = "all" if f == "1/8" else "skip"
             arms += [Arm(row, "baseline", dars(p, 0, fraction=f, crop=crop), subset),
                      Arm(row, "dars", dars(p, 2, fraction=f, crop=crop), subset),
-                     Arm(row, "oracle", sup(p, "r50-psp", recipe=dars_recipe(p, crop)), subset)]
+                     Arm(row, "oracle", sup(p, "r50-psp", recipe=dars_sup_recipe(p, crop)), subset)]
     return arms
 
 
@@ -616,7 +636,7 @@ def _dars_t8(p: str) -> list[Arm]:
 
 
 def _dars_t11(p: str) -> list[Arm]:
-    return [Arm(name, aug, sup(p, "r50-psp", recipe=dars_recipe(p, 361), strategy_options={"augment": aug}),
+    return [Arm(name, aug, sup(p, "r50-psp", recipe=dars_sup_recipe(p, 361), strategy_options={"augment": aug}),
                 "sweep" if aug in ("none", "scale") else "skip")
             for name, aug in (("None", "none"), ("Photometric Distortion", "photometric"),
                               ("Random Rotation", "rotation"), ("Random Scaling", "scale"))]
@@ -636,7 +656,8 @@ def _dars_t13(p: str) -> list[Arm]:
         subset = "sweep" if f == "1/8" else "skip"
         arms += [Arm(f, "baseline", dars(p, 0, fraction=f, dataset="scannet"), subset),
                  Arm(f, "dars", dars(p, 2, fraction=f, dataset="scannet", schedule=sched), subset),
-                 Arm(f, "oracle", sup(p, "r50-psp", dataset="scannet"), subset)]
+                 Arm(f, "oracle", sup(p, "r50-psp", dataset="scannet", recipe=dars_sup_recipe(p, DARS_CROPS["scannet"], "scannet")),
+                     subset)]
     return arms
 
 

@@ -55,7 +55,12 @@ percentages: their ``valid_ratio``, to reproduce the released budgets exactly), 
 rounds ≥ 1 pseudo-label and train on — Cityscapes' coarse ``train_extra`` images, the first by name, their
 coarse labels unread, or on toycity Cityscapes-style images of another data seed:
 ``RunData.extra_images``; round 0, the teacher, never sees them; 0, the default, adds none and is not
-written into a run's key unless given).
+written into a run's key unless given); ``round_iters`` (the iterations of rounds 0 … k, each round its own:
+the paper profile's DARS recipe, 200 epochs over each round's own list — round 0 the labeled list, rounds ≥ 1
+the unlabeled one —, so about 4.6k and 65k at 1/8; :func:`round_config` gives each round's config its entry as
+``iters``; None, the default: every round ``cfg.iters``). With rounds of unequal length, round :math:`k`
+continues the schedule as the released code counts it, over its own iterations :math:`I_k` (the resumed
+epoch counter times the current loader's length): global iterations :math:`kI_k … (k+1)I_k - 1`.
 
 The labels of round :math:`k` are fixed within the round; there is no EMA teacher (recipes.md (c)).
 """
@@ -123,6 +128,7 @@ DEFAULTS: dict[str, Any] = {
     "rotate": 10.0,
     "blur": True,
     "extra_unlabeled": 0,
+    "round_iters": None,
 }
 
 #: options that change round 0 (supervised on the labeled split): the others only matter from round 1 on,
@@ -191,6 +197,13 @@ def round_options(strategy_options: Mapping | None) -> dict[str, Any]:
     if o["rotate"] is not None and (isinstance(o["rotate"], bool) or not isinstance(o["rotate"], (int, float))
                                     or not 0 <= o["rotate"] <= 180):
         raise ConfigError(f"dars-rounds: rotate must be a number of degrees in [0, 180] or None, got {o['rotate']!r}")
+    its = o["round_iters"]
+    if its is not None:
+        if not isinstance(its, (list, tuple)) or len(its) < k + 1 or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in its):
+            raise ConfigError(f"dars-rounds: round_iters must list the iterations of rounds 0 … {k} (whole numbers "
+                              f">= 1), got {its!r}")
+        o["round_iters"] = [int(v) for v in its]
     schedule(o, (1.0, 1.0))  # checks the schedule options
     return o
 
@@ -255,9 +268,15 @@ def round_config(cfg, k: int):
             if keep < len(sched):
                 o["alphas"] = [float(r.alpha) for r in sched][:keep]
                 o["betas"] = [[float(r.beta_min), float(r.beta_max)] for r in sched][:keep]
+    iters = {}
+    if o.get("round_iters") is not None:  # each round its own length (the paper profile: epochs over its lists)
+        its = [int(v) for v in o["round_iters"]][:int(k) + 1]
+        o["round_iters"] = its
+        if len(its) == int(k) + 1:
+            iters = {"iters": its[-1]}
     if k == 0:  # round 0 trains with the range round 1 starts from: the schedule's α and β do not change it
         o = {key: v for key, v in o.items() if key in ROUND0_KEYS}
-    return cfg.with_(strategy="dars-rounds", strategy_options=o)
+    return cfg.with_(strategy="dars-rounds", strategy_options=o, **iters)
 
 
 def _trains_as_default(o: Mapping[str, Any], k: int, default_scale) -> bool:
@@ -555,6 +574,9 @@ def build(cfg, data) -> Built:
     being the run's :class:`RunData` (CONTRACT.md)."""
     o = round_options(cfg.strategy_options)
     k = int(o["round"])
+    if o["round_iters"] is not None and int(cfg.iters) != o["round_iters"][k]:
+        raise ConfigError(f"dars-rounds: round {k} has iters={cfg.iters} but round_iters={o['round_iters']} gives "
+                          f"it {o['round_iters'][k]}; build the round with round_config(cfg, {k})")
     run_scale = getattr(cfg, "scale_range", None)
     alpha, scale = round_settings(o, tuple(run_scale) if run_scale is not None else None)
     train_view = _train_view(data, rotate=o["rotate"], blur=bool(o["blur"]))

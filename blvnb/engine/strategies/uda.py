@@ -281,6 +281,40 @@ def _normalise_counts(counts) -> torch.Tensor:
 
 # --- the strategy ------------------------------------------------------------------------------------
 
+def param_groups_of(model: nn.Module) -> list[dict]:
+    """DAFormer's AdamW groups: everything outside the backbone (decode head, HRDA's attention) at lr ×10;
+    for transformer backbones (MiT, ViT, Swin) no weight decay on norm layers and position blocks
+    (mmcv ``custom_keys`` head / norm / pos_block, the first matching key wins: a head's norm keeps
+    decay); CNN backbones (DAFormer's DeepLab v2 R101) decay everything."""
+    core = unwrap(model)
+    seg = core.model if isinstance(core, HRDA) else core
+    backbone = getattr(seg, "backbone", None)
+    if backbone is None:
+        raise ConfigError("UDA needs a model with a .backbone (a SegModel or HRDA around one)")
+    in_backbone = {id(p) for p in backbone.parameters()}
+    norm_params: set[int] = set()
+    transformer = any(type(m).__name__ in ("MiT", "ViTBackbone") or "swin" in type(m).__name__.lower()
+                      or isinstance(m, nn.LayerNorm) for m in backbone.modules())
+    if transformer:
+        for m in backbone.modules():
+            if isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)):
+                norm_params |= {id(p) for p in m.parameters(recurse=False)}
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in core.named_parameters():
+        if not p.requires_grad:
+            continue
+        if "pos_block" in name or "pos_embed" in name:
+            key = (1.0, 0.0)
+        elif id(p) not in in_backbone:
+            key = (10.0, 1.0)
+        elif id(p) in norm_params:
+            key = (1.0, 0.0)
+        else:
+            key = (1.0, 1.0)
+        groups.setdefault(key, []).append(p)
+    return [{"params": ps, "lr_mult": lr, "decay_mult": dm} for (lr, dm), ps in sorted(groups.items())]
+
+
 class UDAStrategy(Strategy):
     """DAFormer / HRDA self-training (module docstring). Build it with :func:`build`."""
 
@@ -328,37 +362,7 @@ class UDAStrategy(Strategy):
                      "agree": z(), "compared": z(), "fd_sum": z(dtype=torch.float64), "fd_empty": z()}
 
     def param_groups(self, model: nn.Module) -> list[dict]:
-        """DAFormer's AdamW groups: everything outside the backbone (decode head, HRDA's attention) at lr ×10;
-        for transformer backbones (MiT, ViT, Swin) no weight decay on norm layers and position blocks
-        (mmcv ``custom_keys`` head / norm / pos_block, the first matching key wins: a head's norm keeps
-        decay); CNN backbones (DAFormer's DeepLab v2 R101) decay everything."""
-        core = unwrap(model)
-        seg = core.model if isinstance(core, HRDA) else core
-        backbone = getattr(seg, "backbone", None)
-        if backbone is None:
-            raise ConfigError("UDA needs a model with a .backbone (a SegModel or HRDA around one)")
-        in_backbone = {id(p) for p in backbone.parameters()}
-        norm_params: set[int] = set()
-        transformer = any(type(m).__name__ in ("MiT", "ViTBackbone") or "swin" in type(m).__name__.lower()
-                          or isinstance(m, nn.LayerNorm) for m in backbone.modules())
-        if transformer:
-            for m in backbone.modules():
-                if isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)):
-                    norm_params |= {id(p) for p in m.parameters(recurse=False)}
-        groups: dict[tuple[float, float], list] = {}
-        for name, p in core.named_parameters():
-            if not p.requires_grad:
-                continue
-            if "pos_block" in name or "pos_embed" in name:
-                key = (1.0, 0.0)
-            elif id(p) not in in_backbone:
-                key = (10.0, 1.0)
-            elif id(p) in norm_params:
-                key = (1.0, 0.0)
-            else:
-                key = (1.0, 1.0)
-            groups.setdefault(key, []).append(p)
-        return [{"params": ps, "lr_mult": lr, "decay_mult": dm} for (lr, dm), ps in sorted(groups.items())]
+        return param_groups_of(model)
 
     def setup(self, model: nn.Module, device) -> None:
         core = unwrap(model)
@@ -806,17 +810,25 @@ def build(cfg, data):
 
     strategy = UDAStrategy(loss, src_counts, seed=seed, options=user, prior=prior, fd_enabled=fd_enabled,
                            fd_reason=fd_reason, info=info)
-    # DAFormer's AdamW 6e-5 / 0.01 unless the run (cfg.lr, cfg.weight_decay) or the options say otherwise
+    return _built_type()(strategy, streams, optimiser_settings(cfg), None)
+
+
+def optimiser_settings(cfg) -> dict:
+    """``train_overrides`` of the optimiser: DAFormer's AdamW 6e-5 / 0.01, warmup and poly 1 → 0, unless the
+    run (``cfg.lr``, ``cfg.weight_decay``) or the options say otherwise (the groups' multipliers:
+    :meth:`UDAStrategy.param_groups`)."""
+    user = _opt(cfg)
+    o = {**DEFAULTS, **user}
+    iters = int(getattr(cfg, "iters", 0) or 0)
     lr = user.get("lr", getattr(cfg, "lr", None) if getattr(cfg, "lr", None) is not None else o["lr"])
     wd = user.get("weight_decay", getattr(cfg, "weight_decay", None) if getattr(cfg, "weight_decay", None)
                   is not None else o["weight_decay"])
-    overrides = dict(optimizer="adamw", lr=lr, betas=(0.9, 0.999), weight_decay=wd,
-                     schedule="poly", power=1.0, min_lr=0.0, warmup_iters=int(round(o["warmup_fraction"] * iters)),
-                     warmup_ratio=1e-6, grad_clip=None)
-    return _built_type()(strategy, streams, overrides, None)
+    return dict(optimizer="adamw", lr=lr, betas=(0.9, 0.999), weight_decay=wd,
+                schedule="poly", power=1.0, min_lr=0.0, warmup_iters=int(round(o["warmup_fraction"] * iters)),
+                warmup_ratio=1e-6, grad_clip=None)
 
 
 __all__ = ["DEFAULTS", "EXTRA_LOSSES", "PRIOR_METHODS", "PSEUDO_LABELLERS", "PSEUDO_METHODS", "THING_CLASSES",
-           "UDAStrategy", "build", "copy_weights", "daformer_margin_mask", "downscale_label_ratio", "ema_alpha",
+           "UDAStrategy", "build", "optimiser_settings", "param_groups_of", "copy_weights", "daformer_margin_mask", "downscale_label_ratio", "ema_alpha",
            "ema_update", "feature_distance", "quality_weight", "select_pseudo_labels", "teacher_mode",
            "weighted_cross_entropy"]
