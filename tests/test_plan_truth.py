@@ -155,7 +155,10 @@ def test_resolved_dars_deeplab_round_states_its_released_optimiser(paper_plan, p
     assert _groups(r) == [(pytest.approx(0.002), 1e-4), (pytest.approx(0.02), 1e-4)]
     assert t["first_iter"] == 2 * 130_000 and t["schedule_iters"] == 3 * 130_000  # the released lr resume
     assert t["batch"] == {"labeled": 4, "pseudo": 4}
-    assert t["crop"] == [361, 361] and t["resize"] == [512, 1024]
+    # the random scale on the 1024×2048 image (no resize first); tested at half resolution in 361² windows
+    assert t["crop"] == [361, 361] and t["resize"] is None
+    assert {k: r["eval"][k] for k in ("mode", "size", "window")} == {"mode": "slide", "size": [512, 1024],
+                                                                     "window": [361, 361]}
     assert t["scale_range"] == [pytest.approx(0.2), pytest.approx(1.5)]  # round 2: [0.25, 1] widened by β (0.2, 0.5)
     assert sum(g["params"] for g in t["param_groups"]) == sum(
         p.numel() for p in __import__("blvnb.experiments.resolve", fromlist=["x"]).model_of(

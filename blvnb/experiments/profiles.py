@@ -99,6 +99,9 @@ class Profile:
     n_val: int
     data_seed: int = 0
     synthetic: bool = True
+    # the labelled/unlabelled splits of semi-supervised runs: "nested" (ours, blvnb.data.splits.nested_splits)
+    # or "released" (the papers' released lists where the run's paper has one: RunConfig.splits)
+    splits: str = "nested"
     # training
     model: str = "r18-fpn"
     crop: tuple[int, int] = (128, 256)
@@ -170,7 +173,7 @@ PROFILES: dict[str, Profile] = {
         description="the real data sets from data_root with the papers' hyper-parameters (GPU servers)",
         size=(1024, 2048), n_train=0, n_val=0, synthetic=False, model="r50-psp", crop=(512, 1024),
         scale_range=(0.5, 2.0), batch_size=16, iters=40000, amp=True, num_workers=8, threads=4,
-        eval_mode="slide", eval_crop=(512, 1024), seeds=(0, 1, 2), pretrained="imagenet",
+        eval_mode="slide", eval_crop=(512, 1024), seeds=(0, 1, 2), pretrained="imagenet", splits="released",
     ),
 }
 
