@@ -6,7 +6,8 @@
     blvnb data prepare --profile quick          # the cached toycity trees a profile uses
     blvnb data prepare --profile paper --data-root D   # the real data sets its tables use, found and opened
     blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D [--skip-data-check]]
-                    [--weights DIR] [--no-build]   # with --data-root: the root is checked before the first run
+                    [--weights DIR] [--gpus-per-run N] [--no-build]
+                                                # with --data-root: the root is checked before the first run
     blvnb publish [--remote origin] [--branch gh-pages]   # _build/html → gh-pages (ghp-import -n -p -f)
     blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json] [--time-limit MIN]
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
@@ -148,7 +149,8 @@ def _reproduce(a) -> None:
 
     _check_skip_data_check(a)
     t0 = time.perf_counter()
-    reproduce.workers_for(a.jobs)  # a bad --jobs or --only fails before anything runs
+    reproduce.workers_for(a.jobs)  # a bad --jobs, --gpus-per-run or --only fails before anything runs
+    reproduce.check_gpus_per_run(a.gpus_per_run, a.jobs)
     root = reproduce.repo_root()
     reproduce.chapter_sources(root, a.only)
     if a.data_root is None:
@@ -157,7 +159,7 @@ def _reproduce(a) -> None:
     with _weights_folder(a.weights, lambda: execute.plan_for(a.profile, None, None, a.data_root)), \
             _batch_data_check(a.profile, a.data_root, a.skip_data_check):
         if not a.only:  # every table's runs first, in parallel; the chapters then read their records
-            reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root)
+            reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root, gpus_per_run=a.gpus_per_run)
         reproduce.run_notebooks(profile=a.profile, data_root=a.data_root, only=a.only, jobs=a.jobs, force=a.force,
                                 root=root, weights_dir=a.weights)
     if a.no_build:
@@ -322,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", default="1", help="runs and notebooks at once; 'auto' = one per GPU, or one per "
                    "CPU core without a GPU")
     r.add_argument("--force", action="store_true", help="re-run notebooks even when fresh")
+    r.add_argument("--gpus-per-run", type=int, default=1, help="GPUs per run (a torchrun over them; --jobs counts "
+                   "GPUs, so --jobs // N runs train at once; default 1)")
     r.add_argument("--no-build", action="store_true", help="run the notebooks, do not build the book")
     r.add_argument("--skip-data-check", action="store_true", help="with --data-root: do not check the data root "
                    "before the first run (each record then says the check was skipped)")

@@ -176,26 +176,45 @@ def check_data_root(profile: str, data_root: str, echo=print, plan=None) -> dict
     return found
 
 
+def check_gpus_per_run(gpus_per_run, jobs: int | str = "auto") -> None:
+    """``--gpus-per-run``: a whole number >= 1; above 1, this machine must show that many GPUs and ``--jobs``
+    (the GPUs to use) must give them. A ConfigError names the value, before anything runs."""
+    if isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, int) or gpus_per_run < 1:
+        raise ConfigError(f"--gpus-per-run must be a whole number >= 1, got {gpus_per_run!r}")
+    if gpus_per_run > 1:
+        n_gpu, workers = gpu_count(), workers_for(jobs)
+        if n_gpu < gpus_per_run or workers < gpus_per_run:
+            raise ConfigError(f"--gpus-per-run {gpus_per_run} needs at least that many GPUs, and --jobs (the GPUs "
+                              f"to use, or auto) at least as many: this machine shows {n_gpu} GPU(s), --jobs {jobs}")
+
+
 def prepare_runs(profile: str, data_root: str | None, jobs: int | str, root: Path, force: bool = False,
-                 echo=print) -> int:
+                 echo=print, gpus_per_run: int = 1) -> int:
     """Train (or find) every run that the tables of ``profile`` need before any notebook starts, so that the
     chapters only read records: in parallel over ``jobs`` workers (one per GPU with ``gpus``, else CPU
-    processes sharing the cores with ``cpus``; one worker runs them in this process). Returns the number
-    of runs the plan holds. Runs a chapter adds of its own (an extra arm beside a table) still run there."""
+    processes sharing the cores with ``cpus``; one worker runs them in this process). ``gpus_per_run`` > 1
+    (a GPU server): each run is a ``torchrun`` over that many GPUs, and ``jobs`` counts GPUs (``auto``: all
+    of them), so that ``jobs // gpus_per_run`` runs train at once. Returns the number of runs the plan
+    holds. Runs a chapter adds of its own (an extra arm beside a table) still run there."""
     from blvnb.experiments import execute as ex
 
+    check_gpus_per_run(gpus_per_run, jobs)
     os.environ.setdefault("BLVNB_RESULTS", str(root / "results"))
     plan = ex.plan_for(profile, None, None, data_root)
     workers = workers_for(jobs)
     n_gpu = gpu_count()
-    if workers == 1:
-        executor, kw = "local", {}
+    if gpus_per_run > 1:
+        executor, kw = "gpus", {"gpus": ex.visible_gpus()[:workers], "gpus_per_run": gpus_per_run}
+        at_once = workers // gpus_per_run
+    elif workers == 1:
+        executor, kw, at_once = "local", {}, 1
     elif n_gpu:
-        executor, kw = "gpus", {"gpus": ex.visible_gpus()[:workers]}
+        executor, kw, at_once = "gpus", {"gpus": ex.visible_gpus()[:workers]}, workers
     else:
-        executor, kw = "cpus", {"jobs": workers}
+        executor, kw, at_once = "cpus", {"jobs": workers}, workers
     t0 = time.perf_counter()
-    echo(f"[runs] {len(plan)} distinct runs for the tables of profile {profile} ({executor}, {workers} at once)")
+    per = f", {gpus_per_run} GPUs each" if gpus_per_run > 1 else ""
+    echo(f"[runs] {len(plan)} distinct runs for the tables of profile {profile} ({executor}, {at_once} at once{per})")
     ex.execute(plan, executor=executor, force=force, echo=echo, **kw)
     echo(f"[runs] done in {time.perf_counter() - t0:.0f} s")
     return len(plan)

@@ -127,3 +127,49 @@ def test_a_run_under_two_processes_writes_one_record(tmp_path, monkeypatch):
     recs = [json.loads((tmp_path / f"rec.{r}.json").read_text()) for r in (0, 1)]
     assert recs[0]["mIoU"] == recs[1]["mIoU"] and recs[0]["world"] == 2  # ranks share one evaluation
     assert len(list((tmp_path / "results" / "smoke" / "runs").glob("*.json"))) == 1
+
+
+def _dars_round1():
+    from blvnb.experiments.runs import RunConfig
+
+    return RunConfig.from_profile("smoke", strategy="dars-rounds", labeled_fraction="1/4", iters=2, device="cpu",
+                                  strategy_options={"round": 1, "labeler": "dars"}, progress=False)
+
+
+def _run_dars_round(out: str):
+    import json
+
+    from blvnb.experiments.runs import run
+
+    rec = run(_dars_round1())
+    with open(f"{out}.{loop.rank()}.json", "w") as fh:
+        json.dump({"mIoU": rec["metrics"]["mIoU"], "world": rec["world_size"], "summary": rec["summary"],
+                   "per_process": rec["batch_per_process"]}, fh, default=str)
+
+
+@pytest.mark.slow
+def test_a_dars_round_under_two_processes_labels_once_on_rank_0_and_trains_on_both(tmp_path, monkeypatch):
+    """A DARS round under DDP: rank 0 pseudo-labels the unlabeled set, rank 1 waits for its manifest, then
+    both train on the same labels; one record, both ranks report the same evaluation."""
+    import json
+
+    from blvnb.engine.strategies.dars_rounds import round_config
+    from blvnb.experiments import store
+    from blvnb.experiments.runs import run
+
+    monkeypatch.setenv("BLVNB_CACHE", os.environ.get("BLVNB_TEST_CACHE", str(tmp_path / "cache")))
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    cfg = _dars_round1()
+    run(round_config(cfg, 0))  # the teacher, in this process, before the round
+    _spawn(_run_dars_round, str(tmp_path / "rec"))
+    recs = [json.loads((tmp_path / f"rec.{r}.json").read_text()) for r in (0, 1)]
+    assert recs[0]["world"] == recs[1]["world"] == 2 and recs[0]["mIoU"] == recs[1]["mIoU"]
+    assert recs[0]["per_process"] == {"labeled": cfg.batch_size // 4, "pseudo": cfg.batch_size // 4}  # half of half
+    # rank 0 labelled; rank 1 waited and read the same labels (the same report, marked reused)
+    assert recs[0]["summary"]["labels_reused"] is False and recs[1]["summary"]["labels_reused"] is True
+    strip = [{k: v for k, v in r["summary"].items() if k != "labels_reused"} for r in recs]
+    assert strip[0] == strip[1]
+    work = store.record_path("smoke", cfg.key()).parent.parent
+    manifests = list(work.rglob("pseudo-round1/manifest.json"))
+    assert len(manifests) == 1 and json.loads(manifests[0].read_text())["complete"]
+    assert len(list((tmp_path / "results" / "smoke" / "runs").glob("*.json"))) == 2  # teacher + round

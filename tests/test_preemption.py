@@ -294,3 +294,35 @@ def test_a_second_stop_signal_ends_the_process_at_once(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], env=child_env(tmp_path), capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == -signal.SIGTERM and p.stdout == "noted\n", (p.returncode, p.stdout, p.stderr[-2000:])
+
+
+# --- a run over several Slurm tasks: one per GPU, one process group (issue 18, "Multi-GPU") ----------------
+
+def test_slurm_run_of_two_tasks_trains_in_one_gloo_group_and_matches_torchrun(tmp_path, monkeypatch):
+    """Through submitit's local executor, two tasks of one job (here CPU processes, as two GPUs would be)
+    join one process group from the job's environment and train one run: its record states a world of 2,
+    and its weights are those of the same run under torchrun with two processes."""
+    pytest.importorskip("submitit")
+    import os
+
+    from blvnb.experiments import execute
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parent)] + sys.path))
+    monkeypatch.setenv("BLVNB_CACHE", child_env(tmp_path)["BLVNB_CACHE"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg = supervised()
+    plan = execute.build_plan([(cfg, "t")], "smoke")
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "slurm"))
+    opts = execute.SlurmOptions(cluster="local", gpus_per_run=0, tasks_per_run=2, time_limit=5,
+                                folder=str(tmp_path / "jobs"), poll_seconds=0.2)
+    assert opts.tasks == 2 and execute.SlurmOptions(gpus_per_run=4).tasks == 4  # one task per GPU
+    rec = execute.execute(plan, None, "slurm", slurm=opts, echo=lambda line: None)[cfg.key()]
+    assert rec["world_size"] == 2
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "torchrun"))
+    ref = execute.execute(plan, None, "gpus", gpus=["cpu0", "cpu1"], gpus_per_run=2, echo=lambda line: None,
+                          work_dir=tmp_path / "work")[cfg.key()]
+    assert ref["world_size"] == 2
+    a = torch.load(rec["checkpoint"], weights_only=True)["model"]
+    b = torch.load(ref["checkpoint"], weights_only=True)["model"]
+    for name, t in a.items():
+        assert torch.equal(t, b[name]), name

@@ -424,3 +424,31 @@ def test_reproduce_with_weights_checks_the_folder_before_any_run_and_passes_it_o
     assert main(["reproduce", "--profile", "smoke", "--only", "a", "--weights", str(empty), "--no-build"]) == 0
     assert calls(book)[0]["params"]["weights_dir"] == str(empty)
     assert "BLVNB_WEIGHTS" not in os.environ
+
+
+def test_prepare_runs_with_gpus_per_run_trains_each_run_over_that_many_gpus(monkeypatch, tmp_path):
+    from blvnb.experiments import execute as ex
+
+    got, lines = {}, []
+    monkeypatch.setattr(reproduce, "gpu_count", lambda: 8)
+    monkeypatch.setattr(ex, "visible_gpus", lambda: [str(i) for i in range(8)])
+    monkeypatch.setattr(ex, "plan_for", lambda *a: ["run 1", "run 2"])
+    monkeypatch.setattr(ex, "execute", lambda plan, executor, force, echo, **k: got.update(executor=executor, **k))
+    monkeypatch.setenv("BLVNB_RESULTS", str(tmp_path / "results"))
+    assert reproduce.prepare_runs("paper", "/data", "auto", tmp_path, echo=lines.append, gpus_per_run=4) == 2
+    assert got == {"executor": "gpus", "gpus": [str(i) for i in range(8)], "gpus_per_run": 4}
+    assert "2 at once, 4 GPUs each" in lines[0]
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="--gpus-per-run must be a whole number"):
+            reproduce.check_gpus_per_run(bad)
+    with pytest.raises(ConfigError, match="needs at least that many GPUs.*shows 8 GPU"):
+        reproduce.check_gpus_per_run(16)
+    with pytest.raises(ConfigError, match="--jobs 2"):
+        reproduce.check_gpus_per_run(4, "2")
+
+
+def test_reproduce_refuses_a_bad_gpus_per_run_before_anything(book, monkeypatch, capsys):
+    monkeypatch.chdir(book)
+    monkeypatch.setattr(reproduce, "gpu_count", lambda: 0)
+    assert main(["reproduce", "--profile", "smoke", "--gpus-per-run", "2", "--no-build"]) == 2
+    assert "needs at least that many GPUs" in capsys.readouterr().err and not calls(book)

@@ -535,6 +535,13 @@ class SlurmOptions:
     dependency: str = "wait"  # "wait": submit after the teacher finished; "afterok": Slurm dependencies
     folder: str | None = None  # submitit's logs and pickles
     poll_seconds: float = 2.0
+    # processes per run (one Slurm task each, in one process group): None = one per GPU (gpus_per_run, at
+    # least 1); set it for CPU processes (gloo) on a node without GPUs
+    tasks_per_run: int | None = None
+
+    @property
+    def tasks(self) -> int:
+        return int(self.tasks_per_run) if self.tasks_per_run else max(1, int(self.gpus_per_run))
 
 
 def check_executor_options(executor: str, *, partition=None, gpus_per_run=None, time_limit=None,
@@ -912,10 +919,11 @@ class SlurmJob:
         self.requeues = int(requeues)
 
     def __call__(self, run_fn, cfg, force):
+        distributed_from_job()
         if self.requeues:
             log.warning("job requeued %d time(s): resuming run %s from its checkpoint", self.requeues, cfg.key())
         rec = run_fn(cfg, force=force)
-        if self.requeues and isinstance(rec, dict):
+        if self.requeues and isinstance(rec, dict) and os.environ.get("RANK", "0") == "0":
             rec = {**rec, "requeues": self.requeues}
             path = store_path(cfg.profile, cfg.key())
             if path.is_file():  # the run wrote it before it knew it had been requeued
@@ -926,6 +934,18 @@ class SlurmJob:
     def checkpoint(self, run_fn, cfg, force):
         """submitit's checkpointing hook: the resubmission of this job (submitit requeues it)."""
         return _submitit().helpers.DelayedSubmission(SlurmJob(self.requeues + 1), run_fn, cfg, False)
+
+
+def distributed_from_job() -> int:
+    """In a job of several tasks (one per GPU), set the process group's environment (``RANK``,
+    ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) from Slurm's (or submitit's local
+    executor's) task variables, so that the run joins one group (:func:`blvnb.engine.loop.init_distributed`:
+    NCCL on GPUs, gloo on CPUs) and each task computes on its node's GPU ``LOCAL_RANK``. Returns the number
+    of tasks (1: nothing set)."""
+    tasks = int(os.environ.get("SLURM_NTASKS") or os.environ.get("SUBMITIT_LOCAL_NTASKS") or 1)
+    if tasks > 1:
+        _submitit().helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return tasks
 
 
 def _submitit():
@@ -944,7 +964,8 @@ def _run_slurm(todo, run_fn, done, force, device, opts: SlurmOptions, work: Path
                            dependency=opts.dependency)
     folder = Path(opts.folder) if opts.folder else work / "submitit"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=opts.cluster)
-    params = dict(timeout_min=opts.time_limit, gpus_per_node=opts.gpus_per_run, tasks_per_node=1, nodes=1)
+    # one task per GPU (or per process: tasks_per_run), all in one process group on one node
+    params = dict(timeout_min=opts.time_limit, gpus_per_node=opts.gpus_per_run, tasks_per_node=opts.tasks, nodes=1)
     if opts.cpus_per_run:
         params["cpus_per_task"] = opts.cpus_per_run
     if opts.partition:
@@ -984,7 +1005,7 @@ def _run_slurm(todo, run_fn, done, force, device, opts: SlurmOptions, work: Path
                 continue
             del jobs[key]
             try:
-                done[key] = _collect(r.cfg.profile, key, job.result())
+                done[key] = _collect(r.cfg.profile, key, job.results()[0])
                 n = done[key].get("requeues", 0) if isinstance(done[key], dict) else 0
                 echo.ended(key, True, f"[done] {key[:16]} (job {job.job_id}" + (f", requeued {n}×)" if n else ")"))
             except Exception as exc:  # a job's failure, with its traceback in the job's log

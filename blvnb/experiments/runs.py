@@ -666,7 +666,10 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
             "seed": cfg.seed, "optimizer": result["optimizer"], "weights": weights,
             "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
             "data_fingerprint": data.fingerprints, "data_check": batch_data_check(),
-            "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
+            "world_size": loop.world_size(),
+            # the global batch of each stream split over the processes (DDP: one per GPU), as each computes it
+            "batch_per_process": {k: int(s.batch_size) // loop.world_size() for k, s in built.streams.items()},
+            "torch": torch.__version__, "host": platform.node()}
 
 
 def _device_name(device: torch.device) -> str:
