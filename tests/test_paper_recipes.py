@@ -220,3 +220,11 @@ def test_daformer_cnn_is_deeplab_v2_with_dilations_6_and_12_and_dars_t2_keeps_fo
     rates = {name: [b.dilation[0] for b in build_model(name, num_classes=19, variant="small").head.branches]
              for name in ("r101-deeplabv2-red", "r101-deeplabv2")}
     assert rates == {"r101-deeplabv2-red": [6, 12], "r101-deeplabv2": [6, 12, 18, 24]}
+
+
+def test_blv_semi_supervised_runs_crop_769_with_16_plus_16_and_slide_in_769_windows():
+    cfgs = [e.cfg for e in tables.entries("blv-t2", "paper", seeds=(0,), data_root=DATA)]
+    assert cfgs and {c.strategy for c in cfgs} == {"mean-teacher"}
+    for c in cfgs:
+        assert (c.crop, c.scale_range, c.batch_size, c.base_size) == ((769, 769), (0.5, 2.0), 16, None)
+        assert (c.eval_mode, c.eval_crop, c.eval_size) == ("slide", (769, 769), None)

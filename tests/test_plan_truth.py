@@ -180,7 +180,9 @@ def test_resolved_supervised_segformer(paper_plan, paper_rows):
 def test_resolved_mean_teacher_and_uda(paper_plan, paper_rows):
     mt = paper_rows(_runs(paper_plan, strategy="mean-teacher", fraction="1/8", model="r101-deeplabv3p")[0])
     assert mt["train"]["batch"] == {"labeled": 16, "unlabeled": 16} and _groups(mt) == [(0.01, 5e-4)]
-    assert mt["eval"]["mode"] == "slide" and mt["eval"]["stride"] == [342, 683]  # ⌈2/3 · 512×1024⌉
+    assert mt["train"]["crop"] == [769, 769] and mt["train"]["scale_range"] == [0.5, 2.0]  # BLV §4.2
+    assert mt["eval"]["mode"] == "slide" and mt["eval"]["window"] == [769, 769]
+    assert mt["eval"]["stride"] == [513, 513]  # ⌈2/3 · 769⌉
     daf = paper_rows(_runs(paper_plan, strategy="uda", model="mitb5-daformer")[0])
     t = daf["train"]
     assert t["batch"] == {"source": 2, "target": 2} and t["crop"] == [512, 512] and t["scale_range"] is None

@@ -345,6 +345,17 @@ def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", f
     return Spec.make("dars-rounds", model_of(row, profile), loss, None, opts, recipe=rec or None, **over)
 
 
+def semi_recipe(profile: str, fraction: str) -> dict | None:
+    """BLV's semi-supervised recipe in the paper profile (recipes.md (b); BLV §4.2, U2PL's lineage †): 200
+    epochs over the unlabeled list, 769×769 crops of the full-resolution image at random scale 0.5–2.0, a
+    batch of 16 labeled + 16 unlabeled images, tested in sliding 769² windows (stride ⌈2/3⌉). The toy
+    profiles keep their own."""
+    if not _paper(profile):
+        return None
+    return dict(iters=iterations.semi_iters(fraction), crop=(769, 769), scale_range=(0.5, 2.0), batch_size=16,
+                eval_mode="slide", eval_crop=(769, 769))
+
+
 def mt(profile: str, fraction: str, loss: str = "ce", counts: str | None = None,
        row: str = "r101-deeplabv3p", loss_options=None) -> Spec:
     """BLV's semi-supervised self-training (mean teacher) on split ``fraction``; ``counts`` for BLV:
@@ -352,7 +363,7 @@ def mt(profile: str, fraction: str, loss: str = "ce", counts: str | None = None,
     if loss == "blv" and loss_options is None:
         loss_options = blv(6.0)
     opts = {"counts": counts} if counts else None
-    recipe = {"iters": iterations.semi_iters(fraction)} if _paper(profile) else None  # 200 epochs (U2PL†)
+    recipe = semi_recipe(profile, fraction)
     return Spec.make("mean-teacher", model_of(row, profile), loss, loss_options, opts, recipe=recipe,
                      labeled_fraction=fraction)
 
