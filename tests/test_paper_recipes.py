@@ -228,3 +228,25 @@ def test_blv_semi_supervised_runs_crop_769_with_16_plus_16_and_slide_in_769_wind
     for c in cfgs:
         assert (c.crop, c.scale_range, c.batch_size, c.base_size) == ((769, 769), (0.5, 2.0), 16, None)
         assert (c.eval_mode, c.eval_crop, c.eval_size) == ("slide", (769, 769), None)
+
+
+def test_uda_source_only_runs_train_on_the_uda_source_pipeline_and_test_as_daformer():
+    t3 = {(e.row, e.arm): e.cfg for e in tables.entries("blv-t3", "paper", seeds=(0,), data_root=DATA)}
+    so = t3[("source only †", "source only")]
+    assert so.strategy == "supervised" and so.dataset == "gta5" and so.batch_size == 2
+    assert (so.base_size, so.scale_range, so.crop, so.cat_max_ratio) == ((720, 1280), (1.0, 1.0), (512, 512), 0.75)
+    assert (so.eval_mode, so.eval_size) == ("whole", (512, 1024))  # Cityscapes at 1024×512, as DAFormer tests
+
+
+def test_the_evaluation_view_keeps_the_images_as_stored(tmp_path):
+    """base_size resizes training images only; the val view is the stored image (eval_size resizes it at
+    test time, scored against full-resolution labels)."""
+    from blvnb.data.toycity import write_tree
+
+    root = write_tree(tmp_path / "cs", "cityscapes", n_train=2, n_val=1, size=(32, 64), seed=0, progress=False)
+    cfg = runs.RunConfig.from_profile("smoke", base_size=(16, 32), data_root=str(tmp_path), device="cpu")
+    data = runs.RunData(cfg, cfg.key(), torch.device("cpu"))
+    monkey = {"cityscapes": root}
+    data.root = lambda kind: monkey[kind]
+    val = data.dataset("cityscapes", "val", train=False)[0]
+    assert tuple(val["image"].shape[-2:]) == tuple(val["label"].shape[-2:]) == (32, 64)

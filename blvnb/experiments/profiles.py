@@ -106,7 +106,8 @@ class Profile:
     model: str = "r18-fpn"
     crop: tuple[int, int] = (128, 256)
     scale_range: tuple[float, float] = (0.75, 1.5)
-    base_size: tuple[int, int] | None = None  # resize every image to this (H, W) first
+    base_size: tuple[int, int] | None = None  # resize every training image to this (H, W) first (not the
+    # evaluation's: a run is tested at eval_size, or at the images' own size)
     batch_size: int = 8
     iters: int = 300
     lr: float | None = None  # None: the model's recipe (blvnb.engine.recipes)

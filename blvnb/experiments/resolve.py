@@ -137,7 +137,7 @@ def eval_of(cfg) -> dict | None:
     """The evaluation the run does: mode, the size the image is resized to (None: its own), window, stride."""
     if not cfg.evaluate:
         return None
-    out = {"mode": cfg.eval_mode, "size": _hw(cfg.eval_size or cfg.base_size), "window": None, "stride": None}
+    out = {"mode": cfg.eval_mode, "size": _hw(cfg.eval_size), "window": None, "stride": None}
     if cfg.eval_mode == "slide":
         window = cfg.eval_crop
         stride = cfg.eval_stride or (tuple(math.ceil(c * 2 / 3) for c in window) if window else None)

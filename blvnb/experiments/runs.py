@@ -468,8 +468,8 @@ class RunData:
             tf = train_transform(tuple(crop or cfg.crop), tuple(scale_range or cfg.scale_range), cfg.base_size,
                                  rotate=rotate, blur=blur, augment=augment, photometric=cfg.photometric,
                                  cat_max_ratio=cfg.cat_max_ratio)
-        else:
-            tf = eval_transform(cfg.base_size)
+        else:  # images as stored: a run is tested (and a DARS teacher labels) at eval_size, scored at full size
+            tf = eval_transform()
         return AugmentedDataset(base, tf)
 
     def split_indices(self, fraction) -> tuple[list[int], list[int]]:
@@ -602,8 +602,8 @@ def out_of_memory(cfg: RunConfig, device: torch.device, phase: str, exc: BaseExc
         change = ("free the GPU of other processes or use one with more memory; the labels written so far are "
                   "kept and the labelling resumes from them")
     elif phase == "evaluation":
-        size = f"eval_mode {cfg.eval_mode!r}, eval_crop {cfg.eval_crop}" + (f", base_size {cfg.base_size}"
-                                                                           if cfg.base_size else "")
+        size = f"eval_mode {cfg.eval_mode!r}, eval_crop {cfg.eval_crop}" + (f", eval_size {cfg.eval_size}"
+                                                                           if cfg.eval_size else "")
         change = ("evaluate with sliding windows (eval_mode='slide') or a smaller eval_crop; the trained "
                   "checkpoint is kept, so only the evaluation runs again")
     else:

@@ -425,8 +425,18 @@ def uda(profile: str, arch: str, source: str = "gta5", loss: str = "ce", loss_op
 
 def source_only(profile: str, source: str = "gta5", arch: str = "daformer-cnn") -> Spec:
     """Supervised on the source domain only, evaluated on Cityscapes (BLV Tables 3, 4: "source only †"), at
-    DAFormer's source-only batch and evaluation in the paper profile (:func:`uda_recipe`)."""
-    return sup(profile, UDA_MODELS.get(arch, arch), recipe=uda_recipe(profile, arch), dataset=source)
+    DAFormer's source-only batch and evaluation (:func:`uda_recipe`) and, in the paper profile, the source
+    pipeline of its UDA runs (recipes.md (d)): the source image resized to 1280×720 (2560×1440 for HRDA:
+    ``uda.PAPER_SIZES``), no random scale, a 512² crop (1024²) redrawn while one class covers 75 % of it,
+    flip."""
+    rec = dict(uda_recipe(profile, arch) or {})
+    if _paper(profile):
+        from blvnb.engine.strategies.uda import PAPER_SIZES
+
+        hrda = arch == "hrda"
+        side = 1024 if hrda else 512
+        rec.update(base_size=PAPER_SIZES[hrda][0], scale_range=(1.0, 1.0), crop=(side, side), cat_max_ratio=0.75)
+    return sup(profile, UDA_MODELS.get(arch, arch), recipe=rec or None, dataset=source)
 
 
 def _uda_pair(profile: str, arch: str, source: str, subset: str = "all") -> list[Arm]:
