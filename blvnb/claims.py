@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from blvnb.errors import BlvnbError, ConfigError
+from blvnb.experiments.profiles import PROFILES
 
 DATA = Path(__file__).with_name("claims.yaml")
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive", "not run")
-PROFILE_ORDER = ("smoke", "quick", "gpu", "paper")
+PROFILE_ORDER = tuple(PROFILES)  # smallest first, as blvnb.experiments.profiles defines them
 COMPARISONS = ("greater", "not-worse", "within", "ordering", "best", "all-greater", "gain-greater", "less-than",
                "greater-than", "split", "spread", "saturating", "correlation")
 KINDS = ("reproduction", "check")

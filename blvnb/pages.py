@@ -295,12 +295,16 @@ def _hours(seconds: float) -> str:
     return f"{h:,.1f}" if h >= 0.95 else f"{h:.2f}"
 
 
-def budget_fragments(profiles: tuple[str, ...] = ("gpu", "paper")) -> dict[str, str]:
+def budget_fragments(profiles: tuple[str, ...] | None = None) -> dict[str, str]:
     """What the gpu and paper profiles cost, from the plan's estimate (:func:`blvnb.experiments.execute.budget`):
     per profile its GPU-hours one after the other, its longest chain of runs and the GPUs that finish it in a
-    working day; and one table of GPU-hours per table of the papers."""
+    working day; and one table of GPU-hours per table of the papers. ``profiles``: default every profile whose
+    runs are planned for GPUs (``Profile.machine``)."""
     from blvnb.experiments import execute, tables
+    from blvnb.experiments.profiles import PROFILES
 
+    if profiles is None:
+        profiles = tuple(name for name, p in PROFILES.items() if p.machine == "gpu")
     out, per = {}, {}
     for prof in profiles:
         b = execute.budget(execute.plan_for(prof))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blvnb.errors import BlvnbError, ConfigError
-from blvnb.experiments.profiles import get_profile
+from blvnb.experiments.profiles import PROFILES, Profile, get_profile
 from blvnb.paths import repo_root  # noqa: F401  (blvnb.reproduce.repo_root, as before)
 
 log = logging.getLogger(__name__)
@@ -388,14 +388,14 @@ def build_config(root: Path) -> Path:
 
 # --- "Run this chapter" ------------------------------------------------------------------------------
 
-#: What each profile needs on the command line beyond ``-p profile NAME``.
-PROFILE_ARGS = {"smoke": [], "quick": [], "gpu": ["-p", "device", "cuda"],
-                "paper": ["-p", "device", "cuda", "-p", "data_root", "/path/to/data"]}
-PROFILE_WHERE = {"smoke": "seconds on a CPU: checks that the chapter runs",
-                 "quick": "minutes on a CPU (toycity at 128×256)",
-                 "gpu": "one GPU (toycity at 256×512, three seeds)",
-                 "paper": "GPU servers, the real data sets under data_root"}
 RUN_BOX_TAG = "run-this-chapter"
+
+
+def profile_args(prof: Profile) -> list[str]:
+    """What a profile needs on papermill's command line beyond ``-p profile NAME``: the GPU where its runs
+    are planned for one, the real data's folder where it trains on the real data sets."""
+    args = ["-p", "device", "cuda"] if prof.machine == "gpu" else []
+    return args + ([] if prof.synthetic else ["-p", "data_root", "/path/to/data"])
 
 
 def read_parameters(notebook: Path) -> list[tuple[str, str, str]]:
@@ -455,7 +455,7 @@ def launch_links(stem: str, root: Path) -> list[tuple[str, str]]:
 def papermill_command(stem: str, profile: str) -> str:
     """The exact command that executes one chapter in one profile, from the repository root."""
     args = ["papermill", f"notebooks/{stem}.ipynb", f"book/generated/{stem}.ipynb", "--cwd", ".",
-            "-p", "profile", profile, *PROFILE_ARGS[profile]]
+            "-p", "profile", profile, *profile_args(get_profile(profile))]
     return " ".join(args)
 
 
@@ -470,7 +470,7 @@ def run_box(stem: str, root: Path | None = None, executed_profile: str | None = 
     root = root or repo_root()
     params = read_parameters(root / "notebooks" / f"{stem}.ipynb")
     rows = "\n".join(f"| `{n}` | `{v}` | {c.replace('|', '/')} |" for n, v, c in params)
-    cmds = "\n".join(f"# {p}: {PROFILE_WHERE[p]}\n{_wrapped(papermill_command(stem, p))}\n" for p in PROFILE_ARGS)
+    cmds = "\n".join(f"# {p}: {PROFILES[p].where}\n{_wrapped(papermill_command(stem, p))}\n" for p in PROFILES)
     shown = f" This page was executed in the `{executed_profile}` profile." if executed_profile else ""
     links = launch_links(stem, root)
     launch = ("\n\nOpen the notebook on: " + " · ".join(f"[{label}]({url})" for label, url in links)

@@ -15,7 +15,7 @@ import torch
 
 from blvnb.errors import ConfigError
 from blvnb.models import registry
-from blvnb.models.registry import build_model, list_models, model_for_profile
+from blvnb.models.registry import build_model, list_models, with_variant
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -108,14 +108,14 @@ def test_names_variants_and_profiles():
     small = sum(p.numel() for p in build_model("r50-psp@small").parameters())
     assert small == sum(p.numel() for p in build_model("r50-psp", variant="small").parameters())
     assert small < 10e6
-    assert model_for_profile("hr18-ocr", "quick") == "hr18-ocr@small"
-    assert model_for_profile("hr18-ocr@small", "paper") == "hr18-ocr@paper"
+    assert with_variant("hr18-ocr", "small") == "hr18-ocr@small"
+    assert with_variant("hr18-ocr@small", "paper") == "hr18-ocr@paper"
     with pytest.raises(ConfigError, match="unknown model"):
         build_model("r50-pspnet")
     with pytest.raises(ConfigError, match="variant"):
         build_model("r50-psp@tiny")
-    with pytest.raises(ConfigError, match="profile"):
-        model_for_profile("r50-psp", "huge")
+    with pytest.raises(ConfigError, match="'huge'.*'r50-psp'"):
+        with_variant("r50-psp", "huge")
 
 
 def test_profiles_name_registered_models():
@@ -124,6 +124,7 @@ def test_profiles_name_registered_models():
     for p in PROFILES.values():
         name = p.model.split("@")[0]
         assert name in ALL, f"profile {p.name} names {p.model!r}, not in the registry"
+        assert p.model_variant in registry.VARIANTS, f"profile {p.name}: model_variant {p.model_variant!r}"
 
 
 def test_aux_weights_of_the_papers():

@@ -15,6 +15,7 @@ from torch import nn
 from blvnb.data.sampling import decode_index
 from blvnb.engine.strategies import uda as U
 from blvnb.errors import ConfigError
+from blvnb.experiments.profiles import get_profile
 from blvnb.losses import build_loss
 from blvnb.models.hrda import HRDA, slide_windows
 from blvnb.models.registry import SegModel
@@ -414,7 +415,7 @@ class FakeSet:
 
 
 class FakeData:
-    seed, device, progress, profile = 3, "cpu", False, "smoke"
+    seed, device, progress, profile = 3, "cpu", False, get_profile("smoke")
 
     def __init__(self):
         self.sets = {("gta5", "all"): FakeSet(9, seed=1), ("cityscapes", "train"): FakeSet(6, seed=2),

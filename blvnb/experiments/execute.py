@@ -147,14 +147,14 @@ def _model_rate(model: str, device: str, amp: bool) -> tuple[float, str]:
 
 
 def est_seconds(cfg) -> float:
-    """Estimated wall seconds of ``cfg`` on its profile's machine (CPU for smoke/quick, a GPU for
-    gpu/paper): iterations × images per iteration × seconds per image of the model (scaled by crop area
+    """Estimated wall seconds of ``cfg`` on its profile's machine (``Profile.machine``: a CPU for
+    smoke/quick, a GPU for gpu/paper): iterations × images per iteration × seconds per image of the model (scaled by crop area
     from the benchmark's size; UDA trains on square crops of the crop's height) × the strategy's factor,
     + evaluation on the val split (none for a pretraining run) + a DARS round's labelling of the unlabeled
     split (flip-averaged: 2 forwards) or the mean teacher's Eq. (4) pass over it each epoch, + a fixed
     start-up. The numbers are estimates for planning; ``train_seconds`` in the records is the truth."""
     prof = get_profile(cfg.profile)
-    device = "cpu" if cfg.profile in ("smoke", "quick") else "gpu"
+    device = prof.machine
     amp = bool(getattr(cfg, "amp", prof.amp))
     rate, _ = _model_rate(str(getattr(cfg, "model", None) or prof.model), device, amp)
     ref = CPU_REF_PIXELS if device == "cpu" else GPU_REF_PIXELS
@@ -323,7 +323,7 @@ def jobs_for(est: float, minutes, profile: str | None = None) -> int:
     import math
 
     minutes = parse_time_limit(minutes)
-    fixed = FIXED_SECONDS["cpu" if profile in ("smoke", "quick") else "gpu"]
+    fixed = FIXED_SECONDS[get_profile(profile).machine if profile is not None else "gpu"]
     usable = minutes * 60.0 - fixed - SIGNAL_MARGIN_SECONDS
     if usable <= 0:
         raise ConfigError(f"--time-limit {minutes:g} minutes leaves no time to train: a job spends "

@@ -18,6 +18,14 @@ model's recipe (:mod:`blvnb.engine.recipes`). ``pretrained`` is what runs start 
 disjoint toycity data described by ``pretraining``, toycity's "ImageNet"), ``"imagenet"`` (each backbone's
 file in the run's weights folder, ``RunConfig.weights_dir`` / ``--weights DIR``; without a folder timm's
 weights, downloaded — never in the paper profile) or the path of a local weights file.
+
+Everything else that differs between the profiles is a field too, so that no code or notebook asks for a
+profile by its name (``tests/test_profiles.py`` fails on such a comparison): ``machine`` (what the runs
+are planned for), ``model_variant`` (the size of each table row's architecture), ``subset`` (the toy
+profiles' share of each table), ``paper_recipes`` (the papers' settings at the real data's pixel sizes),
+``where`` (a line for the book) and ``chapter`` (the sizes of what a chapter computes beside its runs).
+None of these is a field of a run's config, so none enters a run's key: a run's key holds the settings
+they lead to (its model, crop, evaluation, ...), not the flags.
 """
 
 from __future__ import annotations
@@ -89,6 +97,37 @@ class FrozenDict(Mapping):
         return (FrozenDict, (dict(self._items),))
 
 
+#: what a profile's runs are planned for: a CPU (time estimates at CPU rates, notebooks on the CPU) or a GPU
+#: (GPU rates, the notebooks' ``-p device cuda``, the only profiles a CPU rehearsal is for)
+MACHINES = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class ChapterSizes:
+    """The sizes of what a chapter computes itself beside its tables' runs (never part of a run's key)."""
+
+    synthetic_maps: int = 16  # dars_method: synthetic teacher probability maps per seed
+    teacher_images: int = 48  # dars_pseudo: unlabeled images whose round-0 teacher confidences are counted (Fig. 3)
+    layout_images: tuple[int, int] = (200, 60)  # dars_voc_scannet: (train, val) toycity images in VOC/ScanNet layouts
+    toy_sigmas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 6.0)  # blv_method: σ of the interactive BLV toy
+    toy_steps: int = 200  # blv_method: optimisation steps of the toy per σ and seed
+
+    def __post_init__(self):
+        for name in ("synthetic_maps", "teacher_images", "toy_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"chapter size {name} must be an integer >= 1, got {v!r}")
+        v = self.layout_images
+        if not (isinstance(v, tuple) and len(v) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)):
+            raise ConfigError(f"chapter size layout_images must be (train, val), two integers >= 1; got {v!r}")
+        v = self.toy_sigmas
+        if not (isinstance(v, tuple) and v and v[0] == 0 and 6 in v
+                and all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in v)):
+            raise ConfigError(f"chapter size toy_sigmas must be a tuple of σ >= 0 that starts at 0 (plain cross "
+                              f"entropy) and holds 6 (the paper's value: the claim's two arms); got {v!r}")
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -128,6 +167,32 @@ class Profile:
     eval_crop: tuple[int, int] | None = None
     seeds: tuple[int, ...] = (0,)
     extra: dict = field(default_factory=dict)
+    # what the profile's tables run and where (not run settings: none is in a run's key, see the module text)
+    machine: str = "cpu"  # one of MACHINES: the machine its runs are planned for
+    # the size of each table row's architecture (blvnb.models.registry.VARIANTS): "small" (a lighter backbone
+    # of the same family) or "paper" (the paper's architecture)
+    model_variant: str = "small"
+    # the toy share of each table: arms marked "skip" left out, "sweep" arms at the first seed only, the
+    # profile's one model for every row, and the profile's calibrated recipe in place of the papers' pipelines
+    # (blvnb.experiments.tables: Arm.subset)
+    subset: bool = False
+    # the papers' recipes at the real data's pixel sizes: DARS's crops 361 and 713, the released evaluation
+    # settings, DAFormer's and HRDA's crops and image sizes (what makes sense on the real data sets only)
+    paper_recipes: bool = False
+    where: str = ""  # a few words on the machine and time a chapter takes (the book's "Run this chapter" box)
+    chapter: ChapterSizes = field(default_factory=ChapterSizes)
+
+    def __post_init__(self):
+        if self.machine not in MACHINES:
+            raise ConfigError(f"profile {self.name!r}: machine={self.machine!r}; use one of {', '.join(MACHINES)}")
+        for name in ("subset", "paper_recipes", "synthetic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"profile {self.name!r}: {name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.model_variant, str) or not self.model_variant:
+            raise ConfigError(f"profile {self.name!r}: model_variant must be a variant name of the model "
+                              f"registry ('small' or 'paper'), got {self.model_variant!r}")
+        if not isinstance(self.chapter, ChapterSizes):
+            raise ConfigError(f"profile {self.name!r}: chapter must be a ChapterSizes, got {self.chapter!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +211,10 @@ PROFILES: dict[str, Profile] = {
         size=(64, 128), n_train=32, n_val=6, model="r10t-fpn", crop=(64, 128),
         batch_size=4, iters=4, num_workers=0,
         pretraining=FrozenDict(dataset="gta5", data_seed=1000, n_train=16, iters=4, seed=0),
+        machine="cpu", model_variant="small", subset=True, paper_recipes=False,
+        where="seconds on a CPU: checks that the chapter runs",
+        chapter=ChapterSizes(synthetic_maps=8, teacher_images=16, layout_images=(24, 8), toy_sigmas=(0.0, 2.0, 6.0),
+                             toy_steps=60),
     ),
     "quick": Profile(
         name="quick",
@@ -161,6 +230,8 @@ PROFILES: dict[str, Profile] = {
         # The pretraining runs alone (every other run waits for it), so it computes with both cores' threads.
         pretraining=FrozenDict(dataset="gta5", data_seed=1000, n_train=600, n_val=0, crop=(64, 128), iters=900,
                                batch_size=16, lr=0.05, seed=0, load="all", threads=2),
+        machine="cpu", model_variant="small", subset=True, paper_recipes=False,
+        where="minutes on a CPU (toycity at 128×256)",
     ),
     "gpu": Profile(
         name="gpu",
@@ -168,6 +239,8 @@ PROFILES: dict[str, Profile] = {
         size=(256, 512), n_train=2000, n_val=300, model="r50-psp", crop=(256, 512),
         batch_size=16, iters=4000, amp=True, num_workers=8, seeds=(0, 1, 2), threads=4,
         pretraining=FrozenDict(dataset="gta5", data_seed=1000, n_train=4000, iters=8000, seed=0),
+        machine="gpu", model_variant="paper", subset=False, paper_recipes=False,
+        where="one GPU (toycity at 256×512, three seeds)",
     ),
     "paper": Profile(
         name="paper",
@@ -175,6 +248,8 @@ PROFILES: dict[str, Profile] = {
         size=(1024, 2048), n_train=0, n_val=0, synthetic=False, model="r50-psp", crop=(512, 1024),
         scale_range=(0.5, 2.0), batch_size=16, iters=40000, amp=True, num_workers=8, threads=4,
         eval_mode="slide", eval_crop=(512, 1024), seeds=(0, 1, 2), pretrained="imagenet", splits="released",
+        machine="gpu", model_variant="paper", subset=False, paper_recipes=True,
+        where="GPU servers, the real data sets under data_root",
     ),
 }
 

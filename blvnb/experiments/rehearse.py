@@ -52,8 +52,6 @@ from pathlib import Path
 from blvnb.errors import ConfigError
 from blvnb.io import write_json_atomic
 
-#: the profiles a rehearsal is for (smoke and quick already train for real in CI)
-PROFILES = ("paper", "gpu")
 #: images per data set in the rehearsal data root: enough for a batch of 2 and for the smallest labelled
 #: fraction (1/16 of 8 is one image, nested_splits keeps at least one), one image to evaluate on
 N_TRAIN, N_VAL, N_EXTRA = 8, 1, 2
@@ -110,10 +108,12 @@ def _plain(v):
 def check_request(profile: str, only: Iterable[str] | None, limit: int | None) -> None:
     """Bad input → :class:`ConfigError` naming it (before any data is written)."""
     from blvnb.experiments import tables
+    from blvnb.experiments.profiles import PROFILES, get_profile
 
-    if profile not in PROFILES:
-        raise ConfigError(f"a rehearsal is for the profiles {' or '.join(PROFILES)} (the runs a GPU server trains); "
-                          f"got --profile {profile!r} (smoke and quick train for real: blvnb runs execute)")
+    if get_profile(profile).machine != "gpu":  # an unknown name: ConfigError listing the profiles
+        gpu = [name for name, p in PROFILES.items() if p.machine == "gpu"]
+        raise ConfigError(f"a rehearsal is for the profiles {' or '.join(gpu)} (the runs a GPU server trains); "
+                          f"got --profile {profile!r}, whose runs train on a CPU for real: blvnb runs execute")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"--limit must be a whole number >= 1 (runs to rehearse), got {limit!r}")
     tables.resolve_tables(only)  # an unknown table id → ConfigError listing the known ones
@@ -214,7 +214,9 @@ def scaled_settings(cfg, scale: float) -> dict:
         from blvnb.engine.strategies import uda
 
         hrda = bool(so["hrda"]) if so.get("hrda") is not None else "hrda" in str(cfg.model).lower()
-        paper = cfg.profile == "paper"
+        from blvnb.experiments.profiles import get_profile
+
+        paper = get_profile(cfg.profile).paper_recipes
         defaults = {"crop": ((1024, 1024) if hrda else (512, 512)) if paper else (cfg.crop[0], cfg.crop[0]),
                     "source_size": uda.PAPER_SIZES[hrda][0] if paper else None,
                     "target_size": uda.PAPER_SIZES[hrda][1] if paper else None}

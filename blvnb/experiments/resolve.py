@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+from blvnb.experiments.profiles import get_profile
 from blvnb.errors import ConfigError
 
 
@@ -116,7 +117,7 @@ def _data_view(cfg) -> dict:
 
         o = {**uda.DEFAULTS, **so}
         hrda = bool(o["hrda"]) if o["hrda"] is not None else "hrda" in str(cfg.model).lower()
-        paper = cfg.profile == "paper"
+        paper = get_profile(cfg.profile).paper_recipes
         if o["crop"] is not None:
             crop = o["crop"]
         elif paper:

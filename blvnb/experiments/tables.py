@@ -44,13 +44,12 @@ from dataclasses import dataclass, field, fields
 from blvnb.errors import ConfigError
 from blvnb.experiments import iterations
 from blvnb.experiments.profiles import get_profile
-from blvnb.models.registry import model_for_profile
+from blvnb.models.registry import with_variant
 
 log = logging.getLogger(__name__)
 
-#: profiles that run the stated subsets (smoke follows quick so that CI executes the same code paths)
-SUBSET_PROFILES = ("smoke", "quick")
-#: how many of the profile's seeds the extra points of a sweep get in the subset profiles
+#: how many of the profile's seeds the extra points of a sweep get in the subset profiles (``Profile.subset``:
+#: smoke follows quick so that CI executes the same code paths)
 QUICK_SWEEP_SEEDS = 1
 
 # --- the settings a table's arm can name -----------------------------------------------------------
@@ -83,9 +82,10 @@ def model_of(name: str | None, profile: str) -> str:
     quick), except that the subset profiles train their one model (the profile's ``model``) for every table:
     one toy pretraining then serves every run, and a table's comparison (BLV against CE, DARS against ST)
     stays on one model. ``None``: the profile's model."""
-    if name is None or _sub(profile):
-        return get_profile(profile).model
-    return model_for_profile(name, profile)
+    prof = get_profile(profile)
+    if name is None or prof.subset:
+        return prof.model
+    return with_variant(name, prof.model_variant)
 #: DARS's progressive schedules: a name of blvnb.pseudo.rounds.RELEASED_SCHEDULES (the two 1/8 ones), or
 #: (α per round, (β_min, β_max) per round) — the released 1/4 configs (recipes.md (c)). Round 1 starts from
 #: the run's random-scale range (the profile's; the paper profile's DARS recipe sets the released one).
@@ -179,7 +179,7 @@ class Table:
         """The arms that run in ``profile``: the subset in smoke/quick, less those the library cannot run
         yet (:func:`unsupported`; listed by :func:`unavailable`)."""
         arms = self.arms(profile)
-        if profile in SUBSET_PROFILES:
+        if _sub(profile):
             arms = [a for a in arms if a.subset != "skip"]
         return [a for a in arms if unsupported(a.spec) is None]
 
@@ -225,17 +225,19 @@ def unavailable(table: str, profile: str) -> list[tuple[str, str, str]]:
     """(row, arm, reason) of the arms of ``table`` that the library cannot run yet."""
     t = get_table(table)
     arms = t.arms(profile)
-    if profile in SUBSET_PROFILES:
+    if _sub(profile):
         arms = [a for a in arms if a.subset != "skip"]
     return [(a.row, a.arm, why) for a in arms if (why := unsupported(a.spec)) is not None]
 
 
 def _paper(profile: str) -> bool:
-    return profile == "paper"
+    """The profile trains with the papers' recipes at the real data's sizes (``Profile.paper_recipes``)."""
+    return get_profile(profile).paper_recipes
 
 
 def _sub(profile: str) -> bool:
-    return profile in SUBSET_PROFILES
+    """The profile runs each table's toy subset (``Profile.subset``)."""
+    return get_profile(profile).subset
 
 
 # --- building blocks: one function per setting ---------------------------------------------------------
@@ -918,7 +920,7 @@ def profile_seeds(profile: str, seeds: Iterable[int] | int | str | None = None) 
 
 
 def arm_seeds(arm: Arm, profile: str, seeds: tuple[int, ...], explicit: bool) -> tuple[int, ...]:
-    if explicit or profile not in SUBSET_PROFILES or arm.subset == "all":
+    if explicit or not _sub(profile) or arm.subset == "all":
         return seeds
     return seeds[:QUICK_SWEEP_SEEDS]
 

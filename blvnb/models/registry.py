@@ -4,7 +4,7 @@ A registry entry only chooses arguments (timm's pattern); the parts live in ``ba
 ``heads.py``, ``knet.py`` and ``hrda.py``. Every entry has two sizes: ``variant="paper"`` (the paper's
 architecture, the default) and ``variant="small"`` (a lighter backbone of the same family, fewer
 channels: the quick and smoke profiles'). A name may carry its variant, ``"r50-psp@small"``, so that a
-profile chooses it with one string; :func:`variant_for_profile` is the rule the profiles follow.
+profile chooses it with one string (its ``model_variant``; :func:`with_variant` writes the name).
 
 Forward contract (:class:`SegModel`, :class:`~blvnb.models.hrda.HRDA`):
 
@@ -34,7 +34,6 @@ from blvnb.models.mit import MiT
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 VARIANTS = ("paper", "small")
-PROFILE_VARIANT = {"smoke": "small", "quick": "small", "gpu": "paper", "paper": "paper"}
 
 
 def register(name: str):
@@ -79,18 +78,12 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def variant_for_profile(profile: str) -> str:
-    """Which size of each architecture a profile uses: small for smoke/quick, the paper's for gpu/paper."""
-    try:
-        return PROFILE_VARIANT[profile]
-    except KeyError:
-        raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILE_VARIANT)}") from None
-
-
-def model_for_profile(name: str, profile: str) -> str:
-    """The registry name a profile trains for a table row: ``model_for_profile("hr18-ocr", "quick")`` →
-    ``"hr18-ocr@small"``."""
-    return f"{name.split('@')[0]}@{variant_for_profile(profile)}"
+def with_variant(name: str, variant: str) -> str:
+    """The registry name of row ``name`` at size ``variant`` (one of :data:`VARIANTS`; a profile's
+    ``model_variant``): ``with_variant("hr18-ocr", "small")`` → ``"hr18-ocr@small"``."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown model variant {variant!r} for {name!r}; use one of {', '.join(VARIANTS)}")
+    return f"{name.split('@')[0]}@{variant}"
 
 
 def build_model(name: str, num_classes: int = 19, pretrained: bool = False, **overrides) -> nn.Module:

@@ -707,7 +707,7 @@ def build(cfg, data):
         raise ConfigError("UDA needs cfg.target (e.g. target='cityscapes'), or strategy_options source_only=True")
     hrda = bool(o["hrda"]) if o["hrda"] is not None else "hrda" in str(cfg.model).lower()
     seed = _or_seed(data, cfg)
-    paper = getattr(cfg, "profile", None) == "paper"
+    paper = data.profile.paper_recipes  # DAFormer's and HRDA's crops and image sizes: the real data's
 
     # loss "rs" (BLV Table 5's naive re-sampling): cross entropy, the source images drawn by the rare classes
     # they hold (the supervised strategy's order), in place of DAFormer's rare-class crops
