@@ -111,6 +111,18 @@ class PairedTest:
                 "claimed": self.direction, "outcome": self.outcome}
 
 
+
+def _sweep_reason(profile, n: int) -> str:
+    """Where a subset profile ran this claim's arms at its sweep seeds only: the pointer to why."""
+    from blvnb.experiments import tables
+    from blvnb.experiments.profiles import PROFILES
+
+    p = PROFILES.get(str(profile))
+    if p is None or not p.subset or n != tables.QUICK_SWEEP_SEEDS or n >= len(p.seeds):
+        return ""
+    return (f" In the {p.name} profile the extra points of a sweep run at {n} seed{'s' if n != 1 else ''} only; "
+            "the quick profile's page says why and what all seeds would cost.")
+
 def _combine(outcomes: Sequence[str]) -> str:
     if outcomes and all(o == "reproduced" for o in outcomes):
         return "reproduced"
@@ -225,7 +237,7 @@ class Claim:
         if n < self.min_seeds:
             outcome = "inconclusive"
             note = (note + " " if note else "") + (f"Only {n} seed{'s' if n != 1 else ''}: the rule needs at least "
-                                                   f"{self.min_seeds}.")
+                                                   f"{self.min_seeds}." + _sweep_reason(profile, n))
         from blvnb import __version__
 
         return Verdict(claim=self, profile=str(profile), outcome=outcome, seeds=tuple(seeds), tests=tuple(tests),

@@ -254,6 +254,26 @@ def scratch_fragment(data: dict) -> str:
                "fine-tuning a fitted classifier only.") + "\n")
 
 
+def sweep_fragment(profile: str = "quick") -> str:
+    """Why the extra points of a sweep run once in ``profile``, with what every seed would cost: the plan's
+    own counts and estimate (:func:`blvnb.experiments.execute.sweep_cost`)."""
+    from blvnb.experiments import execute, tables
+    from blvnb.experiments.profiles import get_profile
+
+    p, k = get_profile(profile), tables.QUICK_SWEEP_SEEDS
+    c = execute.sweep_cost(profile)
+    first = "the first seed" if k == 1 else f"the first {k} seeds"
+    if not p.subset or k >= len(p.seeds) or c["runs_all_seeds"] == c["runs"]:
+        return f"In the `{profile}` profile every arm of every table runs at each of its {len(p.seeds)} seeds.\n"
+    return (f"In the `{profile}` profile the arms a table's headline claim compares run at all {len(p.seeds)} "
+            f"seeds; the extra points of a sweep run at {first} only (`tables.QUICK_SWEEP_SEEDS`), so a claim that "
+            f"compares sweep points reads *inconclusive* for want of seeds. Every point at all {len(p.seeds)} "
+            f"seeds would make the plan **{c['runs_all_seeds']} runs instead of {c['runs']}**: by the plan's "
+            f"estimate {c['est_seconds_all_seeds'] / 60:.0f} instead of {c['est_seconds'] / 60:.0f} minutes of "
+            "runs one after the other, more than this profile's budget leaves (the time the book takes is "
+            "above). A cheaper run per point, not fewer seeds, is what would pay for it.\n")
+
+
 def _threads(k: int) -> str:
     return f"{k} thread" + ("" if k == 1 else "s")
 
@@ -337,6 +357,7 @@ def budget_fragments(profiles: tuple[str, ...] | None = None) -> dict[str, str]:
 #: fragment groups: name prefix → function of the repository root returning {suffix: Markdown}
 SOURCES: dict[str, Callable[[Path], dict[str, str]]] = {
     "quick_calibration": lambda root: calibration_fragments(read_calibration(root / CALIBRATION)),
+    "quick_sweeps": lambda root: {"seeds": sweep_fragment("quick")},
     "model_params": lambda root: model_param_fragments(),
     "plan_budget": lambda root: budget_fragments(),
 }

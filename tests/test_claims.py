@@ -49,6 +49,10 @@ def test_too_few_seeds_is_inconclusive_and_says_so():
     c = make("greater", ["blv", "ce"])
     v = c.evaluate({"blv": [60.0], "ce": [50.0]}, profile="quick", seeds=[7])
     assert v.outcome == "inconclusive" and "at least 3" in v.note and v.seeds == (7,)
+    # in a subset profile one seed is a sweep point's: the note points to why it ran once
+    assert "extra points of a sweep run at 1 seed only" in v.note
+    for profile in ("gpu", "somewhere"):  # elsewhere one seed is not the sweep rule: no such pointer
+        assert "sweep" not in c.evaluate({"blv": [60.0], "ce": [50.0]}, profile=profile).note
     v = replace(c, min_seeds=2).evaluate({"blv": [60.0, 61.0], "ce": [50.0, 50.5]}, profile="quick")
     assert v.outcome == "reproduced"  # differences 10, 10.5: [3.4, 17.1]
 

@@ -121,3 +121,13 @@ def test_the_from_scratch_start_is_shown_beside_the_fine_tuning_one():
     assert "do not agree on mIoU and tail mIoU" in text and "depends on where training starts" in text
     fine["from_scratch"]["summary"] = _fake([-0.5, -0.9, -0.7])["summary"]
     assert "The two starts agree on both" in pages.calibration_fragments(fine)["scratch"]
+
+
+def test_the_quick_page_says_why_sweep_points_run_once_from_the_plans_own_counts():
+    from blvnb.experiments import execute
+
+    text = pages.sweep_fragment("quick")
+    now, full = execute.plan_for("quick"), execute.plan_for("quick", seeds=(0, 1, 2))
+    assert len(full) > len(now)
+    assert f"**{len(full)} runs instead of {len(now)}**" in text and "first seed only" in text
+    assert "every arm of every table runs at each of its 3 seeds" in pages.sweep_fragment("gpu")

@@ -27,6 +27,7 @@ Whatever runs, its record ends in the results store, ``results/<profile>/runs/<k
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -399,6 +400,17 @@ def budget(plan: Plan, day_hours: float = DAY_HOURS) -> dict:
     return {"profile": plan.profile, "runs": len(plan), "total_seconds": plan.est_seconds, "tables": table_seconds(plan),
             "longest_chain_seconds": round(longest, 1), "day_hours": float(day_hours), "gpus_for_day": gpus,
             "makespan_seconds": round(makespan(plan, gpus), 1) if gpus else None, "rates": GPU_RATES_SOURCE}
+
+
+@functools.lru_cache(maxsize=None)
+def sweep_cost(profile: str) -> dict:
+    """What running every sweep point at every seed would cost in ``profile``: the plan's runs and estimated
+    seconds as planned (a subset profile runs the extra points of a sweep at its first
+    :data:`~blvnb.experiments.tables.QUICK_SWEEP_SEEDS` seeds) and with every arm at the profile's seeds."""
+    now = plan_for(profile)
+    full = plan_for(profile, seeds=get_profile(profile).seeds)
+    return {"runs": len(now), "est_seconds": now.est_seconds, "runs_all_seeds": len(full),
+            "est_seconds_all_seeds": full.est_seconds}
 
 
 def format_plan(plan: Plan, time_limit: float | None = None) -> str:
