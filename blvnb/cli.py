@@ -9,7 +9,7 @@
                     [--weights DIR] [--gpus-per-run N] [--no-build]
                                                 # with --data-root: the root is checked before the first run
     blvnb publish [--remote origin] [--branch gh-pages]   # _build/html → gh-pages (ghp-import -n -p -f)
-    blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json] [--time-limit MIN]
+    blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json] [--time-limit MIN] [--memory]
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
                        [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
                        [--dependency wait|afterok] [--force] [--dry-run] [--data-root D [--skip-data-check]]
@@ -182,11 +182,34 @@ def _runs_plan(a) -> None:
     limit = execute.parse_time_limit(a.time_limit) if a.time_limit is not None else None  # before any work
     plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
     if a.json:
-        print(json.dumps(plan.to_json(resolved=True, time_limit=limit), indent=1, default=str))
+        print(json.dumps(plan.to_json(resolved=True, time_limit=limit, memory=a.memory), indent=1, default=str))
         for t, row, arm, why in plan.unavailable:
             print(f"blvnb: not run yet: {t} {row} / {arm}: {why}", file=sys.stderr)
     else:
         print(execute.format_plan(plan, limit))
+        if a.memory:
+            print(_memory_lines(plan))
+
+
+def _memory_lines(plan) -> str:
+    """Per distinct (model, strategy, batch, crop): the estimated peak GPU memory on one GPU; flagged above
+    an 80 GB card."""
+    from blvnb.experiments import memory
+
+    rows, over = {}, 0
+    for r in plan.order():
+        m = memory.estimate(r.cfg)
+        key = (str(r.cfg.model), r.cfg.strategy, m["images"], tuple(m["crop"]))
+        rows.setdefault(key, [m, 0])[1] += 1
+    lines = [f"peak GPU memory at the run's batch on one GPU (estimated on this CPU; an 80 GB card holds "
+             f"{memory.GPU_GIB:.1f} GiB):"]
+    for (model, strategy, images, crop), (m, n) in sorted(rows.items(), key=lambda kv: -kv[1][0]["peak_gib"]):
+        flag = "  OVER: split the batch, --gpus-per-run N" if m["over_gpu"] else ""
+        over += n if m["over_gpu"] else 0
+        lines.append(f"  {m['peak_gib']:6.1f} GiB  {model:26s} {strategy:12s} {images:3d} images {crop[0]}x{crop[1]}"
+                     f"  ({n} runs){flag}")
+    lines.append(f"{over} of {len(plan)} runs exceed one card at their batch")
+    return "\n".join(lines)
 
 
 def _runs_execute(a) -> None:
@@ -354,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "resolved configuration (\"config\", \"train\", \"eval\")")
             q.add_argument("--time-limit", default=None, metavar="MIN", help="minutes per job (a Slurm time limit): "
                            "how many jobs each run takes at its estimated time, and in all")
+            q.add_argument("--memory", action="store_true", help="each run's peak GPU memory at its batch on one GPU, "
+                           "estimated on this CPU (no GPU needed; a paper plan takes about a minute)")
             continue
         q.add_argument("--executor", default="local", help="local (this process) | gpus (one process per GPU) | "
                        "cpus (--jobs processes sharing the cores) | slurm (one job per run, submitit)")

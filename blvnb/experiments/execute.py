@@ -229,13 +229,19 @@ class Plan:
     def est_seconds(self) -> float:
         return round(sum(r.est_seconds for r in self.runs.values()), 1)
 
-    def to_json(self, resolved: bool = False, time_limit: float | None = None) -> list[dict]:
+    def to_json(self, resolved: bool = False, time_limit: float | None = None, memory: bool = False) -> list[dict]:
         """One object per run (:meth:`PlannedRun.row`); ``resolved``: with its whole resolved configuration
         (``"config"``, its key fields, and ``"train"`` / ``"eval"``: :func:`blvnb.experiments.resolve.resolved`);
-        ``time_limit``: with ``"jobs"``, the jobs of that many minutes it takes (:func:`jobs_for`)."""
+        ``time_limit``: with ``"jobs"``, the jobs of that many minutes it takes (:func:`jobs_for`);
+        ``memory``: with ``"memory"``, its peak GPU memory at its batch on one GPU, estimated on this CPU
+        (:func:`blvnb.experiments.memory.estimate`)."""
         out = []
         for r in self.runs.values():
             row = r.row()
+            if memory:
+                from blvnb.experiments import memory as mem
+
+                row["memory"] = mem.estimate(r.cfg)
             if resolved:
                 from blvnb.experiments import resolve
 
