@@ -319,10 +319,10 @@ def test_afterok_submits_everything_and_cancels_students_of_a_failed_teacher(mon
         def done(self):
             return self.key != r1.key()  # the student would wait on its teacher for ever
 
-        def result(self):
+        def results(self):  # submitit's: one result per task (a job of several tasks has several)
             if self.key == teacher:
                 raise RuntimeError("Traceback ...\nCUDA out of memory")
-            return execute.dry_run(self.cfg)
+            return [execute.dry_run(self.cfg)]
 
         def cancel(self, check=True):
             cancelled.append(self.key)
