@@ -215,8 +215,7 @@ class MeanTeacher(Strategy):
             raise ConfigError(f"strategy option counts must be one of {COUNTS_MODES}; got {counts!r}")
         if ema_buffers not in BUFFER_MODES:
             raise ConfigError(f"strategy option ema_buffers must be one of {BUFFER_MODES}; got {ema_buffers!r}")
-        if isinstance(m0, bool) or not isinstance(m0, (int, float)) or not 0.0 <= float(m0) < 1.0:
-            raise ConfigError(f"the EMA momentum m0 must be in [0, 1); got {m0!r}")
+        parts.check_momentum("m0", m0)
         if isinstance(unsup_weight, bool) or not isinstance(unsup_weight, (int, float)) or not unsup_weight >= 0:
             raise ConfigError(f"strategy option unsup_weight must be a number >= 0; got {unsup_weight!r}")
         try:

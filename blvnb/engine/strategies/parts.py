@@ -176,6 +176,13 @@ def teacher_train_mode(module: nn.Module) -> nn.Module:
     return module
 
 
+def check_momentum(name: str, m0) -> float:
+    """An EMA momentum: a number in [0, 1) (a ConfigError names ``name`` and the value otherwise)."""
+    if isinstance(m0, bool) or not isinstance(m0, (int, float)) or not 0.0 <= float(m0) < 1.0:
+        raise ConfigError(f"the EMA momentum {name} must be a number in [0, 1); got {m0!r}")
+    return float(m0)
+
+
 class EMATeacher:
     r"""A frozen copy of the student that follows it by an exponential moving average of its parameters.
 
@@ -186,8 +193,7 @@ class EMATeacher:
     """
 
     def __init__(self, student: nn.Module, m0: float, *, mode: str = "eval"):
-        if isinstance(m0, bool) or not isinstance(m0, (int, float)) or not 0.0 <= float(m0) < 1.0:
-            raise ConfigError(f"the EMA momentum m0 must be in [0, 1); got {m0!r}")
+        m0 = check_momentum("m0", m0)
         if mode not in ("eval", "train"):
             raise ConfigError(f"EMA teacher mode must be 'eval' or 'train', got {mode!r}")
         self.m0, self.mode = float(m0), mode
@@ -233,5 +239,5 @@ class EMATeacher:
         self.set_mode()
 
 
-__all__ = ["EMATeacher", "PLACES", "forward_outputs", "loss_at_step", "loss_sigma", "make_loss", "needs_counts",
+__all__ = ["EMATeacher", "PLACES", "check_momentum", "forward_outputs", "loss_at_step", "loss_sigma", "make_loss", "needs_counts",
            "parse_options", "placement", "rare_class_order", "segmentation_loss", "teacher_train_mode"]
