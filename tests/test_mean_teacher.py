@@ -463,8 +463,6 @@ def test_mean_teacher_resumes_bitwise_after_sigkill(tmp_path):
 class _Conv(nn.Module):
     """No BatchNorm: on CPUs two ranks would normalise with their own half-batch statistics."""
 
-    aux_weights = ()  # the engine's model contract (SegModel): no auxiliary output
-
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, C, 3, padding=1)

@@ -133,7 +133,9 @@ def placement(model: nn.Module, loss: Term, on: str = "main", ce: Term | None = 
     if on not in PLACES:
         raise ConfigError(f"loss placement {on!r}; expected one of {PLACES}")
     inner = unwrap(model)
-    weights = tuple(inner.aux_weights)  # SegModel: the head's own (Head.aux_weights) first, then the aux heads
+    # a model's auxiliary outputs are named by its aux_weights (SegModel: the head's own first, then the aux
+    # FCN heads); a module without them has none
+    weights = tuple(getattr(inner, "aux_weights", ()))
     n_head_aux = len(getattr(inner.head, "aux_weights", ())) if isinstance(inner, SegModel) else 0
     ce = loss if ce is None else ce
     out = [(1.0, ce if on == "head_aux" else loss)]
