@@ -45,7 +45,7 @@ label and weight cropped to the detail box); the boxes come from the step's gene
 pixel-weighted cross entropy (with BLV's offsets when the loss is ``blv``).
 **RS** (``cfg.loss == "rs"``, BLV Table 5's "naive resample"): both losses are cross entropy and the
 source images are re-sampled by the rare classes they hold — the supervised strategy's ``rs`` order
-(:func:`~blvnb.engine.strategies.supervised.rare_class_order`: a class by DAFormer's rare-class
+(:func:`~blvnb.engine.strategies.parts.rare_class_order`: a class by DAFormer's rare-class
 probabilities, then an image holding more than ``min_pixels`` of it; ``loss_options`` ``temperature``,
 ``min_pixels``, default DAFormer's 3000 scaled to the label area), in place of DAFormer's rare-class
 sampling: no class-aware re-cropping (``rcs=True`` with ``rs`` is an error). The image order is the
