@@ -26,6 +26,12 @@ threads, two in quick); the data are drawn on the way and counted with it. A run
 timeout) resumes from its last checkpoint when the bench is started again; its record's ``train_seconds``
 then sums the attempts, and the JSON says from which iteration the pretraining resumed.
 
+From scratch (``--from-scratch``, on by default): the same two arms once more from random initialisation,
+trained as long as the toy pretraining (its steps, batch and learning rate) on the quick train set, seed-
+paired the same way. The book shows their paired difference beside the fine-tuning one, so a reader can see
+whether BLV's result at toy scale depends on starting from a fitted classifier. These runs are measured here
+once; the book never trains them.
+
 The JSON records the command, the commit of the code that ran (and whether the tree had uncommitted
 changes), the machine and every run's store key. ``book/quick_profile.md`` shows its numbers from the
 committed copy (``bench/results/quick_calibration.json``, rendered by :mod:`blvnb.pages`).
@@ -160,6 +166,39 @@ def measure(args) -> tuple[list[dict], dict, dict]:
     return [rows[s] for s in args.seeds], timings, configs
 
 
+def scratch_config(cfg):
+    """``cfg`` trained from random initialisation for as long as the profile's toy pretraining: its steps,
+    its batch and its learning rate, on ``cfg``'s own (the quick) train set."""
+    from blvnb.experiments.profiles import get_profile
+
+    pre = dict(get_profile(cfg.profile).pretraining)
+    return cfg.with_(pretrained=None, iters=int(pre["iters"]), batch_size=int(pre["batch_size"]), lr=pre.get("lr"))
+
+
+def measure_scratch(args) -> tuple[list[dict], dict]:
+    """The two arms from scratch (:func:`scratch_config`) at ``args.seeds``: rows (as :func:`measure`) and the
+    settings they trained with."""
+    from blvnb.experiments import runs, tables
+
+    rows: dict[int, dict] = {}
+    settings = {}
+    for e in (e for e in tables.entries(TABLE, args.profile, args.seeds) if e.arm in ARMS):
+        cfg = scratch_config(e.cfg)
+        loss = ARMS[e.arm]
+        t = time.process_time()
+        rec = runs.run(cfg, force=args.force)
+        dt = time.process_time() - t
+        m = rec["metrics"]
+        row = rows.setdefault(e.seed, {"seed": e.seed})
+        row[loss] = {k: 100.0 * float(m[k]) for k in KEYS}
+        row[loss]["iou"] = [round(100.0 * float(v), 2) for v in m["iou"]]
+        row[loss].update(train_seconds=float(rec["train_seconds"]), cpu_seconds=dt, key=cfg.key())
+        settings = {"pretrained": None, "iters": cfg.iters, "batch_size": cfg.batch_size, "lr": cfg.lr}
+        print(f"from scratch, seed {e.seed} {loss}: mIoU {row[loss]['mIoU']:.2f}, tail "
+              f"{row[loss]['mIoU_tail_blv']:.2f} ({dt:.0f} CPU s)", flush=True)
+    return [rows[s] for s in args.seeds], settings
+
+
 def provenance(argv: list[str]) -> dict:
     """The command, the commit of the code that ran, and the machine."""
     import torch
@@ -185,6 +224,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--force", action="store_true", help="re-run runs whose record exists")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "quick_calibration.json"))
+    ap.add_argument("--no-from-scratch", dest="from_scratch", action="store_false",
+                    help="skip the two arms trained from random initialisation (about 12 CPU-minutes)")
     args = ap.parse_args(argv)
     if len(args.seeds) < 2:
         ap.error("need at least 2 seeds for a standard deviation")
@@ -194,11 +235,20 @@ def main(argv=None) -> dict:
     rows, timings, configs = measure(args)
     summary = analyse(rows)
     report(summary, timings)
+    scratch = None
+    if args.from_scratch:
+        s_rows, s_settings = measure_scratch(args)
+        s_sum = analyse(s_rows)
+        scratch = {"settings": s_settings, "summary": s_sum}
+        for k, label in (("mIoU", "mIoU"), ("mIoU_tail_blv", "tail mIoU")):
+            lo, hi = s_sum[f"diff_{k}_ci95"]
+            print(f"from scratch, BLV - CE {label}: mean {s_sum[f'diff_{k}_mean']:+.2f}, 95 % interval "
+                  f"[{lo:+.2f}, {hi:+.2f}]; CE {s_sum[f'ce_{k}_mean']:.2f}, BLV {s_sum[f'blv_{k}_mean']:.2f}")
     from blvnb.classes import BLV_TAIL, CLASSES
 
     out = {"bench": "quick_calibration", **start, "profile": args.profile, "table": TABLE, "seeds": args.seeds,
            "classes": list(CLASSES), "tail_classes": [CLASSES[i] for i in BLV_TAIL], "configs": configs,
-           "timings": timings, "summary": summary}
+           "timings": timings, "summary": summary, "from_scratch": scratch}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

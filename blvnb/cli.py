@@ -1,26 +1,33 @@
-"""Command line: ``blvnb data ...``, ``blvnb reproduce``, ``blvnb publish`` and ``blvnb runs ...``.
+"""Command line: ``blvnb data ...``, ``blvnb reproduce``, ``blvnb publish``, ``blvnb runs ...`` and ``blvnb weights``.
 
     blvnb data toycity --out DIR --style cityscapes --n-train N --n-val M --size HxW --seed S
     blvnb data toycity --out DIR --style voc|scannet --n-train N --n-val M --size HxW --seed S [--n-aug K]
     blvnb data check ROOT --dataset NAME        # every problem of a data root in one run (exit 1 if any)
     blvnb data prepare --profile quick          # the cached toycity trees a profile uses
     blvnb data prepare --profile paper --data-root D   # the real data sets its tables use, found and opened
-    blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D] [--no-build]
+    blvnb reproduce --profile quick [--only NB ...] [--jobs N|auto] [--force] [--data-root D [--skip-data-check]]
+                    [--weights DIR] [--no-build]   # with --data-root: the root is checked before the first run
     blvnb publish [--remote origin] [--branch gh-pages]   # _build/html → gh-pages (ghp-import -n -p -f)
-    blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json]
+    blvnb runs plan --profile P [--only TABLE ...] [--seeds S ...] [--json] [--time-limit MIN]
     blvnb runs execute --profile P [--only TABLE ...] [--executor local|gpus|slurm] [--partition X]
                        [--gpus-per-run N] [--time-limit MIN] [--cpus-per-run N] [--cluster slurm|local]
-                       [--dependency wait|afterok] [--force] [--dry-run] [--data-root D] [--device D]
+                       [--dependency wait|afterok] [--force] [--dry-run] [--data-root D [--skip-data-check]]
+                       [--device D] [--weights DIR]   # ImageNet weights, one file per backbone, checked first
     blvnb runs rehearse --profile paper|gpu [--only TABLE ...] [--limit N] [--work DIR] [--json]
                                       # train every run 2 steps on the CPU on toycity at the real sizes
     blvnb runs import DIR [--profile P] [--overwrite]     # GPU-server records → records/ (committed)
     blvnb runs tables                                     # the table ids and what each runs
+    blvnb weights check DIR [--profile paper [--only TABLE ...]] [--json]
+                                      # which backbone each file serves, keys matched / missing / unused;
+                                      # exit 1 if a file the plan needs is missing or partial
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import time
 
@@ -68,18 +75,91 @@ def _data_prepare(a) -> None:
         print(f"toycity {style:10s} {path}")
 
 
+@contextlib.contextmanager
+def _batch_data_check(profile: str, data_root: str | None, skip: bool, plan=None):
+    """A batch's data check, once before its first run: with ``--data-root``, check the root
+    (:func:`blvnb.reproduce.check_data_root`, refusing missing or unreadable files) unless ``skip``; the
+    outcome ("passed" / "skipped") is stated to every run the batch starts, which writes it in its record
+    (``data_check``; :data:`blvnb.data.check.BATCH_CHECK_ENV`), and unset again after the batch."""
+    from blvnb.data.check import BATCH_CHECK_ENV
+
+    if data_root is None:
+        yield
+        return
+    if skip:
+        print(f"blvnb: data check of {data_root} skipped (--skip-data-check); each run's record says so",
+              file=sys.stderr)
+    else:
+        from blvnb import reproduce
+
+        reproduce.check_data_root(profile, data_root, plan=plan)
+    before = os.environ.get(BATCH_CHECK_ENV)
+    os.environ[BATCH_CHECK_ENV] = "skipped" if skip else "passed"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(BATCH_CHECK_ENV, None)
+        else:
+            os.environ[BATCH_CHECK_ENV] = before
+
+
+def _check_skip_data_check(a) -> None:
+    if a.skip_data_check and a.data_root is None:
+        raise ConfigError("--skip-data-check applies to a batch on real data: pass it with --data-root D")
+
+
+def _plan_weights(plan) -> list[str]:
+    """The models a plan's runs start from ImageNet weights (what a weights folder must serve)."""
+    return list(dict.fromkeys(r.cfg.model for r in plan.runs.values() if r.cfg.pretrained == "imagenet"))
+
+
+@contextlib.contextmanager
+def _weights_folder(folder: str | None, plan_of):
+    """With ``--weights DIR``: the folder checked for every backbone the plan (``plan_of()``) needs, before
+    the first run, and given to every run (``$BLVNB_WEIGHTS``: runs, workers and the chapters' kernels)."""
+    if folder is None:
+        yield
+        return
+    from blvnb.experiments.runs import WEIGHTS_ENV
+    from blvnb.models.registry import check_weights
+    from blvnb.models.weights import check_folder
+
+    root = str(check_folder(folder).resolve())
+    before = os.environ.get(WEIGHTS_ENV)
+    os.environ[WEIGHTS_ENV] = root
+    try:
+        report = check_weights(root, _plan_weights(plan_of()))
+        if not report.ok:
+            raise ConfigError(f"the weights folder {root} cannot serve this plan (nothing was run):\n"
+                              + report.summary())
+        print(report.summary().splitlines()[-1])
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(WEIGHTS_ENV, None)
+        else:
+            os.environ[WEIGHTS_ENV] = before
+
+
 def _reproduce(a) -> None:
     from blvnb import reproduce
+    from blvnb.experiments import execute
 
+    _check_skip_data_check(a)
     t0 = time.perf_counter()
     reproduce.workers_for(a.jobs)  # a bad --jobs or --only fails before anything runs
     root = reproduce.repo_root()
     reproduce.chapter_sources(root, a.only)
-    _data_prepare(argparse.Namespace(profile=a.profile, data_root=a.data_root, quiet=False))
-    if not a.only:  # every table's runs first, in parallel; the chapters then read their records
-        reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root)
-    reproduce.run_notebooks(profile=a.profile, data_root=a.data_root, only=a.only, jobs=a.jobs, force=a.force,
-                            root=root)
+    if a.data_root is None:
+        _data_prepare(argparse.Namespace(profile=a.profile, data_root=None, quiet=False))
+    # the weights folder first (cheap: file headers), then the data root (every file opened)
+    with _weights_folder(a.weights, lambda: execute.plan_for(a.profile, None, None, a.data_root)), \
+            _batch_data_check(a.profile, a.data_root, a.skip_data_check):
+        if not a.only:  # every table's runs first, in parallel; the chapters then read their records
+            reproduce.prepare_runs(a.profile, a.data_root, a.jobs, root)
+        reproduce.run_notebooks(profile=a.profile, data_root=a.data_root, only=a.only, jobs=a.jobs, force=a.force,
+                                root=root, weights_dir=a.weights)
     if a.no_build:
         return
     index = reproduce.build_book(root)
@@ -97,29 +177,36 @@ def _runs_plan(a) -> None:
 
     from blvnb.experiments import execute
 
+    limit = execute.parse_time_limit(a.time_limit) if a.time_limit is not None else None  # before any work
     plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
     if a.json:
-        print(json.dumps(plan.to_json(), indent=1, default=str))
+        print(json.dumps(plan.to_json(resolved=True, time_limit=limit), indent=1, default=str))
         for t, row, arm, why in plan.unavailable:
             print(f"blvnb: not run yet: {t} {row} / {arm}: {why}", file=sys.stderr)
     else:
-        print(execute.format_plan(plan))
+        print(execute.format_plan(plan, limit))
 
 
 def _runs_execute(a) -> None:
-    import os
-
     from blvnb.experiments import execute
 
     execute.check_executor_options(a.executor, partition=a.partition, gpus_per_run=a.gpus_per_run,
                                    time_limit=a.time_limit, cpus_per_run=a.cpus_per_run, cluster=a.cluster,
                                    dependency=a.dependency)
+    if a.jobs is not None and a.executor != "cpus":
+        raise ConfigError(f"--jobs applies to --executor cpus (got --executor {a.executor})")
+    _check_skip_data_check(a)
     run_fn = None
     if a.dry_run:  # placeholders in a separate store: never mistaken for computed runs
         from blvnb.experiments import store
 
         os.environ["BLVNB_RESULTS"] = str(store.results_root() / "_dry_run")
         run_fn = execute.dry_run
+    with _weights_folder(a.weights, lambda: execute.plan_for(a.profile, a.only, a.seeds, a.data_root)):
+        _execute_plan(a, execute, run_fn)
+
+
+def _execute_plan(a, execute, run_fn) -> None:
     plan = execute.plan_for(a.profile, a.only, a.seeds, a.data_root)
     print(execute.format_plan(plan).splitlines()[-1])
     slurm = None
@@ -127,11 +214,10 @@ def _runs_execute(a) -> None:
         slurm = execute.SlurmOptions(partition=a.partition, gpus_per_run=1 if a.gpus_per_run is None else a.gpus_per_run,
                                      time_limit=a.time_limit or 60, cpus_per_run=a.cpus_per_run, cluster=a.cluster,
                                      dependency=a.dependency or "wait")
-    t0 = time.perf_counter()
-    if a.jobs is not None and a.executor != "cpus":
-        raise ConfigError(f"--jobs applies to --executor cpus (got --executor {a.executor})")
-    done = execute.execute(plan, run_fn, a.executor, force=a.force, device=a.device, slurm=slurm,
-                           gpus_per_run=a.gpus_per_run or 1, echo=print, jobs=a.jobs)
+    with _batch_data_check(a.profile, a.data_root, a.skip_data_check, plan):  # once, before the first run
+        t0 = time.perf_counter()
+        done = execute.execute(plan, run_fn, a.executor, force=a.force, device=a.device, slurm=slurm,
+                               gpus_per_run=a.gpus_per_run or 1, echo=print, jobs=a.jobs)
     print(f"{len(done)} run records in the store; {time.perf_counter() - t0:.0f} s")
 
 
@@ -155,6 +241,14 @@ def _runs_import(a) -> None:
     for p in written:
         print(f"committed {p}")
     print(f"{len(written)} record(s) written to {records.records_root()} (add them with git add records/)")
+    from blvnb.experiments import execute
+    from blvnb.experiments.profiles import PROFILES
+
+    for profile in sorted({p.parent.parent.name for p in written} & set(PROFILES)):  # <profile>/runs/<key>.json
+        for c in execute.data_conflicts(profile):
+            print(f"blvnb: warning: {execute.describe_conflict(c, profile)}; its verdicts would compare runs on "
+                  "different data: re-run those on the full data set, or import records of one copy",
+                  file=sys.stderr)
 
 
 def _runs_tables(a) -> None:
@@ -163,6 +257,24 @@ def _runs_tables(a) -> None:
     for t in tables.list_tables():
         spec = tables.get_table(t)
         print(f"{t:10s}  {spec.title}\n{'':12s}{spec.note}")
+
+
+def _weights_check(a) -> int:
+    import json
+
+    from blvnb.models.registry import check_weights
+
+    models = None
+    if a.profile is not None:
+        from blvnb.experiments import execute
+
+        models = _plan_weights(execute.plan_for(a.profile, a.only, None, None))
+    elif a.only:
+        raise ConfigError("--only selects tables of a plan: give --profile too (blvnb weights check DIR "
+                          "--profile paper --only blv-t1)")
+    report = check_weights(a.folder, models)
+    print(json.dumps(report.to_json(), indent=1) if a.json else report.summary())
+    return 0 if report.ok else 1
 
 
 def _int_list(text: str) -> int:
@@ -211,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPU core without a GPU")
     r.add_argument("--force", action="store_true", help="re-run notebooks even when fresh")
     r.add_argument("--no-build", action="store_true", help="run the notebooks, do not build the book")
+    r.add_argument("--skip-data-check", action="store_true", help="with --data-root: do not check the data root "
+                   "before the first run (each record then says the check was skipped)")
+    r.add_argument("--weights", default=None, metavar="DIR", help="folder of ImageNet weights, one file per "
+                   "backbone (paper profile; checked before the first run: blvnb weights check)")
     r.set_defaults(fn=_reproduce)
 
     pub = sub.add_parser("publish", help="push the built book (_build/html) to the gh-pages branch of a remote "
@@ -230,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--data-root", default=None, help="folder with the real data sets (paper profile)")
         q.set_defaults(fn=fn)
         if name == "plan":
-            q.add_argument("--json", action="store_true", help="a JSON list, one object per run")
+            q.add_argument("--json", action="store_true", help="a JSON list, one object per run, with its whole "
+                           "resolved configuration (\"config\", \"train\", \"eval\")")
+            q.add_argument("--time-limit", default=None, metavar="MIN", help="minutes per job (a Slurm time limit): "
+                           "how many jobs each run takes at its estimated time, and in all")
             continue
         q.add_argument("--executor", default="local", help="local (this process) | gpus (one process per GPU) | "
                        "cpus (--jobs processes sharing the cores) | slurm (one job per run, submitit)")
@@ -246,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--force", action="store_true", help="run again even where a record exists")
         q.add_argument("--dry-run", action="store_true", help="write placeholder records to results/_dry_run "
                        "instead of training (rehearse a cluster submission)")
+        q.add_argument("--skip-data-check", action="store_true", help="with --data-root: do not check the data "
+                       "root before the first run (each record then says the check was skipped)")
+        q.add_argument("--weights", default=None, metavar="DIR", help="folder of ImageNet weights, one file per "
+                       "backbone (paper profile; checked before the first run: blvnb weights check)")
     h = rs.add_parser("rehearse", help="build and train every run of the paper or gpu plan for 2 iterations on the "
                       "CPU, on toycity at the real data sets' sizes and layouts, and report each run's recipe")
     h.add_argument("--profile", required=True, help="paper | gpu")
@@ -262,6 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=_runs_import)
     t = rs.add_parser("tables", help="the table ids and what each runs")
     t.set_defaults(fn=_runs_tables)
+
+    w = sub.add_parser("weights", help="folders of ImageNet weights (one file per backbone)").add_subparsers(
+        dest="weights_cmd", required=True)
+    wc = w.add_parser("check", help="per file: the backbone it serves, keys matched / missing / unused, refused "
+                      "partial matches; exit 1 if a file the plan needs is missing or partial")
+    wc.add_argument("folder")
+    wc.add_argument("--profile", default=None, help="the plan whose backbones must be served (e.g. paper); "
+                    "default: check every file the folder names")
+    wc.add_argument("--only", nargs="+", metavar="TABLE", help="only these tables' runs (with --profile)")
+    wc.add_argument("--json", action="store_true", help="the report as JSON")
+    wc.set_defaults(fn=_weights_check)
     return ap
 
 

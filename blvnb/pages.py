@@ -10,6 +10,8 @@ is the one the repository computes today, not the one typed when the page was wr
 * ``model_params*.md`` (``book/models.md``): parameter counts of every registry entry, built on the meta
   device (no memory, no weights), and of the parts the references in
   :mod:`blvnb.models.param_references` count.
+* ``plan_budget_*.md`` (``book/intro.md``): the GPU-hours of the gpu and paper profiles per table and in all,
+  and the GPUs that finish each in a working day, from the plan's estimate (:func:`budget_fragments`).
 
 :func:`write_includes` writes them all; ``blvnb reproduce`` calls it before every book build
 (:func:`blvnb.reproduce.build_book`), and ``python -m blvnb.pages`` does it alone.
@@ -207,6 +209,8 @@ def calibration_fragments(data: dict) -> dict[str, str]:
         f"interval of a standard deviation runs from {lo_sd:.2f} to {hi_sd:.2f} times the estimate, and so do the "
         f"thresholds. A verdict near a threshold should say so.\n")
 
+    out["scratch"] = scratch_fragment(data)
+
     lo_cpu, hi_cpu = tm["cpu_per_run_range"]
     out["time"] = (
         f"One quick run (training plus evaluation), in CPU seconds of the measuring process "
@@ -215,6 +219,39 @@ def calibration_fragments(data: dict) -> dict[str, str]:
         f"The runs compute with {_threads(ce_cfg['threads'])}, so on an otherwise idle core the CPU time is also the "
         f"wall time.\n")
     return out
+
+
+def scratch_fragment(data: dict) -> str:
+    """Fine-tuned from the toy pretraining against trained from random initialisation: BLV − CE, seed-paired,
+    with its 95 % interval, beside each other (``data["from_scratch"]`` of ``bench/quick_calibration.py``)."""
+    scratch = data.get("from_scratch")
+    if not scratch:
+        return ("This measurement has no from-scratch runs (`bench/quick_calibration.py --no-from-scratch`): "
+                "whether BLV's toy result depends on the fitted start is not measured here.\n")
+    n, st = len(data["seeds"]), scratch["settings"]
+    rows, verdicts = [], {}
+    for start, s in (("fine-tuned from the toy pretraining", data["summary"]),
+                     (f"from random initialisation ({st['iters']} steps, batch {st['batch_size']}, lr {st['lr']:g})",
+                      scratch["summary"])):
+        cells = [start]
+        for k in ("mIoU", "mIoU_tail_blv"):
+            lo, hi = s[f"diff_{k}_ci95"]
+            cells += [f"{_f(s[f'ce_{k}_mean'])} → {_f(s[f'blv_{k}_mean'])}",
+                      f"{_f(s[f'diff_{k}_mean'], sign=True)} [{_f(lo, sign=True)}, {_f(hi, sign=True)}]"]
+            verdicts.setdefault(k, []).append("above 0" if lo > 0 else "below 0" if hi < 0 else "straddles 0")
+        rows.append(cells)
+    table = _table(["start", "mIoU, CE → BLV", "BLV − CE mIoU [95 %]", "tail mIoU, CE → BLV",
+                    "BLV − CE tail [95 %]"], rows)
+    same = {k: v[0] == v[1] for k, v in verdicts.items()}
+    text = "; ".join(f"for {LABELS[k]} the interval is {v[0]} fine-tuned and {v[1]} from scratch"
+                     for k, v in verdicts.items())
+    agree = ("The two starts agree on both" if all(same.values()) else
+             "The two starts do not agree on " + " and ".join(LABELS[k] for k, ok in same.items() if not ok))
+    return (table + f"\nMeans over the {n} seeds, seed-paired, in points. {text[0].upper() + text[1:]}. {agree}: "
+            + ("the toy result does not hinge on starting from a fitted classifier, as far as three seeds show."
+               if all(same.values()) else
+               "at toy scale, what BLV does depends on where training starts, so the quick verdicts speak about "
+               "fine-tuning a fitted classifier only.") + "\n")
 
 
 def _threads(k: int) -> str:
@@ -253,10 +290,51 @@ def model_param_fragments() -> dict[str, str]:
     return out
 
 
+def _hours(seconds: float) -> str:
+    h = seconds / 3600.0
+    return f"{h:,.1f}" if h >= 0.95 else f"{h:.2f}"
+
+
+def budget_fragments(profiles: tuple[str, ...] = ("gpu", "paper")) -> dict[str, str]:
+    """What the gpu and paper profiles cost, from the plan's estimate (:func:`blvnb.experiments.execute.budget`):
+    per profile its GPU-hours one after the other, its longest chain of runs and the GPUs that finish it in a
+    working day; and one table of GPU-hours per table of the papers."""
+    from blvnb.experiments import execute, tables
+
+    out, per = {}, {}
+    for prof in profiles:
+        b = execute.budget(execute.plan_for(prof))
+        per[prof] = b["tables"]
+        text = (f"**`{prof}`**: {b['runs']} distinct runs, estimated **{_hours(b['total_seconds'])} GPU-hours** one "
+                f"after the other; the longest chain of runs that must follow each other (a DARS round after its "
+                f"teacher) takes {_hours(b['longest_chain_seconds'])} h. ")
+        if b["gpus_for_day"]:
+            text += (f"**{b['gpus_for_day']} GPUs** finish it in a working day of {b['day_hours']:g} h "
+                     f"({_hours(b['makespan_seconds'])} h, one run per GPU, each started as `blvnb runs execute "
+                     f"--executor gpus` starts it).")
+        else:
+            import math
+
+            n = max(1, math.ceil(b["total_seconds"] / max(b["longest_chain_seconds"], 1.0)))
+            text += (f"No number of GPUs finishes it in a working day of {b['day_hours']:g} h with one GPU per run: "
+                     f"that chain alone is longer. On {n} GPUs it takes about "
+                     f"{_hours(execute.makespan(execute.plan_for(prof), n))} h.")
+        out[prof] = text + "\n"
+    out["source"] = (f"Estimates, not measurements: {execute.GPU_RATES_SOURCE}, times each run's iterations, "
+                     "plus its evaluation and a DARS round's labelling (`blvnb.experiments.execute.est_seconds`); "
+                     "`blvnb runs plan --profile P` lists them per run, `--time-limit MIN` the jobs of a cluster. "
+                     "A record's `train_seconds` is the truth once a run has trained.\n")
+    ids = [t for t in tables.list_tables() if any(t in per[p] for p in profiles)]
+    rows = [[f"`{t}`", tables.get_table(t).title] + [_hours(per[p].get(t, 0.0)) for p in profiles] for t in ids]
+    out["tables"] = _table(["table", "what it shows"] + [f"`{p}` GPU-hours" for p in profiles], rows)
+    return out
+
+
 #: fragment groups: name prefix → function of the repository root returning {suffix: Markdown}
 SOURCES: dict[str, Callable[[Path], dict[str, str]]] = {
     "quick_calibration": lambda root: calibration_fragments(read_calibration(root / CALIBRATION)),
     "model_params": lambda root: model_param_fragments(),
+    "plan_budget": lambda root: budget_fragments(),
 }
 
 

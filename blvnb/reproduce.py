@@ -116,15 +116,23 @@ def data_sets_of(plan) -> list[str]:
     return [k for k in (*DATASETS, "cityscapes-coarse") if k in kinds]
 
 
-def check_data_root(profile: str, data_root: str, echo=print) -> dict[str, Path]:
-    """``blvnb data prepare --data-root D``: find under ``D`` each data set the tables of ``profile`` use
-    (:func:`data_sets_of`; the sub-folders of :data:`blvnb.experiments.runs.DATASETS`) and open every split
-    a run reads with its loader — which checks that each image has its label — and decode one label of each.
-    Every problem of every data set is reported at once, in a :class:`~blvnb.errors.DatasetError`, before
-    any training starts; ``blvnb data check`` then decodes every file of one data set. Returns kind → folder.
+#: problems of one data set the batch's data check lists before "... and N more"
+SHOW_PROBLEMS = 20
+
+
+def check_data_root(profile: str, data_root: str, echo=print, plan=None) -> dict[str, Path]:
+    """The data check of a batch (``blvnb reproduce`` / ``blvnb runs execute`` with ``--data-root D``, and
+    ``blvnb data prepare --data-root D``), before any training starts: find under ``D`` each data set the
+    runs of ``plan`` (default: every table of ``profile``) use (:func:`data_sets_of`; the sub-folders of
+    :data:`blvnb.experiments.runs.DATASETS`); open every file of the splits a run reads and read its first
+    bytes (``blvnb data check`` with ``decode=False``: a missing, unreadable, empty or mis-named file, an
+    image without its label, is named); then open each split with its loader and decode one label of each
+    (the id encoding, the size). Every problem of every data set is reported at once, in a
+    :class:`~blvnb.errors.DatasetError`; ``blvnb data check`` then decodes every file of one data set.
+    Returns kind → folder.
     """
     from blvnb.data import build_dataset
-    from blvnb.data.check import CHECKS
+    from blvnb.data.check import CHECKS, check_tree
     from blvnb.errors import DatasetError
     from blvnb.experiments import execute as ex
     from blvnb.experiments.runs import DATASETS, dataset_root
@@ -132,10 +140,18 @@ def check_data_root(profile: str, data_root: str, echo=print) -> dict[str, Path]
     root = Path(data_root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"--data-root {root} does not exist or is not a folder")
-    kinds = data_sets_of(ex.plan_for(profile, None, None, str(root)))
+    kinds = data_sets_of(plan if plan is not None else ex.plan_for(profile, None, None, str(root)))
     found, problems = {}, []
     for kind in kinds:
         where = dataset_root("cityscapes" if kind == "cityscapes-coarse" else kind, str(root))
+        # every file of its splits opened, its first bytes read; a split that does not open at all (a
+        # "layout" problem alone) is told below by its loader, with where it looked
+        files = check_tree(where, kind, progress=False, decode=False).problems
+        if any(p.kind != "layout" for p in files):
+            shown = [f"{kind} ({where}): {p}" for p in files[:SHOW_PROBLEMS]]
+            problems += shown + ([f"{kind} ({where}): ... and {len(files) - len(shown)} more (`blvnb data check "
+                                  f"{where} --dataset {kind}` lists them all)"] if len(files) > len(shown) else [])
+            continue
         splits, classes, _ = CHECKS[kind]
         counts = {}
         try:
@@ -239,12 +255,16 @@ def chapter_sources(root: Path, only: list[str] | None = None) -> list[Path]:
 
 def run_notebooks(profile: str = "quick", data_root: str | None = None, only: list[str] | None = None,
                   jobs: int | str = 1, force: bool = False, root: Path | None = None,
-                  out_dir: Path | None = None, echo=print) -> list[Path]:
-    """Execute the notebooks; returns the executed outputs. Raises BlvnbError if any notebook failed."""
+                  out_dir: Path | None = None, echo=print, weights_dir: str | None = None) -> list[Path]:
+    """Execute the notebooks; returns the executed outputs. Raises BlvnbError if any notebook failed.
+    ``weights_dir``: the folder of ImageNet weights (papermill ``-p weights_dir``; the kernels also inherit
+    ``$BLVNB_WEIGHTS``), a parameter only where given, so that the quick book's outputs stay fresh."""
     root = root or repo_root()
     out_dir = out_dir or root / "book" / "generated"
     sources = chapter_sources(root, only)
     params = {"profile": profile, "data_root": data_root}
+    if weights_dir is not None:
+        params["weights_dir"] = weights_dir
     todo = [Job(s, out_dir / s.name, params) for s in sources]
     n_gpu = gpu_count()
     workers = workers_for(jobs)
@@ -545,13 +565,34 @@ def paper_values(claim) -> dict[str, float]:
     return out
 
 
+def table_data_conflicts(root: Path, profiles) -> dict[str, dict[str, list[dict]]]:
+    """``{profile: {table: conflicts}}``: the tables whose runs read one split in different versions (their
+    records' data fingerprints, :func:`blvnb.experiments.execute.data_conflicts`), over the records the
+    chapters render: committed ones, else the results store the notebooks write ($BLVNB_RESULTS, default
+    ``root/results``). Profiles this blvnb does not know are left out."""
+    from blvnb.experiments import execute as ex
+
+    results = Path(os.environ.get("BLVNB_RESULTS") or root / "results")
+    out: dict[str, dict[str, list[dict]]] = {}
+    for p in profiles:
+        try:
+            get_profile(p)
+        except ConfigError:
+            continue
+        for c in ex.data_conflicts(p, results):
+            out.setdefault(p, {}).setdefault(c["table"], []).append(c)
+    return out
+
+
 def status_records(root: Path, profile: str | None = None) -> list[dict]:
     """One object per claim: its verdict in ``profile`` (else in the largest profile that has one, else
-    "not run"), with every profile's verdict under ``profiles``."""
+    "not run"), with every profile's verdict under ``profiles``, and under ``data_conflicts`` (profile →
+    list) the splits that the runs of its table read in different versions, where there are any."""
     claims = _claims()
     found = collect_verdicts(root)
     profile = profile or _executed_profile(root) or "quick"
     order = claims.PROFILE_ORDER
+    conflicts = table_data_conflicts(root, dict.fromkeys([profile, *(p for _, p in found)]))
     records = []
     for c in claims.CLAIMS:
         per = {p: found[(c.id, p)] for p in order if (c.id, p) in found}
@@ -566,6 +607,9 @@ def status_records(root: Path, profile: str | None = None) -> list[dict]:
                "profiles": {p: {"verdict": v["verdict"], "seeds": v["seeds"], "version": v.get("version")}
                             for p, v in per.items()},
                "paper_values": paper_values(c) if c.kind == "reproduction" else {}}
+        mixed = {p: by_table[c.source] for p, by_table in conflicts.items() if c.source in by_table}
+        if mixed:
+            rec["data_conflicts"] = mixed
         records.append(rec)
     return records
 
@@ -624,6 +668,7 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
                 counts[r["profiles"].get(p, {}).get("verdict", "not run")] += 1
             lines.append(f"| {paper.upper()} | `{p}` | " + " | ".join(str(counts[o]) for o in outcomes) +
                          f" | {len(mine)} |")
+    lines += _conflict_section(records + checks)
     for paper, title in (("blv", "BLV (CVPR 2023)"), ("dars", "DARS (ICCV 2021)")):
         lines += ["", f"## {title}"]
         mine = [r for r in records if r["paper"] == paper]
@@ -644,7 +689,7 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
                     n = len((rec or {}).get("seeds") or [])
                     extra = (f" ({n} seed{'s' if n != 1 else ''})" if n else
                              f" (runs in `{r.get('would_run', 'quick')}`)")
-                    cols.append(f"{ours} | {claims.MARKS[v]} {v}{extra}")
+                    cols.append(f"{ours} | {claims.MARKS[v]} {v}{extra}{_data_flag(r, p)}")
                 stmt = r["statement"].replace("|", "/")
                 row_id = f'<span id="{claims.status_anchor(r["claim"])}"></span>'  # the chapters' verdicts link here
                 lines.append(f"| {row_id}{stmt}<br>`{r['claim']}` | {pv} | " + " | ".join(cols) + f" | {_link(r, root)} |")
@@ -659,11 +704,35 @@ def render_status(records: list[dict], profile: str, root: Path) -> str:
             for p in profiles:
                 rec = per_profile[r["claim"]].get(p)
                 v = (rec or {}).get("verdict", "not run")
-                cols.append(f"{_ours(rec) if rec else '—'} | {claims.MARKS[v]} {v}")
+                cols.append(f"{_ours(rec) if rec else '—'} | {claims.MARKS[v]} {v}{_data_flag(r, p)}")
             stmt = r["statement"].replace("|", "/")
             row_id = f'<span id="{claims.status_anchor(r["claim"])}"></span>'
             lines.append(f"| {row_id}{stmt}<br>`{r['claim']}` | " + " | ".join(cols) + f" | {_link(r, root)} |")
     return "\n".join(lines) + "\n"
+
+
+def _data_flag(rec: dict, profile: str) -> str:
+    """The mark of a claim whose table's runs read different data in ``profile`` (a link to the section)."""
+    return ' <a href="#data-fingerprints">⚠ data differ</a>' if profile in rec.get("data_conflicts", {}) else ""
+
+
+def _conflict_section(records: list[dict]) -> list[str]:
+    """The status page's section on tables whose runs read a split in different versions (none: nothing)."""
+    from blvnb.experiments.execute import describe_conflict
+
+    seen = {}
+    for r in records:
+        for p, conflicts in r.get("data_conflicts", {}).items():
+            for c in conflicts:
+                seen[(p, c["table"], c["split"])] = describe_conflict(c, p)
+    if not seen:
+        return []
+    return ["", '<span id="data-fingerprints"></span>', "", "## Runs of one table on different data", "",
+            "The runs of these tables read one split in different versions: their records' data fingerprints "
+            "(the number of files, their total size, a hash of their names and sizes) differ — a partial copy "
+            "of a data set on one machine, the full one on another. Their verdicts compare runs trained on "
+            "different data; run them again on one copy.", "",
+            *(f"- {line}" for line in seen.values())]
 
 
 def _ours(rec: dict) -> str:

@@ -406,6 +406,7 @@ class BuildCfg(FakeCfg):
     loss_options: dict = field(default_factory=dict)
     lr: float | None = None
     weight_decay: float | None = None
+    eval_size: tuple | None = None  # RunConfig.eval_size: the teacher infers at it
 
 
 class FakeData:

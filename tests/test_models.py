@@ -21,7 +21,7 @@ warnings.filterwarnings("ignore", category=UserWarning)
 
 # the rows of the papers' tables (issue 4), plus the walking skeleton's two baselines
 TABLE_ROWS = ["hr18-ocr", "r50-uper", "r101-uper", "r50-psp", "mitb0-segformer", "swint-knet", "vitb16-uper",
-              "r101-deeplabv3p", "r101-deeplabv2", "mitb5-daformer", "mitb5-hrda"]
+              "r101-deeplabv3p", "r101-deeplabv2", "r101-deeplabv2-red", "mitb5-daformer", "mitb5-hrda"]
 ALL = list_models()
 SIZE = 64
 

@@ -75,6 +75,22 @@ def test_every_strategy_trains_with_the_lr_and_weight_decay_of_its_record(store,
         assert rec["history"]["lr"][0] == pytest.approx(LR * 0.5 ** 0.9, rel=1e-9)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_plan_states_the_groups_the_run_trained_with(store, case):
+    """``runs plan --json`` resolves each run's optimiser groups without training it
+    (:mod:`blvnb.experiments.resolve`); they are the groups the run's record states it trained with."""
+    from blvnb.experiments import resolve, runs
+
+    cfg = runs.RunConfig.from_profile("smoke", iters=2, lr=LR, weight_decay=WD, progress=False, **CASES[case])
+    rec = runs.run(cfg)
+    planned = resolve.train_of(cfg)
+    assert planned["optimizer"] == rec["optimizer"]["name"]
+    trained = rec["optimizer"]["param_groups"]
+    assert [{k: g[k] for k in ("lr", "weight_decay", "lr_mult", "decay_mult", "params")} for g in trained] == [
+        {k: pytest.approx(g[k], rel=1e-12) for k in ("lr", "weight_decay", "lr_mult", "decay_mult", "params")}
+        for g in planned["param_groups"]]
+
+
 def test_dars_round_without_lr_states_the_recipe_it_used(store):
     # lr / weight_decay None: the model's recipe (SGD 0.01 / 5e-4 for the CNNs), and the record says so
     from blvnb.experiments import runs

@@ -106,3 +106,18 @@ def test_pages_type_no_measured_table():
     models = (ROOT / "book" / "models.md").read_text()
     assert not re.findall(r"^\|.*\bours\b.*\|$", models, flags=re.M)
     assert not re.findall(r"^\| model \| params", models, flags=re.M)
+
+
+def test_the_from_scratch_start_is_shown_beside_the_fine_tuning_one():
+    fine = _fake([-1.0, -1.2, -0.8])  # BLV below CE in every seed: the interval is below 0
+    assert "no from-scratch runs" in pages.calibration_fragments(fine)["scratch"]
+    scratch_rows = _fake([1.0, 1.5, 1.2])["summary"]  # from scratch BLV above CE in every seed
+    fine["from_scratch"] = {"settings": {"pretrained": None, "iters": 900, "batch_size": 16, "lr": 0.05},
+                            "summary": scratch_rows}
+    text = pages.calibration_fragments(fine)["scratch"]
+    assert "| fine-tuned from the toy pretraining | 41.00 → 40.00 | −1.00 [" in text
+    assert "from random initialisation (900 steps, batch 16, lr 0.05) | 41.00 → 42.23 | +1.23 [" in text
+    assert "the interval is below 0 fine-tuned and above 0 from scratch" in text
+    assert "do not agree on mIoU and tail mIoU" in text and "depends on where training starts" in text
+    fine["from_scratch"]["summary"] = _fake([-0.5, -0.9, -0.7])["summary"]
+    assert "The two starts agree on both" in pages.calibration_fragments(fine)["scratch"]

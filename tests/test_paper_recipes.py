@@ -10,6 +10,7 @@ run reads it), and the strategies build on toycity trees laid out as the real da
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from blvnb.experiments import runs, tables
@@ -24,7 +25,7 @@ def _paper_configs():
 def test_paper_uda_and_source_only_runs_train_two_images_per_stream():
     every = _paper_configs()
     uda = [e.cfg for _, e in every if e.cfg.strategy == "uda"]
-    assert {c.model for c in uda} >= {"r101-deeplabv2@paper", "mitb5-daformer@paper", "mitb5-hrda@paper"}
+    assert {c.model for c in uda} >= {"r101-deeplabv2-red@paper", "mitb5-daformer@paper", "mitb5-hrda@paper"}
     assert {c.batch_size for c in uda} == {2} == {tables.UDA_BATCH}
     # the source-only rows (BLV Tables 3, 4; DARS Tables 14, 15): DAFormer's source-only batch too
     source_only = [e.cfg for _, e in every if e.cfg.strategy == "supervised" and e.cfg.dataset in ("gta5", "synthia")]
@@ -51,7 +52,7 @@ def test_the_uda_strategy_draws_batch_size_images_from_each_stream(tmp_path, mon
         (root / sub).symlink_to(toycity.ensure(style, n_train=6, n_val=2, size=(64, 128), progress=False))
     cfgs = {e.cfg.model: e.cfg for e in tables.entries("blv-t3", "paper", seeds=(0,), data_root=str(root))
             if e.cfg.strategy == "uda" and e.cfg.loss == "ce"}
-    for name in ("r101-deeplabv2@paper", "mitb5-hrda@paper"):
+    for name in ("r101-deeplabv2-red@paper", "mitb5-hrda@paper"):
         cfg = cfgs[name]
         built = uda.build(cfg, runs.RunData(cfg, cfg.key(), torch.device("cpu")))
         assert {k: s.batch_size for k, s in built.streams.items()} == {"source": 2, "target": 2}
@@ -155,3 +156,67 @@ def test_a_run_evaluates_with_its_eval_size_and_stride(tmp_path, monkeypatch):
     rec = runs.run(cfg)
     assert (seen["size"], seen["stride"], seen["crop"], seen["mode"]) == ((32, 64), (16, 16), (32, 32), "slide")
     assert rec["config"]["eval_size"] == [32, 64] and rec["n_val_images"] > 0
+
+
+# --- DARS at the released resolutions (issue 18, item 5) -----------------------------------------------------
+
+def test_dars_crop361_runs_scale_the_full_image_and_test_and_label_at_half_resolution():
+    t1 = {(e.row, e.arm): e.cfg for e in tables.entries("dars-t1", "paper", seeds=(0,), data_root=DATA)}
+    c361, c713 = t1[("DARS (crop 361) 1/8", "dars")], t1[("DARS (crop 713) 1/8", "dars")]
+    # the random scale [0.25, 1] is drawn on the 1024×2048 image (no resize to 512×1024 first)
+    assert c361.base_size is None and c361.scale_range == (0.25, 1.0) and c361.crop == (361, 361)
+    # tested as released: the image at long side 1024, 361² windows; scored against full-resolution labels
+    assert (c361.eval_mode, c361.eval_crop, c361.eval_size) == ("slide", (361, 361), (512, 1024))
+    assert (c713.eval_mode, c713.eval_crop, c713.eval_size, c713.base_size) == ("slide", (713, 713), None, None)
+    # the teacher labels with sliding windows of the crop (flip-averaged by default), not the whole image
+    for cfg, crop in ((c361, 361), (c713, 713)):
+        assert cfg.strategy_options["teacher_mode"] == "slide" and cfg.strategy_options["teacher_crop"] == crop
+    # round 0 (the teacher) carries none of the labelling options: one teacher for every labeller
+    r0 = t1[("DARS (crop 361) 1/8", "baseline")]
+    assert "teacher_mode" not in r0.strategy_options
+
+
+def test_dars_voc_and_scannet_keep_their_aspect_at_their_own_crops():
+    for table, dataset, crop in (("dars-t3", "voc", 321), ("dars-t12", "scannet", 481)):
+        cfgs = [e.cfg for e in tables.entries(table, "paper", seeds=(0,), data_root=DATA)]
+        assert cfgs and {c.dataset for c in cfgs} == {dataset}
+        assert {c.crop for c in cfgs} == {(crop, crop)} and {c.base_size for c in cfgs} == {None}
+        assert {c.eval_size for c in cfgs} == {None} and {c.eval_crop for c in cfgs} == {(crop, crop)}
+
+
+def test_the_teacher_labels_at_the_runs_eval_size(tmp_path, monkeypatch):
+    """dars-rounds hands cfg.eval_size to the labelling, and it is part of the labels' manifest."""
+    from blvnb.engine.strategies import dars_rounds
+
+    got = {}
+
+    def fake_label_round(teacher, dataset, out_dir, **kw):
+        got.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(dars_rounds, "label_round", fake_label_round)
+    t1 = {(e.row, e.arm): e.cfg for e in tables.entries("dars-t1", "smoke", seeds=(0,))}
+    cfg = t1[("DARS 1/8", "dars")].with_(eval_size=(32, 64))
+    assert cfg.strategy_options["round"] == 2
+    teacher_rec = {"checkpoint": str(tmp_path / "t.pt")}
+    torch.save({"model": {}}, tmp_path / "t.pt")
+    real = runs.RunData(cfg, cfg.key(), torch.device("cpu"))
+    monkeypatch.setattr(real, "dependency", lambda c: teacher_rec)
+    monkeypatch.setattr(dars_rounds, "_teacher_model", lambda cfg, data, ckpt: torch.nn.Conv2d(3, 19, 1))
+    with pytest.raises(RuntimeError, match="stop here"):
+        dars_rounds.build(cfg, real)
+    assert got["size"] == (32, 64) and got["manifest"]["size"] == [32, 64]
+
+
+def test_daformer_cnn_is_deeplab_v2_with_dilations_6_and_12_and_dars_t2_keeps_four():
+    """DAFormer † is DAFormer's ``dlv2red`` (recipes.md (d)); DARS Table 2's DeepLab v2 has the four rates."""
+    from blvnb.models.registry import build_model
+
+    t3 = {e.cfg.model for e in tables.entries("blv-t3", "paper", seeds=(0,), data_root=DATA)
+          if e.row.startswith("DAFormer †") or e.row.startswith("source only †")}
+    assert t3 == {"r101-deeplabv2-red@paper"}
+    assert {e.cfg.model for e in tables.entries("dars-t2", "paper", seeds=(0,), data_root=DATA)} == {
+        "r101-deeplabv2@paper"}
+    rates = {name: [b.dilation[0] for b in build_model(name, num_classes=19, variant="small").head.branches]
+             for name in ("r101-deeplabv2-red", "r101-deeplabv2")}
+    assert rates == {"r101-deeplabv2-red": [6, 12], "r101-deeplabv2": [6, 12, 18, 24]}

@@ -66,7 +66,8 @@ def test_one_run_of_each_strategy_trains_and_evaluates(rehearsed):
         assert rc["optimizer"]["groups"] and r.peak_rss_mib > 0 and r.seconds > 0
         assert r.cfg.pretrained is None and r.cfg.data_root == str(work / "data")
         # every other setting is the plan's
-        changed = set(rehearse.CHANGED) | {"data_root", "threads", "crop", "base_size", "eval_crop", "strategy_options"}
+        changed = set(rehearse.CHANGED) | {"data_root", "threads", "crop", "base_size", "eval_crop", "eval_size",
+                                         "eval_stride", "strategy_options"}
         a, b = r.cfg.key_dict(), p.cfg.key_dict()
         assert {k for k in a if a[k] != b.get(k)} <= changed
     uda = by_key[picked[3].key].recipe

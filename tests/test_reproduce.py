@@ -369,3 +369,58 @@ def test_reproduce_with_a_broken_data_root_fails_before_any_run(book, data_root,
     monkeypatch.setattr(reproduce, "prepare_runs", lambda *a, **k: pytest.fail("runs started on a broken data root"))
     assert main(["reproduce", "--profile", "smoke", "--data-root", str(root)]) == 2
     assert "synthia" in capsys.readouterr().err and not calls(book)
+
+
+def test_reproduce_checks_every_file_of_the_root_before_any_run_or_states_that_it_skipped(book, data_root, tmp_path,
+                                                                                        monkeypatch, capsys):
+    import shutil
+
+    from blvnb.data.check import BATCH_CHECK_ENV
+
+    root = copy_root(data_root, tmp_path / "data")
+    label = sorted((root / "cityscapes" / "gtFine" / "train").glob("*/*_labelIds.png"))[-1]
+    label.unlink()
+    label.mkdir()  # unreadable, also for root (who reads a chmod 000 file); not the label the opening decodes
+    monkeypatch.chdir(book)
+    monkeypatch.delenv(BATCH_CHECK_ENV, raising=False)
+    monkeypatch.setattr(reproduce, "prepare_runs", lambda *a, **k: pytest.fail("runs started on a broken data root"))
+    assert main(["reproduce", "--profile", "smoke", "--data-root", str(root), "--no-build"]) == 2
+    err = capsys.readouterr().err
+    assert f"[unreadable] {label}: cannot open it" in err and not calls(book)
+    seen = []
+    monkeypatch.setattr(reproduce, "prepare_runs", lambda *a, **k: seen.append(os.environ.get(BATCH_CHECK_ENV)))
+    monkeypatch.setattr(reproduce, "run_notebooks", lambda **k: seen.append(os.environ.get(BATCH_CHECK_ENV)))
+    assert main(["reproduce", "--profile", "smoke", "--data-root", str(root), "--no-build", "--skip-data-check"]) == 0
+    assert seen == ["skipped", "skipped"] and "skipped (--skip-data-check)" in capsys.readouterr().err
+    assert BATCH_CHECK_ENV not in os.environ
+    label.rmdir()
+    shutil.copy(sorted((data_root / "cityscapes" / "gtFine" / "train").glob("*/*_labelIds.png"))[-1], label)
+    assert main(["reproduce", "--profile", "smoke", "--data-root", str(root), "--no-build"]) == 0
+    assert seen[2:] == ["passed", "passed"]
+    monkeypatch.setattr(reproduce, "chapter_sources", lambda *a: pytest.fail("a bad flag must fail before anything"))
+    assert main(["reproduce", "--profile", "smoke", "--skip-data-check", "--no-build"]) == 2
+    assert "--skip-data-check applies to a batch on real data" in capsys.readouterr().err
+
+
+# --- --weights DIR: a folder of ImageNet weights, checked before any run, given to every chapter --------------
+
+def test_reproduce_with_weights_checks_the_folder_before_any_run_and_passes_it_on(book, tmp_path, monkeypatch,
+                                                                                     capsys):
+    from blvnb import cli
+
+    monkeypatch.chdir(book)
+    monkeypatch.setattr(cli, "_data_prepare", lambda a: None)
+    monkeypatch.setattr(reproduce, "prepare_runs", lambda *a, **k: pytest.fail("runs started"))
+    monkeypatch.setattr(reproduce, "write_status", lambda *a, **k: book / "status.md")
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    # the paper plan needs seven backbones' files: none is here, so nothing runs
+    assert main(["reproduce", "--profile", "paper", "--data-root", str(tmp_path), "--weights", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot serve this plan" in err and "resnet50_v1c.pth" in err and not calls(book)
+    assert main(["reproduce", "--profile", "smoke", "--weights", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not calls(book)
+    # a folder the plan can use (smoke loads no ImageNet weights): each chapter gets it as a parameter
+    assert main(["reproduce", "--profile", "smoke", "--only", "a", "--weights", str(empty), "--no-build"]) == 0
+    assert calls(book)[0]["params"]["weights_dir"] == str(empty)
+    assert "BLVNB_WEIGHTS" not in os.environ

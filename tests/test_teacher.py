@@ -167,3 +167,19 @@ def test_label_relpath_through_subsets_and_fallbacks(tmp_path):
 
     assert label_relpath(Named(), 1) == "b.png"
     assert label_relpath(object(), 7) == "000007.png"
+
+
+def test_teacher_source_infers_at_size_and_labels_at_the_images_own_size(tmp_path):
+    """The release's base_size: the teacher sees the image at half resolution, its labels are full size."""
+    from blvnb.data import build_dataset
+    from blvnb.data.toycity import write_tree
+
+    root = write_tree(tmp_path / "cs", "cityscapes", n_train=2, n_val=1, size=(32, 64), seed=0, progress=False)
+    ds = build_dataset("cityscapes", root, "train", labeled=False)
+    model = torch.nn.Conv2d(3, 19, 1)
+    seen = []
+    model.register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape[-2:])))
+    src = TeacherSource(model, ds, device="cpu", size=(16, 32))
+    assert tuple(src[0].shape) == (19, 32, 64) and seen == [(16, 32)]
+    full = TeacherSource(model, ds, device="cpu")[0]
+    assert not torch.equal(full, src[0])  # another input size: other probabilities

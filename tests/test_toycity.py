@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -199,14 +200,28 @@ def test_synthia_layout_reads_with_torchvision(tmp_path):
 def test_write_png16_roundtrip(tmp_path):
     torchvision = pytest.importorskip("torchvision")
     rng = np.random.default_rng(0)
-    for channels in (1, 3):
+    from blvnb.data.base import read_png_channel0
+
+    for channels in (1, 3, 4):
         arr = rng.integers(0, 65536, (7, 11, channels), dtype=np.uint16)
         p = tmp_path / f"x{channels}.png"
         T.write_png16(p, arr)
-        t = torchvision.io.decode_png(torchvision.io.read_file(str(p)), mode=torchvision.io.ImageReadMode.UNCHANGED)
+        # an independent decoder (torchvision's) sees the channels in the order they were given
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            t = torchvision.io.decode_png(torchvision.io.read_file(str(p)), mode=torchvision.io.ImageReadMode.UNCHANGED)
         np.testing.assert_array_equal(t.numpy().transpose(1, 2, 0).astype(np.int64), arr.astype(np.int64))
+        np.testing.assert_array_equal(read_png_channel0(p), arr[:, :, 0])  # the loaders' reader: channel 0
     with pytest.raises(ValueError):
         T.write_png16(tmp_path / "bad.png", np.zeros((4, 4, 3), np.uint8))
+    from blvnb.errors import DatasetError
+
+    for name, content in (("empty.png", b""), ("text.png", b"not a png")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DatasetError, match=name):
+            read_png_channel0(tmp_path / name)
+    with pytest.raises(DatasetError, match="missing.png"):
+        read_png_channel0(tmp_path / "missing.png")
 
 
 def test_synthia_has_only_its_16_classes():

@@ -301,3 +301,27 @@ def test_synthia_tables_use_16_and_13_class_means():
     assert t.numbers.loc["DAFormer†", ("mIoU*", "mean")] == pytest.approx(50.0)
     assert T.metric_value(es[0]["record"], "mIoU_tail_dars") == pytest.approx(
         100 * np.mean([iou[c] for c in DARS_TAIL]))
+
+
+def test_runs_table_names_columns_and_keeps_the_raw_frame_behind_a_toggle():
+    from blvnb.experiments.tables import TableRuns
+
+    recs = [{"row": "R50", "arm": a, "seed": s, "key": f"{a}{s}" * 8,
+             "record": {"metrics": {"mIoU": 0.5 + s / 100, "mIoU_head_blv": 0.6, "mIoU_tail_blv": 0.3},
+                        "train_seconds": 12.4}} for a in ("CE", "BLV") for s in (0, 1)]
+    rt = T.runs_table(TableRuns("blv-t1", "quick", "", recs))
+    assert list(rt.frame.columns) == ["row", "arm", "seed", "mIoU %", "head mIoU % (BLV's 10)",
+                                      "tail mIoU % (BLV's 9)", "training s"]  # the DARS tail has no value: dropped
+    assert rt.frame["mIoU %"].tolist() == pytest.approx([50, 51, 50, 51])
+    page = rt._repr_html_()
+    visible, hidden = page.split("<details>")
+    assert "CE0CE0" not in visible and "mIoU_head_blv" not in visible  # keys and raw names only behind the toggle
+    assert "CE0CE0" in hidden and "mIoU_head_blv" in hidden and "blv-t1" in hidden
+    assert "50.0" in str(rt)
+
+
+def test_runs_table_bad_inputs():
+    with pytest.raises(BlvnbError, match="list"):
+        T.runs_table([1, 2])
+    with pytest.raises(BlvnbError, match="seed"):
+        T.runs_table(pd.DataFrame({"row": ["a"], "arm": ["b"]}))

@@ -13,7 +13,6 @@ import fnmatch
 import logging
 import os
 import struct
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -119,18 +118,18 @@ def read_index_png(path: Path) -> np.ndarray:
 
 
 def read_png_channel0(path: Path) -> np.ndarray:
-    """First channel of a PNG at its stored bit depth (16-bit RGB too, which Pillow cannot read) -> H×W."""
-    import torchvision.io as tio
+    """First channel of a PNG at its stored bit depth (16-bit RGB too, which Pillow cannot read) -> H×W,
+    read with OpenCV (which orders colour channels BGR(A): the file's first channel is OpenCV's third)."""
+    import cv2
 
     try:
-        with warnings.catch_warnings():
-            # torchvision >= 0.29 deprecates its image codecs; they still are the one reader of 16-bit RGB here.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            data = tio.read_file(str(path))
-            t = tio.decode_png(data, mode=tio.ImageReadMode.UNCHANGED)
-    except (OSError, RuntimeError, ValueError) as e:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
         raise DatasetError(f"cannot read label {path}: {e}") from e
-    return t[0].numpy()
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise DatasetError(f"cannot read label {path}: not a PNG image OpenCV can decode")
+    return img if img.ndim == 2 else img[:, :, 2]
 
 
 class SegmentationDataset(Dataset):

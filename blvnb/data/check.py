@@ -8,16 +8,25 @@ lists them all:
 * ``layout`` — a folder or split list the loader needs is missing (the loader's own message);
 * ``missing-from-list`` — a split list names an image (or a scene) that does not exist;
 * ``missing-label`` — an image without its label file; ``orphan-label`` — a label file without its image;
-* ``unreadable`` — a file that cannot be decoded (truncated, empty, not an image);
+* ``unreadable`` — a file that cannot be opened (no permission, a folder or a broken link in its place) or
+  decoded (truncated, empty, not an image);
 * ``wrong-format`` — a file whose bytes are another format than its name says (a JPEG named ``.png``);
 * ``unexpected-ids`` — label values outside the data set's table, with their pixel counts and a few files;
 * ``size-mismatch`` — an image and its label of different sizes.
 
 Alongside, the per-class pixel shares and image occurrence of the labels (in the data set's classes).
+
+``decode=False`` is the check a batch of paper runs makes of its data root before the first run
+(``blvnb reproduce`` / ``blvnb runs execute`` with ``--data-root``): every file a split names is opened and
+its first bytes read (missing, unreadable, empty or of another format), nothing is decoded and no label
+statistics are counted, so it costs one small read per file. The batch states its outcome to the runs it
+starts in ``$BLVNB_DATA_CHECK`` (:data:`BATCH_CHECK_ENV`), and each run's record repeats it
+(:func:`batch_data_check`).
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +50,15 @@ CHECKS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
 _MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".jpeg": b"\xff\xd8\xff"}
 _FORMAT = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP"}
 EXAMPLES = 3
+#: how a batch tells its runs (and their subprocesses, jobs, notebooks) what became of its data check:
+#: "passed" or "skipped" (``--skip-data-check``); unset outside a batch
+BATCH_CHECK_ENV = "BLVNB_DATA_CHECK"
+
+
+def batch_data_check() -> str | None:
+    """What the batch that started this run found of its data root ("passed", "skipped"), or None when
+    no batch checked it (a run started on its own, or on toycity)."""
+    return os.environ.get(BATCH_CHECK_ENV) or None
 
 
 @dataclass
@@ -93,32 +111,39 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _format_of(path: Path) -> str | None:
-    """The format a file's first bytes say ("PNG", "JPEG", ...), None when unknown or unreadable."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError:
-        return None
+def _format_of(head: bytes) -> str | None:
+    """The format a file's first bytes say ("PNG", "JPEG", ...), None when unknown."""
     for magic, name in _FORMAT.items():
         if head.startswith(magic):
             return name
     return None
 
 
-def _check_file(path: Path, problems: list[Problem]) -> tuple[int, int] | None:
-    """Format and full decode of one file; its (H, W), or None after recording the problem."""
-    want = _MAGIC.get(path.suffix.lower())
-    if path.stat().st_size == 0:
+def _check_file(path: Path, problems: list[Problem], decode: bool = True) -> tuple[int, int] | bool | None:
+    """Readability, format and (``decode``) full decode of one file; its (H, W) (True without
+    ``decode``), or None after recording the problem."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        what = f"a broken link to {os.readlink(path)}" if path.is_symlink() else "gone (deleted while checked?)"
+        problems.append(Problem("unreadable", str(path), f"the file is {what}"))
+        return None
+    except OSError as e:  # no permission, a folder in its place, an I/O error
+        problems.append(Problem("unreadable", str(path), f"cannot open it ({e.strerror or e})"))
+        return None
+    if not head:
         problems.append(Problem("unreadable", str(path), "empty file (0 bytes)"))
         return None
-    if want is not None:
-        fmt = _format_of(path)
+    if path.suffix.lower() in _MAGIC:
+        fmt = _format_of(head)
         expected = "PNG" if path.suffix.lower() == ".png" else "JPEG"
         if fmt != expected:
             problems.append(Problem("wrong-format", str(path),
                                     f"named {path.suffix} but its bytes are {fmt or 'not a known image format'}"))
             return None
+    if not decode:
+        return True
     try:
         with Image.open(path) as im:
             im.load()
@@ -128,9 +153,10 @@ def _check_file(path: Path, problems: list[Problem]) -> tuple[int, int] | None:
         return None
 
 
-def check_tree(root, dataset: str, *, splits=None, progress: bool = True) -> CheckReport:
+def check_tree(root, dataset: str, *, splits=None, progress: bool = True, decode: bool = True) -> CheckReport:
     """Check every split of ``dataset`` under ``root``; returns a :class:`CheckReport` (never raises for
-    problems in the data — only for a bad ``dataset`` or ``splits`` argument)."""
+    problems in the data — only for a bad ``dataset`` or ``splits`` argument). ``decode=False``: each file
+    opened and its first bytes read only (no decode, no label statistics, no orphan labels)."""
     from blvnb.data import build_dataset
 
     if dataset not in CHECKS:
@@ -164,15 +190,15 @@ def check_tree(root, dataset: str, *, splits=None, progress: bool = True) -> Che
             label_dirs.add(ds._label_dir())
         for i in tqdm(range(len(ds)), desc=f"check {dataset} {split}", unit="img", disable=not progress, leave=False):
             image_path = ds.image_path(i)
-            hw = _check_file(image_path, report.problems)
+            hw = _check_file(image_path, report.problems, decode)
             if not ds.labeled:
                 continue
             label_path = ds.label_path(i)
             seen_labels.add(str(label_path))
-            if not label_path.is_file():
+            if not (label_path.exists() or label_path.is_symlink()):
                 report.problems.append(Problem("missing-label", str(image_path), f"its label {label_path} is missing"))
                 continue
-            if _check_file(label_path, report.problems) is None:
+            if _check_file(label_path, report.problems, decode) is None or not decode:
                 continue
             try:
                 raw = ds._read_raw_label(label_path)
@@ -202,7 +228,7 @@ def check_tree(root, dataset: str, *, splits=None, progress: bool = True) -> Che
     for v, (pixels, files, examples) in sorted(bad_ids.items()):
         report.problems.append(Problem("unexpected-ids", ", ".join(examples) + (" ..." if files > len(examples) else ""),
                                        f"label value {v} is not in the {dataset} label table: {pixels} pixels in {files} file(s)"))
-    if label_glob is not None:
+    if label_glob is not None and decode:
         for d in sorted(label_dirs):
             for p in sorted(d.glob(label_glob)):
                 if str(p) not in seen_labels:

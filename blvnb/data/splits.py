@@ -7,6 +7,11 @@ Cityscapes' 2975 training images this gives 186, 372, 744 and 1488 labelled imag
 The permutation orders names by a keyed hash (BLAKE2b of ``"<seed>:<name>"``), so it depends on the
 seed and the names only, never on a numpy or torch version. Splits are written as text lists
 (:func:`save_splits`) so that a run can be repeated from the files.
+
+The papers' own lists, where they released them (DARS: Cityscapes 1/8 and 1/4, VOC's 1464 official
+training images; U2PL, BLV's semi-supervised lineage: Cityscapes 1/16 … 1/2), ship in
+``blvnb/data/released_splits/`` (its README names each file's source and commit) and are read by
+:func:`released_split`. ScanNet has none: its runs use :func:`nested_splits`.
 """
 
 from __future__ import annotations
@@ -104,16 +109,62 @@ def save_splits(splits: dict[str, dict[str, list[str]]], directory: str | Path, 
     return directory
 
 
-def _read_list(path: Path) -> list[str]:
+_MAKE_HINT = "make it with blvnb.data.splits.save_splits(nested_splits(names), DIR)"
+
+
+def _read_list(path: Path, hint: str = _MAKE_HINT) -> list[str]:
     if not path.is_file():
-        raise DatasetError(
-            f"split list {path} is missing; make it with blvnb.data.splits.save_splits(nested_splits(names), DIR)"
-        )
+        raise DatasetError(f"split list {path} is missing; {hint}")
     items = [ln.strip() for ln in path.read_text().splitlines()]
     items = [ln for ln in items if ln and not ln.startswith("#")]
     if not items:
         raise DatasetError(f"split list {path} is empty")
     return items
+
+
+#: where the released lists live (package data)
+RELEASED_DIR = Path(__file__).parent / "released_splits"
+#: the released lists: (source, data set, labelled fraction) → folder under :data:`RELEASED_DIR` holding
+#: ``labeled.txt`` and ``unlabeled.txt``. VOC's is keyed by ``None``: the official ``train`` list labelled,
+#: the rest of the augmented set unlabelled (DARS Table 3)
+RELEASED_SPLITS: dict[tuple[str, str, str | None], str] = {
+    ("dars", "cityscapes", "1/8"): "dars/cityscapes_1_8",
+    ("dars", "cityscapes", "1/4"): "dars/cityscapes_1_4",
+    ("dars", "voc", None): "dars/voc_1464",
+    ("u2pl", "cityscapes", "1/16"): "u2pl/cityscapes_1_16",
+    ("u2pl", "cityscapes", "1/8"): "u2pl/cityscapes_1_8",
+    ("u2pl", "cityscapes", "1/4"): "u2pl/cityscapes_1_4",
+    ("u2pl", "cityscapes", "1/2"): "u2pl/cityscapes_1_2",
+}
+RELEASED_SOURCES = ("dars", "u2pl")
+
+
+def released_folder(source: str, dataset: str, fraction: str | float | None) -> Path | None:
+    """The folder of ``source``'s released list for ``dataset`` at ``fraction``, or None where it released none."""
+    key = (source, dataset, None if fraction is None else fraction_text(fraction))
+    return RELEASED_DIR / RELEASED_SPLITS[key] if key in RELEASED_SPLITS else None
+
+
+def released_split(source: str, dataset: str, fraction: str | float | None) -> dict[str, list[str]]:
+    """``{"labeled": [...], "unlabeled": [...]}``: the sample names of a paper's released split, sorted.
+
+    Raises ConfigError where ``source`` released no list for ``dataset`` at ``fraction`` (naming those it
+    did), DatasetError where a shipped list file is missing, empty, or shares names with its other half.
+    """
+    if source not in RELEASED_SOURCES:
+        raise ConfigError(f"unknown source of released splits {source!r}; known: {', '.join(RELEASED_SOURCES)}")
+    folder = released_folder(source, dataset, fraction)
+    if folder is None:
+        have = [f"{d} {f or 'official train'}" for s, d, f in RELEASED_SPLITS if s == source]
+        raise ConfigError(f"{source} released no split list for {dataset} at labelled fraction {fraction!r}; "
+                          f"it released: {', '.join(have)}")
+    hint = "it ships with blvnb (package data): reinstall the package"
+    parts = {part: _read_list(folder / f"{part}.txt", hint) for part in ("labeled", "unlabeled")}
+    both = set(parts["labeled"]) & set(parts["unlabeled"])
+    if both:
+        raise DatasetError(f"released split {folder}: {len(both)} names are both labelled and unlabelled, "
+                           f"e.g. {sorted(both)[0]}")
+    return parts
 
 
 def load_split(directory: str | Path, fraction: str | float) -> dict[str, list[str]]:
@@ -124,10 +175,13 @@ def load_split(directory: str | Path, fraction: str | float) -> dict[str, list[s
 
 __all__ = [
     "DEFAULT_FRACTIONS",
+    "RELEASED_SPLITS",
     "fraction_text",
     "labeled_count",
     "load_split",
     "nested_splits",
     "parse_fraction",
+    "released_folder",
+    "released_split",
     "save_splits",
 ]

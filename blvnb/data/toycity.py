@@ -54,9 +54,7 @@ import logging
 import math
 import os
 import shutil
-import struct
 import tempfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -1095,23 +1093,21 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def write_png16(path, array) -> None:
-    """Write an HxWxC uint16 array (C = 1, 3 or 4) as a 16-bit PNG (Pillow cannot write 16-bit RGB)."""
+    """Write an HxWxC uint16 array (C = 1, 3 or 4, channels in RGB(A) order) as a 16-bit PNG, with OpenCV
+    (Pillow cannot write 16-bit RGB). The file's first channel is ``array[..., 0]``."""
+    import cv2
+
     a = np.asarray(array)
     if a.ndim == 2:
         a = a[:, :, None]
-    if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"write_png16 needs an HxWxC uint16 array with C in 1..4, got {a.dtype} {a.shape}")
-    H, W, Cn = a.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[Cn]
-    rows = a.astype(">u2").reshape(H, W * Cn * 2 // 2).view(np.uint8).reshape(H, W * Cn * 2)
-    raw = np.concatenate([np.zeros((H, 1), np.uint8), rows], axis=1).tobytes()  # filter type 0 per row
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 16, color_type, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    Path(path).write_bytes(png)
+    if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"write_png16 needs an HxWxC uint16 array with C in 1, 3, 4, got {a.dtype} {a.shape}")
+    order = {1: [0], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[a.shape[2]]  # OpenCV orders colour channels BGR(A)
+    bgr = a[:, :, order] if a.shape[2] > 1 else a[:, :, 0]
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(bgr))
+    if not ok:
+        raise OSError(f"OpenCV could not encode {path} as PNG")
+    Path(path).write_bytes(data.tobytes())
 
 
 def _palette() -> list[int]:

@@ -107,6 +107,24 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def epoch_iterations(epochs: int, images: int, batch: int, *, drop_last: bool = False) -> int:
+    """Iterations of ``epochs`` passes over ``images`` images at ``batch`` images per iteration: the one rule
+    by which a paper's epochs become a run's ``iters``.
+
+    ``drop_last=True``: a pass is ``images // batch`` whole batches, as a PyTorch loader with
+    ``drop_last=True`` (DARS's released ``train.py``: 372 labeled images at 16 are 23 iterations an epoch,
+    200 epochs 4,600); else ``images / batch``, rounded once over all epochs (U2PL's count, which BLV's
+    semi-supervised runs follow: 200 · (2975 − 372) / 16 ≈ 32,538). A value that is not a positive whole
+    number, or a batch larger than a ``drop_last`` pass, is a ConfigError naming it."""
+    for name, v in (("epochs", epochs), ("images", images), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"epoch_iterations: {name} must be a whole number >= 1, got {v!r}")
+    if drop_last and images < batch:
+        raise ConfigError(f"epoch_iterations: {images} images make no whole batch of {batch} (drop_last)")
+    per_epoch = images // batch if drop_last else images / batch
+    return int(round(epochs * per_epoch))
+
+
 def recipe_for(model_name: str) -> Recipe:
     """The recipe of a registry name (``"swint-knet@small"`` → K-Net's)."""
     if not isinstance(model_name, str):
@@ -166,4 +184,4 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     return list(groups.values())
 
 
-__all__ = ["RECIPES", "Recipe", "dars_recipe", "param_groups", "recipe_for", "uda_recipe"]
+__all__ = ["RECIPES", "Recipe", "dars_recipe", "epoch_iterations", "param_groups", "recipe_for", "uda_recipe"]

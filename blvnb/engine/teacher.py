@@ -45,6 +45,9 @@ class TeacherSource:
     ``out_size``: ``i → (H, W)``, the size the labels must have when the data set's view resizes the image
     (a ``base_size``): the logits are resized to it (:func:`~blvnb.models.inference.resize_logits`), as the
     released code resizes its logits to 1024×2048 before the softmax.
+    ``size``: (H, W) to infer at — the image resized to it (bilinear), its logits resized back to the
+    image's own size (or to ``out_size``): the release's ``base_size`` with labels at full resolution, as
+    :func:`blvnb.engine.evaluate.evaluate`'s ``size``.
     ``keep_bytes``: on a CPU, keep the probabilities of the first images in memory up to this many bytes
     (default :data:`KEEP_BYTES`), so that a labeller's second pass over the same images (DARS: confidence
     histograms, then labels) reads them instead of running the teacher again; the values are the same
@@ -53,8 +56,10 @@ class TeacherSource:
 
     def __init__(self, model, dataset, *, device="auto", dtype: torch.dtype = torch.float16, mode: str = "whole",
                  crop=None, stride=None, flip: bool = False, amp_dtype: torch.dtype | None = None,
-                 num_classes: int | None = None, calibrator=None, out_size=None, keep_bytes: int | None = None):
+                 num_classes: int | None = None, calibrator=None, out_size=None, keep_bytes: int | None = None,
+                 size=None):
         self.device = resolve_device(device)
+        self.size = None if size is None else tuple(int(v) for v in size)
         self.keep_bytes = KEEP_BYTES if keep_bytes is None else int(keep_bytes)
         self.calibrator, self.out_size = calibrator, out_size  # (setting the calibrator empties the kept ones)
         self.model, self.dataset = model.to(self.device).eval(), dataset
@@ -96,9 +101,14 @@ class TeacherSource:
         image = self.dataset[i]["image"]
         if image.dtype == torch.uint8:
             image, _ = Normalize()(image, None)
-        logits = predict_logits(self.model, image[None].to(self.device), num_classes=self.num_classes, **self.kw)
+        image, own = image[None].to(self.device), tuple(image.shape[-2:])
+        if self.size is not None:
+            image = torch.nn.functional.interpolate(image, size=self.size, mode="bilinear", align_corners=False)
+        logits = predict_logits(self.model, image, num_classes=self.num_classes, **self.kw)
         if self.out_size is not None:
             logits = resize_logits(logits, tuple(self.out_size(i)))
+        elif self.size is not None:
+            logits = resize_logits(logits, own)
         return logits[0]
 
     def relpath(self, i: int) -> str:

@@ -228,8 +228,21 @@ class Plan:
     def est_seconds(self) -> float:
         return round(sum(r.est_seconds for r in self.runs.values()), 1)
 
-    def to_json(self) -> list[dict]:
-        return [r.row() for r in self.runs.values()]
+    def to_json(self, resolved: bool = False, time_limit: float | None = None) -> list[dict]:
+        """One object per run (:meth:`PlannedRun.row`); ``resolved``: with its whole resolved configuration
+        (``"config"``, its key fields, and ``"train"`` / ``"eval"``: :func:`blvnb.experiments.resolve.resolved`);
+        ``time_limit``: with ``"jobs"``, the jobs of that many minutes it takes (:func:`jobs_for`)."""
+        out = []
+        for r in self.runs.values():
+            row = r.row()
+            if resolved:
+                from blvnb.experiments import resolve
+
+                row = {**row, "config": r.cfg.key_dict(), **resolve.resolved(r.cfg)}
+            if time_limit is not None:
+                row["jobs"] = jobs_for(r.est_seconds, time_limit, self.profile)
+            out.append(row)
+        return out
 
     def order(self) -> list[PlannedRun]:
         return list(self.runs.values())
@@ -280,9 +293,119 @@ def plan_for(profile: str, only: Iterable[str] | None = None, seeds: Iterable[in
     return plan
 
 
-def format_plan(plan: Plan) -> str:
-    """The plan as a text table with totals."""
-    lines = [f"{'key':16s}  {'strategy':12s}  {'model':22s}  {'loss':10s}  {'seed':>4s}  {'est s':>7s}  tables"]
+#: seconds of a job that train nothing: its start-up (:data:`FIXED_SECONDS`, paid again by every requeued job,
+#: which builds its data and model and reads its checkpoint) and the warning before the time limit in which it
+#: writes its checkpoint and stops (submitit asks Slurm for SIGUSR2 90 s before the limit)
+SIGNAL_MARGIN_SECONDS = 90.0
+
+
+def parse_time_limit(value) -> float:
+    """A job's time limit in minutes (``--time-limit MIN``): a positive, finite number; anything else (0, a
+    negative, not a number) is a ConfigError that names it."""
+    import math
+
+    given = value
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"--time-limit {value!r} is not a number of minutes (e.g. --time-limit 240)") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"--time-limit must be a positive number of minutes per job (e.g. 240), got {given!r}")
+    return float(value)
+
+
+def jobs_for(est: float, minutes, profile: str | None = None) -> int:
+    """How many jobs of ``minutes`` minutes a run of ``est`` estimated seconds (:func:`est_seconds`: the
+    throughput of ``book/models.md``'s benchmarks at the run's crop, batch and iterations) takes: each job
+    resumes from the previous one's checkpoint and loses its start-up and the time-limit warning
+    (:data:`SIGNAL_MARGIN_SECONDS`) to training."""
+    import math
+
+    minutes = parse_time_limit(minutes)
+    fixed = FIXED_SECONDS["cpu" if profile in ("smoke", "quick") else "gpu"]
+    usable = minutes * 60.0 - fixed - SIGNAL_MARGIN_SECONDS
+    if usable <= 0:
+        raise ConfigError(f"--time-limit {minutes:g} minutes leaves no time to train: a job spends "
+                          f"{fixed + SIGNAL_MARGIN_SECONDS:.0f} s starting up and checkpointing before its limit")
+    return max(1, math.ceil(max(0.0, float(est) - fixed) / usable))
+
+
+def table_seconds(plan: Plan) -> dict[str, float]:
+    """Estimated seconds per table: every run it shows or starts from (a teacher, a pretraining), each once
+    per table; a run that several tables share counts in each of them (the plan's total counts it once)."""
+    out: dict[str, float] = {}
+    for r in plan.order():
+        for t in set(r.tables) | set(r.needed_by):
+            out[t] = out.get(t, 0.0) + r.est_seconds
+    return {t: round(out[t], 1) for t in sorted(out, key=_table_order)}
+
+
+#: where the GPU rates of :func:`est_seconds` come from (the card of book/models.md's GPU table)
+GPU_RATES_SOURCE = ("one NVIDIA H100 80GB, bf16 (amp) or fp32 as the profile trains, paper-size models at batch 4 × "
+                    "512×1024 (book/models.md, bench/model_throughput.py), scaled by each run's crop and batch")
+#: a working day, for "how many GPUs finish the plan in a day"
+DAY_HOURS = 8.0
+
+
+def makespan(plan: Plan, gpus: int) -> float:
+    """Estimated seconds until ``gpus`` GPUs have trained the whole plan, one run per GPU at a time, each run
+    started as the ``gpus`` executor starts it: the first of the plan's order whose teachers are done, on the
+    first free GPU."""
+    import heapq
+
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise ConfigError(f"gpus must be a whole number >= 1, got {gpus!r}")
+    pending = plan.order()
+    done_at: dict[str, float] = {}
+    running: list[tuple[float, str]] = []  # (end, key)
+    now, free = 0.0, gpus
+    while pending or running:
+        started = True
+        while free and started:
+            started = False
+            for r in pending:
+                if all(d in done_at and done_at[d] <= now for d in r.deps):
+                    heapq.heappush(running, (now + r.est_seconds, r.key))
+                    pending.remove(r)
+                    free -= 1
+                    started = True
+                    break
+        if not running:  # nothing can start: a dependency outside the plan
+            raise BlvnbError("the plan's runs wait on a dependency that is not in the plan")
+        now, key = heapq.heappop(running)
+        done_at[key] = now
+        free += 1
+    return now
+
+
+def budget(plan: Plan, day_hours: float = DAY_HOURS) -> dict:
+    """The plan's estimated cost (:func:`est_seconds`; the GPU rates of :data:`GPU_RATES_SOURCE`): seconds per
+    table (:func:`table_seconds`) and in all (each run once), the longest chain of runs that must follow
+    each other (a DARS round after its teacher), and the fewest GPUs that finish the plan within ``day_hours``
+    (:func:`makespan`), None when its longest chain alone takes longer."""
+    import math
+
+    chain: dict[str, float] = {}
+    for r in plan.order():  # teachers first
+        chain[r.key] = r.est_seconds + max((chain[d] for d in r.deps), default=0.0)
+    longest = max(chain.values(), default=0.0)
+    day = float(day_hours) * 3600.0
+    gpus = None
+    if longest <= day and plan.runs:
+        gpus = max(1, math.ceil(plan.est_seconds / day))
+        while makespan(plan, gpus) > day:
+            gpus += 1
+    return {"profile": plan.profile, "runs": len(plan), "total_seconds": plan.est_seconds, "tables": table_seconds(plan),
+            "longest_chain_seconds": round(longest, 1), "day_hours": float(day_hours), "gpus_for_day": gpus,
+            "makespan_seconds": round(makespan(plan, gpus), 1) if gpus else None, "rates": GPU_RATES_SOURCE}
+
+
+def format_plan(plan: Plan, time_limit: float | None = None) -> str:
+    """The plan as a text table with totals; ``time_limit`` (minutes per job): with the jobs each run takes."""
+    jobs_col = f"  {'jobs':>4s}" if time_limit is not None else ""
+    lines = [f"{'key':16s}  {'strategy':12s}  {'model':22s}  {'loss':10s}  {'seed':>4s}  {'est s':>7s}{jobs_col}  tables"]
+    n_jobs = 0
     for r in plan.order():
         c = r.cfg
         so = _opts(c)
@@ -291,8 +414,13 @@ def format_plan(plan: Plan) -> str:
         tabs = ", ".join(sorted(r.tables, key=_table_order))
         if r.needed_by:
             tabs += (", " if tabs else "") + "(teacher for " + ", ".join(sorted(r.needed_by, key=_table_order)) + ")"
+        jobs = ""
+        if time_limit is not None:
+            n = jobs_for(r.est_seconds, time_limit, plan.profile)
+            n_jobs += n
+            jobs = f"  {n:>4d}"
         lines.append(f"{r.key[:16]:16s}  {strat:12s}  {str(getattr(c, 'model', '')):22s}  {loss:10s}  {c.seed:>4d}  "
-                     f"{r.est_seconds:7.0f}  {tabs}")
+                     f"{r.est_seconds:7.0f}{jobs}  {tabs}")
     by = {}
     for r in plan.order():
         by[r.cfg.strategy] = by.get(r.cfg.strategy, 0) + 1
@@ -301,6 +429,9 @@ def format_plan(plan: Plan) -> str:
     lines.append(f"{len(plan)} distinct runs ({', '.join(f'{n} {s}' for s, n in sorted(by.items()))}); "
                  f"estimated {plan.est_seconds / 60:.1f} minutes one after the other "
                  f"(profile {plan.profile}; see blvnb.experiments.execute.est_seconds)")
+    if time_limit is not None:
+        lines.append(f"{n_jobs} jobs of {parse_time_limit(time_limit):g} minutes in all (a run that does not fit one "
+                     "job resumes from its checkpoint in the next; blvnb.experiments.execute.jobs_for)")
     return "\n".join(lines)
 
 
@@ -325,6 +456,61 @@ def existing(profile: str, key: str) -> dict | None:
         except json.JSONDecodeError:
             log.warning("unreadable record %s: it will be computed again", path)
     return None
+
+
+def fingerprint_conflicts(recs: dict[str, dict], tables_of: dict[str, Iterable[str]]) -> list[dict]:
+    """Each (table, split) whose runs read that split with different data: ``recs`` are run records by key
+    (their ``data_fingerprint``: split → fingerprint, :mod:`blvnb.data.fingerprint`), ``tables_of`` the
+    tables each key belongs to. One dict per conflict: ``table``, ``split`` and ``versions``, a list of
+    ``{"fingerprint", "runs"}`` (the keys that read that version), the most common first. Records without
+    fingerprints (written before runs stated them) are left out of the comparison, as is a fingerprint
+    without its hash in an unchecked store record (an imported one is checked: ``records.validate``)."""
+    seen: dict[tuple[str, str], dict[str, dict]] = {}
+    for key, rec in recs.items():
+        fps = rec.get("data_fingerprint")
+        for split, fp in (fps.items() if isinstance(fps, dict) else ()):
+            if not (isinstance(fp, dict) and isinstance(fp.get("sha256"), str)):
+                continue
+            for table in tables_of.get(key, ()):
+                version = seen.setdefault((table, split), {}).setdefault(fp["sha256"], {"fingerprint": fp, "runs": []})
+                version["runs"].append(key)
+    out = []
+    for (table, split), versions in seen.items():
+        if len(versions) > 1:
+            ordered = sorted(versions.values(), key=lambda v: (-len(v["runs"]), v["fingerprint"]["sha256"]))
+            out.append({"table": table, "split": split, "versions": ordered})
+    return sorted(out, key=lambda c: (_table_order(c["table"]), c["split"]))
+
+
+def data_conflicts(profile: str, results: Path | None = None) -> list[dict]:
+    """:func:`fingerprint_conflicts` of the records the book renders for the tables of ``profile``
+    (committed under ``records/``, else in the results store ``results``, default $BLVNB_RESULTS)."""
+    from blvnb.experiments import store
+
+    plan = plan_for(profile)
+    recs = {}
+    for key in plan.runs:
+        rec = records_mod.committed(profile, key)
+        path = store.record_path(profile, key, results)
+        if rec is None and path.is_file():
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # an unreadable record is recomputed, and reported, where it is read
+        if isinstance(rec, dict):
+            recs[key] = rec
+    tables_of = {k: set(r.tables) | set(r.needed_by) for k, r in plan.runs.items()}
+    return fingerprint_conflicts(recs, tables_of)
+
+
+def describe_conflict(c: dict, profile: str | None = None) -> str:
+    """One line for a conflict of :func:`fingerprint_conflicts`."""
+    from blvnb.data.fingerprint import describe
+
+    where = f"table {c['table']}" + (f" (profile {profile})" if profile else "")
+    versions = "; ".join(f"{describe(v['fingerprint'])} (run{'s' if len(v['runs']) > 1 else ''} "
+                         f"{', '.join(k[:8] for k in v['runs'])})" for v in c["versions"])
+    return f"{where}: its runs read {c['split']} in {len(c['versions'])} different versions: {versions}"
 
 
 def _collect(profile: str, key: str, rec: dict) -> dict:

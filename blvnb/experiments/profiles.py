@@ -5,12 +5,19 @@ the library generates itself (in the real datasets' file layouts); ``gpu`` is to
 scale on one GPU; ``paper`` reads the real data sets from ``data_root`` with the papers' settings.
 Every number the book shows carries the profile it came from.
 
+Iterations: ``smoke``, ``quick`` and ``gpu`` train every run for the profile's own ``iters`` — the gpu profile's
+4000 are its own scaled budget for toycity on one GPU, the same for every table, not the papers' per-table
+lengths. ``paper`` trains each table for the papers' iterations (:mod:`blvnb.experiments.iterations`: 160k
+SegFormer-B0, 80k K-Net and ViT-B, 200 epochs of BLV's semi-supervised runs, DARS's epochs per round …);
+its ``iters`` (40k, the CNNs of BLV Table 1 and DAFormer's UDA) is the default of the rest.
+
 A profile supplies *every* default of a run (:class:`blvnb.experiments.runs.RunConfig` takes each of
 its fields that a profile has from the profile, by name). ``lr`` / ``weight_decay`` ``None`` mean the
 model's recipe (:mod:`blvnb.engine.recipes`). ``pretrained`` is what runs start from by default:
 ``None`` (random initialisation), ``"toy"`` (the profile's toy pretraining: a supervised run on
-disjoint toycity data described by ``pretraining``, toycity's "ImageNet"), ``"imagenet"`` (timm's
-weights, downloaded) or the path of a local weights file (clusters without internet).
+disjoint toycity data described by ``pretraining``, toycity's "ImageNet"), ``"imagenet"`` (each backbone's
+file in the run's weights folder, ``RunConfig.weights_dir`` / ``--weights DIR``; without a folder timm's
+weights, downloaded — never in the paper profile) or the path of a local weights file.
 """
 
 from __future__ import annotations
@@ -92,6 +99,9 @@ class Profile:
     n_val: int
     data_seed: int = 0
     synthetic: bool = True
+    # the labelled/unlabelled splits of semi-supervised runs: "nested" (ours, blvnb.data.splits.nested_splits)
+    # or "released" (the papers' released lists where the run's paper has one: RunConfig.splits)
+    splits: str = "nested"
     # training
     model: str = "r18-fpn"
     crop: tuple[int, int] = (128, 256)
@@ -163,7 +173,7 @@ PROFILES: dict[str, Profile] = {
         description="the real data sets from data_root with the papers' hyper-parameters (GPU servers)",
         size=(1024, 2048), n_train=0, n_val=0, synthetic=False, model="r50-psp", crop=(512, 1024),
         scale_range=(0.5, 2.0), batch_size=16, iters=40000, amp=True, num_workers=8, threads=4,
-        eval_mode="slide", eval_crop=(512, 1024), seeds=(0, 1, 2), pretrained="imagenet",
+        eval_mode="slide", eval_crop=(512, 1024), seeds=(0, 1, 2), pretrained="imagenet", splits="released",
     ),
 }
 

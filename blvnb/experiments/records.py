@@ -109,6 +109,7 @@ def validate(rec, path: str | Path = "<record>") -> None:
         raise RecordError(f"{path}: field 'key' is {rec['key']!r} but its own 'config' (version "
                           f"{rec['version']!r}) has key {own!r}: the config was edited after the run, or the "
                           "record belongs to another run")
+    _check_data_fields(rec, path)
     metrics = rec["metrics"]
     if not isinstance(metrics, dict):
         raise RecordError(f"{path}: 'metrics' must be an object, found {type(metrics).__name__}")
@@ -123,6 +124,23 @@ def validate(rec, path: str | Path = "<record>") -> None:
     iou = metrics["iou"]
     if not (isinstance(iou, list) and len(iou) == NUM_CLASSES and all(_is_number(v) for v in iou)):
         raise RecordError(f"{path}: metric 'iou' must be a list of {NUM_CLASSES} numbers (train-id order)")
+
+
+def _check_data_fields(rec: dict, path) -> None:
+    """``data_fingerprint`` (split → ``{"files", "bytes", "sha256"}``) and ``data_check`` (the batch's data
+    check: "passed", "skipped" or null), where a record has them (records before them have neither)."""
+    fps = rec.get("data_fingerprint")
+    if fps is not None:
+        ok = isinstance(fps, dict) and all(
+            isinstance(split, str) and isinstance(fp, dict) and isinstance(fp.get("sha256"), str)
+            and all(isinstance(fp.get(n), int) and not isinstance(fp.get(n), bool) and fp[n] >= 0
+                    for n in ("files", "bytes")) for split, fp in fps.items())
+        if not ok:
+            raise RecordError(f"{path}: field 'data_fingerprint' must map each split to {{'files': int, "
+                              f"'bytes': int, 'sha256': str}} (blvnb.data.fingerprint), found {fps!r:.200}")
+    if rec.get("data_check") not in (None, "passed", "skipped"):
+        raise RecordError(f"{path}: field 'data_check' must be 'passed', 'skipped' or null, "
+                          f"found {rec['data_check']!r}")
 
 
 def _is_number(v) -> bool:

@@ -13,7 +13,8 @@ for a stream it was not given, an evaluation window larger than its image) fails
   ``train_extra`` images for DARS Table 8), read through the real loaders from a rehearsal data root;
 * **the run**: the plan's :class:`~blvnb.experiments.runs.RunConfig` with only :data:`CHANGED` replaced
   (2 iterations, a batch of 2 — mean teacher and UDA 2 + 2, a DARS round 1 + 1 —, random weights
-  because no weights are at hand offline, fp32, no loader workers, the CPU, no intermediate checkpoint)
+  because no weights are at hand offline, fp32, no loader workers, the CPU, no intermediate checkpoint,
+  our nested splits of the rehearsal's images in place of the papers' released lists)
   and, where the plan asks for more extra images than the rehearsal wrote, that many; it is trained by
   :func:`blvnb.experiments.runs.run` itself (nothing here builds a model, a stream or an optimiser),
   into a results store of its own under the work folder, and evaluated on the one validation image
@@ -68,9 +69,11 @@ REAL_SIZES = {
 }
 #: what a rehearsal changes in a planned run (everything else is the plan's). ``pretrained`` None: a
 #: rehearsal has no weights offline (and a random start trains the same graph); ``ckpt_every`` 0: the
-#: checkpoint is written at the end only (a DARS round's student reads its teacher's)
+#: checkpoint is written at the end only (a DARS round's student reads its teacher's); ``splits`` "nested":
+#: the papers' released lists name the real data sets' images, which the rehearsal's toycity trees are not
+#: (tests/test_released_splits.py resolves them on a tree of the listed names)
 CHANGED = dict(iters=2, batch_size=2, pretrained=None, amp=False, num_workers=0, device="cpu", ckpt_every=0,
-               progress=False)
+               progress=False, splits="nested")
 
 
 @dataclass
@@ -193,7 +196,9 @@ def kinds_of(cfgs) -> list[str]:
 # --- the runs ---------------------------------------------------------------------------------------------
 
 def _scale_hw(hw, scale: float):
-    """(H, W) times ``scale``, in multiples of 8 (the models' smallest stride), at least 32."""
+    """(H, W) (or one side) times ``scale``, in multiples of 8 (the models' smallest stride), at least 32."""
+    if isinstance(hw, int):
+        return max(32, int(round(hw * scale / 8)) * 8)
     return tuple(max(32, int(round(v * scale / 8)) * 8) for v in hw)
 
 
@@ -201,7 +206,8 @@ def scaled_settings(cfg, scale: float) -> dict:
     """Every pixel size of ``cfg`` times ``scale`` (tests only, with data written at that scale too):
     the crop, resize and evaluation window, and the strategies' own sizes — a DARS teacher's window, UDA's
     crop and source / target sizes (the paper's, from the UDA strategy, where the run leaves them to it)."""
-    out = {name: _scale_hw(getattr(cfg, name), scale) for name in ("crop", "base_size", "eval_crop")
+    out = {name: _scale_hw(getattr(cfg, name), scale) for name in ("crop", "base_size", "eval_crop", "eval_size",
+                                                                    "eval_stride")
            if getattr(cfg, name) is not None}
     so = dict(cfg.strategy_options or {})
     if cfg.strategy == "uda":
@@ -236,7 +242,12 @@ def rehearsal_config(cfg, data_root: Path, scale: float = 1.0):
     so = dict(changes.get("strategy_options", cfg.strategy_options) or {})
     if int(so.get("extra_unlabeled", 0) or 0) > N_EXTRA:
         notes.append(f"extra_unlabeled {so['extra_unlabeled']} -> {N_EXTRA}")
-        changes["strategy_options"] = {**so, "extra_unlabeled": N_EXTRA}
+        so["extra_unlabeled"] = N_EXTRA
+        changes["strategy_options"] = so
+    if so.get("round_iters") is not None:  # a DARS round of the paper plan: each round its own length
+        notes.append(f"round_iters {list(so['round_iters'])} -> {CHANGED['iters']} each")
+        so["round_iters"] = [CHANGED["iters"]] * len(so["round_iters"])
+        changes["strategy_options"] = so
     if changes["threads"] != cfg.threads:
         notes.append(f"threads {cfg.threads} -> {changes['threads']}")
     return cfg.with_(**changes), notes

@@ -31,6 +31,8 @@ from torch.utils.data import DataLoader, Subset
 from blvnb.classes import NUM_CLASSES, SCANNET_CLASSES, VOC_CLASSES
 from blvnb.data import build_dataset, toycity
 from blvnb.data.base import read_index_png
+from blvnb.data.check import batch_data_check
+from blvnb.data.fingerprint import split_fingerprint
 from blvnb.data.transforms import AugmentedDataset, eval_transform, train_transform
 from blvnb.devices import deterministic_algorithms, fixed_threads, resolve_device
 from blvnb.engine import loop, signals
@@ -63,12 +65,25 @@ def num_classes_of(kind: str) -> int:
     """The number of classes a model trained on data set ``kind`` predicts (19 unless another label space)."""
     return len(LABEL_SPACES[kind]) if kind in LABEL_SPACES else NUM_CLASSES
 
+
+def split_dataset(kind: str) -> str:
+    """The data set whose training images a run with labelled data ``kind`` splits: its own where it has its
+    own label space (VOC, ScanNet), else Cityscapes (the semi-supervised setting)."""
+    return kind if kind in LABEL_SPACES else "cityscapes"
+
 #: fields that change where and how fast a run executes, not what it computes: not in the key
-EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile")
+EXECUTION = ("device", "num_workers", "progress", "ckpt_every", "channels_last", "compile", "weights_dir")
+#: the environment variable a run's ``weights_dir`` defaults to (``blvnb reproduce --weights DIR`` sets it for
+#: the chapters' kernels, as ``BLVNB_RESULTS`` says where the store is)
+WEIGHTS_ENV = "BLVNB_WEIGHTS"
 #: fields added after records were made, which enter the key only when they differ from the value every
 #: earlier run computed with (so that adding a setting does not retrain what it does not change)
 OPTIONAL_IN_KEY: dict[str, Any] = {"deterministic": False, "photometric": False, "cat_max_ratio": None,
-                                   "eval_size": None, "eval_stride": None}
+                                   "eval_size": None, "eval_stride": None, "splits": "nested"}
+#: ``splits="released"``: the strategy whose paper's lists a run takes (DARS's for its rounds); every other
+#: strategy takes U2PL's, BLV's semi-supervised lineage (recipes.md)
+RELEASED_SOURCE = {"dars-rounds": "dars"}
+RELEASED_DEFAULT_SOURCE = "u2pl"
 
 _UNSET: Any = None  # a field left None is filled from the profile (where the profile has that field)
 
@@ -90,6 +105,10 @@ class RunConfig:
     dataset: str = "cityscapes"  # labeled / source data: cityscapes | gta5 | synthia
     target: str | None = None  # UDA target ("cityscapes") or None
     labeled_fraction: str | None = None  # None: all of the train split; else e.g. "1/8"
+    # which images of the split are labelled: "nested" (ours, seeded: blvnb.data.splits.nested_splits), "dars"
+    # or "u2pl" (that release's lists, blvnb/data/released_splits), or "released" (the profile's word: the
+    # list of the run's paper where it released one — RELEASED_SOURCE — else "nested"; ScanNet has none)
+    splits: str = _UNSET
     seed: int = _UNSET
     pretrained: str | None = "profile"  # None | "toy" | "imagenet" | a weights file | "profile" (its default)
     evaluate: bool = True  # False: no evaluation (a toy pretraining run)
@@ -123,6 +142,9 @@ class RunConfig:
     ckpt_every: int | None = None  # None: a tenth of the run, at least 50 iterations
     channels_last: bool = False
     compile: bool = False
+    # the folder of ImageNet weights, one file per backbone (blvnb.models.weights), that pretrained="imagenet"
+    # reads; None: $BLVNB_WEIGHTS, else timm's hub (the paper profile refuses that: no download)
+    weights_dir: str | None = None
 
     def __post_init__(self):
         prof = get_profile(self.profile)
@@ -136,6 +158,8 @@ class RunConfig:
             set_("seed", prof.seeds[0])
         if self.pretrained == "profile":
             set_("pretrained", prof.pretrained)
+        if self.weights_dir is None and os.environ.get(WEIGHTS_ENV):
+            set_("weights_dir", os.environ[WEIGHTS_ENV])
         for name in ("loss_options", "strategy_options"):
             value = getattr(self, name)
             if value is None:
@@ -181,16 +205,44 @@ class RunConfig:
             from blvnb.data.splits import fraction_text
 
             object.__setattr__(self, "labeled_fraction", fraction_text(self.labeled_fraction))
+        self._resolve_splits()
         p = self.pretrained
         if p is not None and p not in PRETRAINED_CHOICES and not Path(str(p)).expanduser().is_file():
             raise ConfigError(f"pretrained={p!r} is neither one of {PRETRAINED_CHOICES} nor an existing weights "
                               "file; pass None (random initialisation), 'toy', 'imagenet' or a path")
+        if self.weights_dir is not None:
+            from blvnb.models.weights import check_folder
+
+            if os.environ.get(WEIGHTS_ENV) == self.weights_dir and not Path(self.weights_dir).expanduser().is_dir():
+                raise ConfigError(f"${WEIGHTS_ENV}={self.weights_dir} is not a folder: unset it, or point it at the "
+                                  "folder of ImageNet weights")
+            check_folder(self.weights_dir)
         if p == "toy" and not prof.pretraining:
             raise ConfigError(f"profile {prof.name!r} has no toy pretraining; use pretrained=None")
         if not prof.synthetic and self.data_root is None:
             raise ConfigError(
                 f"profile {prof.name!r} trains on the real data sets: pass data_root "
                 f"(papermill ... -p data_root /path/to/data, a folder holding cityscapes/, gta5/, synthia/)")
+
+    def _resolve_splits(self) -> None:
+        """``splits`` as the list the run reads: "released" becomes the run's paper's source where it has a
+        list of this data set and fraction, else "nested"; a named source must have that list."""
+        from blvnb.data.splits import RELEASED_SOURCES, released_folder
+
+        choices = ("nested", "released") + RELEASED_SOURCES
+        if self.splits not in choices:
+            raise ConfigError(f"splits must be one of {', '.join(map(repr, choices))}, got {self.splits!r}")
+        kind, fraction = split_dataset(self.dataset), self.labeled_fraction
+        source = self.splits
+        if source == "released":
+            source = RELEASED_SOURCE.get(self.strategy, RELEASED_DEFAULT_SOURCE)
+            if released_folder(source, kind, fraction) is None:
+                source = "nested"
+        elif source != "nested" and released_folder(source, kind, fraction) is None:
+            from blvnb.data.splits import released_split
+
+            released_split(source, kind, fraction)  # raises ConfigError naming the lists it has
+        object.__setattr__(self, "splits", source)
 
     @classmethod
     def from_profile(cls, profile: str, *, strategy: str = "supervised", loss: str = "ce",
@@ -336,6 +388,12 @@ class RunData:
         self.cfg, self.key, self.device = cfg, key, device
         self.seed, self.progress = cfg.seed, cfg.progress
         self.profile = get_profile(cfg.profile)
+        #: "kind/split" → the fingerprint of each split the run opened (the record's ``data_fingerprint``)
+        self.fingerprints: dict[str, dict] = {}
+
+    def _fingerprint(self, name: str, ds) -> None:
+        if name not in self.fingerprints:
+            self.fingerprints[name] = split_fingerprint(ds)
 
     @cached_property
     def work_dir(self) -> Path:
@@ -348,7 +406,9 @@ class RunData:
         return dataset_root(kind, self.cfg.data_root, self.cfg, self.cfg.progress)
 
     def base_dataset(self, kind: str, split: str, *, labeled: bool = True):
-        return build_dataset(kind, self.root(kind), split=split, labeled=labeled)
+        ds = build_dataset(kind, self.root(kind), split=split, labeled=labeled)
+        self._fingerprint(f"{kind}/{split}", ds)
+        return ds
 
     @staticmethod
     def _split(kind: str, split: str) -> str:
@@ -375,6 +435,7 @@ class RunData:
                 raise DatasetError(f"{n} extra unlabeled images asked for, but Cityscapes' train_extra under {root} "
                                    f"holds {len(every)}")
             images = build_dataset("cityscapes-coarse", root, split="unlabeled", names=every.names[:n], labeled=False)
+        self._fingerprint("cityscapes-coarse/unlabeled", every if cfg.data_root is not None else images)
         return ImagePool([(EXTRA_PREFIX, images)])
 
     def dataset(self, kind: str, split: str, *, train: bool = True, indices=None, scale_range=None, crop=None,
@@ -412,14 +473,19 @@ class RunData:
         return AugmentedDataset(base, tf)
 
     def split_indices(self, fraction) -> tuple[list[int], list[int]]:
-        """(labeled, unlabeled) indices of the training images for the nested split ``fraction`` (e.g.
-        "1/8"): of Cityscapes-train, or of the run's data set when it has its own label space (ScanNet:
-        frames; VOC: its augmented set). ``fraction=None``: every training image labeled — except VOC,
-        whose official train list is labeled and the rest of the augmented set unlabeled (DARS Table 3)."""
+        """(labeled, unlabeled) indices of the training images for the split ``fraction`` (e.g. "1/8"): of
+        Cityscapes-train, or of the run's data set when it has its own label space (ScanNet: frames; VOC:
+        its augmented set). ``fraction=None``: every training image labeled — except VOC, whose official
+        train list is labeled and the rest of the augmented set unlabeled (DARS Table 3).
+
+        With ``cfg.splits`` "dars" or "u2pl" the images are that release's lists, found on disk by name
+        (:meth:`_released_indices`); with "nested", our seeded nested split of the names on disk."""
         from blvnb.data.splits import fraction_text, nested_splits
 
-        kind = self.cfg.dataset if self.cfg.dataset in LABEL_SPACES else "cityscapes"
+        kind = split_dataset(self.cfg.dataset)
         names = self.base_dataset(kind, self._split(kind, "train")).names
+        if self.cfg.splits != "nested":
+            return self._released_indices(kind, names, fraction)
         if fraction is None:
             if kind != "voc":
                 return list(range(len(names))), []
@@ -430,6 +496,29 @@ class RunData:
         split = nested_splits(names, seed=0, fractions=[key])[key]
         pos = {n: i for i, n in enumerate(names)}
         return [pos[n] for n in split["labeled"]], [pos[n] for n in split["unlabeled"]]
+
+    def _released_indices(self, kind: str, names: list[str], fraction) -> tuple[list[int], list[int]]:
+        """The released list ``cfg.splits`` of ``kind`` at ``fraction`` as indices of ``names`` (the training
+        images on disk). A listed image that is not on disk is a DatasetError naming it and its list;
+        images on disk in neither list are left out (logged)."""
+        from blvnb.data.splits import released_folder, released_split
+
+        source = self.cfg.splits
+        lists = released_split(source, kind, fraction)
+        pos = {n: i for i, n in enumerate(names)}
+        for part, items in lists.items():
+            missing = [n for n in items if n not in pos]
+            if missing:
+                listed = released_folder(source, kind, fraction) / f"{part}.txt"
+                raise DatasetError(
+                    f"{len(missing)} of the {len(items)} {part} images of {source}'s released {kind} split "
+                    f"{fraction or '(official train)'} are not among the {len(names)} training images under "
+                    f"{self.root(kind)}: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} (list {listed}). "
+                    "Give the whole training set, or splits='nested' for our own split of the images present")
+        left = len(names) - sum(len(v) for v in lists.values())
+        if left:
+            log.info("%d training images of %s are in neither of %s's released lists: not used", left, kind, source)
+        return [pos[n] for n in lists["labeled"]], [pos[n] for n in lists["unlabeled"]]
 
     def stream(self, dataset, batch_size: int, order=None) -> Stream:
         return Stream(dataset, batch_size, seed=self.seed, order=order, num_workers=self.cfg.num_workers)
@@ -471,11 +560,22 @@ def build_run_model(cfg: RunConfig, data: RunData | None = None) -> torch.nn.Mod
     profile's toy pretraining."""
     torch.manual_seed(cfg.seed)
     kw: dict = {}
-    if cfg.pretrained == "imagenet":
+    if cfg.pretrained == "imagenet" and cfg.weights_dir is not None:  # the backbone's file in the folder
+        kw["weights"] = str(Path(cfg.weights_dir).expanduser())
+    elif cfg.pretrained == "imagenet":
+        if not get_profile(cfg.profile).synthetic:  # a GPU cluster: never a download
+            raise ConfigError(f"profile {cfg.profile!r} starts {cfg.model} from ImageNet weights read from a weights "
+                              "folder, one file per backbone: pass --weights DIR (papermill ... -p weights_dir DIR, "
+                              f"or ${WEIGHTS_ENV}); check it with `blvnb weights check DIR --profile {cfg.profile}`")
         kw["pretrained"] = True
     elif cfg.pretrained not in (None, "toy"):
         kw["weights"] = str(Path(cfg.pretrained).expanduser())
-    model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset), **kw)
+    try:
+        model = build_model(cfg.model, num_classes=num_classes_of(cfg.dataset), **kw)
+    except ConfigError as exc:
+        if "weights" not in kw:
+            raise
+        raise ConfigError(f"model {cfg.model!r}: {exc}") from exc
     report = weights_report(model)
     if report is not None:  # a file's tensors load whole or not at all (load_weights); the rest is new by design
         log.info("%s: %d tensors from %s; new by design (initialised here): %s", cfg.model, report["loaded"],
@@ -565,6 +665,7 @@ def _execute(cfg: RunConfig, key: str, device: torch.device, force: bool) -> dic
             "resumed": result["resumed"], "resumed_from": result["resumed_from"], "restarts": result["restarts"],
             "seed": cfg.seed, "optimizer": result["optimizer"], "weights": weights,
             "strategy": cfg.strategy, "n_val_images": n_val, "device": _device_name(device),
+            "data_fingerprint": data.fingerprints, "data_check": batch_data_check(),
             "world_size": loop.world_size(), "torch": torch.__version__, "host": platform.node()}
 
 

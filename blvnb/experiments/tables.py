@@ -23,7 +23,8 @@ on DAFormer† rather than ‡) reuse the runs of the table that already has the
   ``labeler`` ("st", "cbst", "da", "dars", always written out) and optional ``calibration`` ("ts").
   The schedule is the released one of the split and crop (``schedule``, not written for the default
   1/8 crop-361 one) or, for a sweep, ``alphas`` + ``betas`` + ``scale_range``. The teacher of round k is
-  the strategy's ``round_config(cfg, k - 1)`` (:func:`blvnb.experiments.execute.dependencies`).
+  the strategy's ``round_config(cfg, k - 1)`` (:func:`blvnb.experiments.execute.dependencies`). In the
+  paper profile ``round_iters`` gives each round its own length (:mod:`blvnb.experiments.iterations`).
 * ``mean-teacher``: ``counts`` ("eq4" ‡ = re-estimated from the teacher each epoch, "labeled" † = the
   labeled split's) for BLV; CE runs carry none.
 * ``uda``: the strategy's defaults (DAFormer's recipe; HRDA is the ``mitb5-hrda`` model); ``pseudo``
@@ -41,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
 from blvnb.errors import ConfigError
+from blvnb.experiments import iterations
 from blvnb.experiments.profiles import get_profile
 from blvnb.models.registry import model_for_profile
 
@@ -54,7 +56,7 @@ QUICK_SWEEP_SEEDS = 1
 # --- the settings a table's arm can name -----------------------------------------------------------
 
 SIGMA = {"gta5": 6.0, "synthia": 4.0}  # BLV Appendix B: σ = 6 except SYNTHIA→Cityscapes (4)
-UDA_MODELS = {"daformer-cnn": "r101-deeplabv2", "daformer": "mitb5-daformer", "hrda": "mitb5-hrda"}
+UDA_MODELS = {"daformer-cnn": "r101-deeplabv2-red", "daformer": "mitb5-daformer", "hrda": "mitb5-hrda"}
 UDA_ROWS = {"daformer-cnn": "DAFormer †", "daformer": "DAFormer ‡", "hrda": "HRDA ‡"}
 #: BLV Table 1's rows: registry name → the paper's "Backbone Decoder"
 T1_ROWS = {
@@ -253,19 +255,43 @@ def mmseg_cityscapes(profile: str) -> dict | None:
     return None if _sub(profile) else dict(photometric=True, cat_max_ratio=0.75)
 
 
-def dars_recipe(profile: str, crop: int = 361) -> dict | None:
-    """DARS's released recipe where the profile trains the real data (paper): crop 361 at half
-    resolution or crop 713, its scale range and weight decay 1e-4. Toy profiles keep their own recipe, so
-    there the fully supervised PSPNet50 oracle is BLV Table 1's PSPNet CE run (one record)."""
+#: DARS's crop per data set (DARS §4.1: Cityscapes 361 in the ablations, 713 against the state of the art;
+#: VOC12 321; ScanNet 481, supplement Sec. B)
+DARS_CROPS = {"cityscapes": 361, "voc": 321, "scannet": 481}
+
+
+def dars_recipe(profile: str, crop: int = 361, dataset: str = "cityscapes") -> dict | None:
+    """DARS's released recipe where the profile trains the real data (paper), recipes.md (c): the crop,
+    its scale range drawn on the image as stored (Cityscapes 1024×2048), weight decay 1e-4, and the test
+    of the release: sliding windows of the crop (stride ⌈2/3⌉) on the image resized to the long side
+    ``base_size`` — 1024 for crop 361 (``eval_size`` 512×1024: the image only; predictions are scored
+    against the full-resolution labels), 2048 for crop 713. The teacher labels the same way
+    (:func:`dars`). VOC and ScanNet keep their own resolution and aspect (crops 321 and 481); their scale
+    range is not in recipes.md: we take semseg's [0.5, 2.0], the released code's parent. Toy profiles keep
+    their own recipe, so there the fully supervised PSPNet50 oracle is BLV Table 1's PSPNet CE run (one
+    record)."""
     if not _paper(profile):
         return None
+    test = dict(eval_mode="slide", eval_crop=(crop, crop))
+    if dataset != "cityscapes":
+        return dict(crop=(crop, crop), scale_range=(0.5, 2.0), weight_decay=1e-4, **test)
     if crop == 361:
-        return dict(crop=(361, 361), scale_range=(0.25, 1.0), weight_decay=1e-4, base_size=(512, 1024))
-    return dict(crop=(713, 713), scale_range=(0.5, 2.0), weight_decay=1e-4)
+        return dict(crop=(361, 361), scale_range=(0.25, 1.0), weight_decay=1e-4, eval_size=(512, 1024), **test)
+    return dict(crop=(713, 713), scale_range=(0.5, 2.0), weight_decay=1e-4, **test)
+
+
+def dars_sup_recipe(profile: str, crop: int | None = 361, dataset: str = "cityscapes") -> dict | None:
+    """A DARS fully supervised run's recipe (its oracle; Table 11's augmentations): :func:`dars_recipe` of
+    ``crop`` (None: the profile's own crop) and, in the paper profile, a round 0's epochs over every
+    training image (:func:`blvnb.experiments.iterations.dars_supervised_iters`)."""
+    rec = dict((dars_recipe(profile, crop, dataset) if crop is not None else None) or {})
+    if _paper(profile):
+        rec["iters"] = iterations.dars_supervised_iters(dataset, get_profile(profile).batch_size)
+    return rec or None
 
 
 def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", fraction: str | None = "1/8",
-         crop: int = 361, schedule=None, alphas=None, betas=None, calibration: str | None = None, loss: str = "ce",
+         crop: int | None = None, schedule=None, alphas=None, betas=None, calibration: str | None = None, loss: str = "ce",
          dataset: str | None = None, extra_unlabeled: int | None = None, recipe=None) -> Spec:
     """DARS self-training round ``k`` (0 = the labeled-only teacher) in the form of the ``dars-rounds``
     strategy: the options of the whole schedule with ``round = k``; round 0 carries only what changes it.
@@ -277,8 +303,11 @@ def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", f
     """
     from blvnb.pseudo.rounds import released_schedule
 
+    if crop is None:  # the data set's own crop; the schedules are Cityscapes' (361 unless 713 is asked for)
+        crop = DARS_CROPS[dataset or "cityscapes"]
+    sched_crop = crop if crop in (361, 713) else 361
     if schedule is None:  # the released schedule of the split (the 1/8 one for splits without their own)
-        schedule = DARS_SCHEDULES.get((fraction, crop), DARS_SCHEDULES[("1/8", crop)])
+        schedule = DARS_SCHEDULES.get((fraction, sched_crop), DARS_SCHEDULES[("1/8", sched_crop)])
     named = schedule if isinstance(schedule, str) else None
     if named:
         rounds = released_schedule(named)
@@ -300,12 +329,19 @@ def dars(profile: str, k: int, labeler: str = "dars", *, row: str = "r50-psp", f
         opts["labeler"] = labeler
         if calibration:
             opts["calibration"] = calibration
+        if _paper(profile):  # the release's teacher: sliding windows of the crop, flip-averaged (recipes.md (c))
+            opts.update(teacher_mode="slide", teacher_crop=int(crop))
     if extra_unlabeled:
         opts["extra_unlabeled"] = int(extra_unlabeled)
     over = {"labeled_fraction": fraction}
     if dataset:
         over["dataset"] = dataset
-    rec = {**(dars_recipe(profile, crop) or {}), **(recipe or {})}
+    rec = {**(dars_recipe(profile, crop, dataset or "cityscapes") or {}), **(recipe or {})}
+    if _paper(profile):  # each round its own length: its epochs over its own list (blvnb.experiments.iterations)
+        batch = int(rec.get("batch_size", get_profile(profile).batch_size))
+        its = iterations.dars_round_iters(dataset or "cityscapes", fraction, batch, k, int(extra_unlabeled or 0))
+        opts["round_iters"] = its
+        rec["iters"] = its[k]
     return Spec.make("dars-rounds", model_of(row, profile), loss, None, opts, recipe=rec or None, **over)
 
 
@@ -316,7 +352,8 @@ def mt(profile: str, fraction: str, loss: str = "ce", counts: str | None = None,
     if loss == "blv" and loss_options is None:
         loss_options = blv(6.0)
     opts = {"counts": counts} if counts else None
-    return Spec.make("mean-teacher", model_of(row, profile), loss, loss_options, opts,
+    recipe = {"iters": iterations.semi_iters(fraction)} if _paper(profile) else None  # 200 epochs (U2PL†)
+    return Spec.make("mean-teacher", model_of(row, profile), loss, loss_options, opts, recipe=recipe,
                      labeled_fraction=fraction)
 
 
@@ -353,6 +390,7 @@ def t1_recipe(profile: str, name: str) -> dict | None:
     rec = dict(mmseg_cityscapes(profile) or {})
     if _paper(profile):
         rec.update(EVAL_RECIPES["segformer" if name == "mitb0-segformer" else "whole"])
+        rec["iters"] = iterations.t1_iters(name)  # 160k SegFormer, 80k K-Net and ViT, 40k the CNNs
     return rec or None
 
 
@@ -363,7 +401,8 @@ def uda_recipe(profile: str, arch: str | None = None) -> dict | None:
     included); the toy profiles keep their calibrated batch."""
     if _sub(profile):
         return None
-    return dict(batch_size=UDA_BATCH, **(EVAL_RECIPES["hrda" if arch == "hrda" else "daformer"] if _paper(profile) else {}))
+    paper = dict(iters=iterations.UDA_ITERS, **EVAL_RECIPES["hrda" if arch == "hrda" else "daformer"])
+    return dict(batch_size=UDA_BATCH, **(paper if _paper(profile) else {}))
 
 
 def uda(profile: str, arch: str, source: str = "gta5", loss: str = "ce", loss_options=None, **options) -> Spec:
@@ -521,7 +560,7 @@ def _dars_t1(p: str) -> list[Arm]:
             subset = "all" if f == "1/8" else "skip"
             arms += [Arm(row, "baseline", dars(p, 0, fraction=f, crop=crop), subset),
                      Arm(row, "dars", dars(p, 2, fraction=f, crop=crop), subset),
-                     Arm(row, "oracle", sup(p, "r50-psp", recipe=dars_recipe(p, crop)), subset)]
+                     Arm(row, "oracle", sup(p, "r50-psp", recipe=dars_sup_recipe(p, crop)), subset)]
     return arms
 
 
@@ -597,7 +636,7 @@ def _dars_t8(p: str) -> list[Arm]:
 
 
 def _dars_t11(p: str) -> list[Arm]:
-    return [Arm(name, aug, sup(p, "r50-psp", recipe=dars_recipe(p, 361), strategy_options={"augment": aug}),
+    return [Arm(name, aug, sup(p, "r50-psp", recipe=dars_sup_recipe(p, 361), strategy_options={"augment": aug}),
                 "sweep" if aug in ("none", "scale") else "skip")
             for name, aug in (("None", "none"), ("Photometric Distortion", "photometric"),
                               ("Random Rotation", "rotation"), ("Random Scaling", "scale"))]
@@ -617,7 +656,8 @@ def _dars_t13(p: str) -> list[Arm]:
         subset = "sweep" if f == "1/8" else "skip"
         arms += [Arm(f, "baseline", dars(p, 0, fraction=f, dataset="scannet"), subset),
                  Arm(f, "dars", dars(p, 2, fraction=f, dataset="scannet", schedule=sched), subset),
-                 Arm(f, "oracle", sup(p, "r50-psp", dataset="scannet"), subset)]
+                 Arm(f, "oracle", sup(p, "r50-psp", dataset="scannet", recipe=dars_sup_recipe(p, DARS_CROPS["scannet"], "scannet")),
+                     subset)]
     return arms
 
 
@@ -830,6 +870,23 @@ def parse_seeds(seeds, what: str = "seeds") -> tuple[int, ...] | None:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{what}={seeds!r} names a seed twice; each seed is one run")
     return tuple(int(s) for s in seeds)
+
+
+def use_weights_dir(weights_dir: str | None) -> str | None:
+    """A chapter's ``weights_dir`` parameter (``papermill ... -p weights_dir DIR``): the folder of ImageNet
+    weights, one file per backbone (:mod:`blvnb.models.weights`), that every run built after this call reads
+    (``$BLVNB_WEIGHTS``, which ``blvnb reproduce --weights DIR`` sets for the chapters' kernels). None leaves
+    it as it is. A folder that does not exist is a ConfigError. Returns the folder in use (None: none)."""
+    import os
+
+    from blvnb.experiments.runs import WEIGHTS_ENV
+    from blvnb.models.weights import check_folder
+
+    if weights_dir is None:
+        return os.environ.get(WEIGHTS_ENV)
+    root = str(check_folder(weights_dir).resolve())
+    os.environ[WEIGHTS_ENV] = root
+    return root
 
 
 def profile_seeds(profile: str, seeds: Iterable[int] | int | str | None = None) -> tuple[int, ...]:

@@ -3,7 +3,8 @@
 timm has no MiT. segmentation-models-pytorch has one, but it would be a dependency for ~120 lines, and
 ImageNet weights would still have to come from a file; the book's models page says why we wrote our
 own. Module names follow the SegFormer release (``patch_embed1``, ``block1.0.attn.q``, …, ``norm1``),
-so its ImageNet checkpoints (``mit_b0.pth`` … ``mit_b5.pth``) load with ``weights=PATH``.
+so its ImageNet checkpoints (``mit_b0.pth`` … ``mit_b5.pth``) load with ``weights=PATH`` or from a weights
+folder (``weights=DIR``); mmsegmentation's renamed MiT checkpoints load too (:mod:`blvnb.models.weights`).
 
 Four stages; each: an overlapping patch embedding (a strided conv, kernel > stride, then LayerNorm),
 ``depth`` blocks of efficient self-attention and Mix-FFN, a LayerNorm. No position embedding: the 3×3
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from blvnb.models.backbones import Features, load_weights, no_weights_error
+from blvnb.models.backbones import Features, load_weights, no_weights_error, weights_file
 
 # SegFormer's Table 6: channels, depths; every size uses heads (1, 2, 5, 8), reduction ratios (8, 4, 2, 1)
 # and MLP ratio 4. "small" is ours: the quick profile's CPU-sized member of the family.
@@ -134,8 +135,10 @@ class MiT(nn.Module):
             cin, start = dim, start + depth
         self.feature_info = Features(list(dims), [4, 8, 16, 32])
         self.apply(self._init)
+        # the name of its file in a weights folder (blvnb.models.weights.WEIGHTS_FILES); "small" is ours: none
+        self.weights_name = None if size == "small" else f"mit_{size}"
         if weights is not None:
-            load_weights(self, weights)
+            load_weights(self, weights_file(weights, self.weights_name))
         elif pretrained:  # timm has no MiT weights: only a local file can provide them
             raise no_weights_error(f"MiT-{size}")
 

@@ -157,6 +157,8 @@ REFERENCES: list[Reference] = [
          "the line above + (ResNet-101 − ResNet-50) = 66 + 44.55 − 25.56, torchvision's counts"),
     _pub("r101-deeplabv2", 19, "all", 44.549 - 2.049 + 4 * (2048 * 9 * 19 + 19) / 1e6,
          "torchvision ResNet-101 less its classifier (44.55 − 2.05) + four 3×3 convs 2048 → 19 (1.40)"),
+    _pub("r101-deeplabv2-red", 19, "all", 44.549 - 2.049 + 2 * (2048 * 9 * 19 + 19) / 1e6,
+         "torchvision ResNet-101 less its classifier (44.55 − 2.05) + two 3×3 convs 2048 → 19 (0.70)"),
     _pub("r101-deeplabv3p", 150, "all", 62.7, "SegFormer, Table 2 (DeepLabV3+ ResNet-101, ADE20K)"),
     _pub("hr18-ocr[hrnet_w48]", 150, "all", 70.5, "SegFormer, Table 2 (OCRNet HRNet-W48, ADE20K)",
          "`hr18-ocr` with HRNetV2-W48"),

@@ -18,6 +18,8 @@ Forward contract (:class:`SegModel`, :class:`~blvnb.models.hrda.HRDA`):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -93,7 +95,8 @@ def model_for_profile(name: str, profile: str) -> str:
 
 def build_model(name: str, num_classes: int = 19, pretrained: bool = False, **overrides) -> nn.Module:
     """Build a registered model (``name`` or ``name@variant``); unknown names raise a ConfigError that lists
-    the known ones. ``variant="paper"|"small"``, ``weights=PATH`` (local ImageNet weights for the backbone),
+    the known ones. ``variant="paper"|"small"``, ``weights=PATH`` (local ImageNet weights for the backbone; a folder: the backbone's file in it,
+    :mod:`blvnb.models.weights`),
     ``hrda=True`` (wrap in HRDA) and any argument of the entry may be given as keywords."""
     if "@" in name:
         name, overrides["variant"] = name.split("@", 1)
@@ -114,12 +117,13 @@ def weights_report(model: nn.Module) -> dict | None:
     and what is new by design: ``{"files", "loaded", "unused", "new"}``, ``new`` the parts that start from
     their initialisation — the decode head, the auxiliary heads, and what a backbone adds to the
     ImageNet model (Swin's per-level norms, ViT's neck) — as ``{part: tensors}``. None: no file was loaded."""
-    loaded, files, unused = set(), [], 0
+    loaded, files, unused, hashes, layouts = set(), [], 0, {}, {}
     for name, m in model.named_modules():
         rep = m.__dict__.get("weights_report")
         if rep is None:
             continue
         files.append(rep["file"])
+        hashes[rep["file"]], layouts[rep["file"]] = rep["sha256"], rep["layout"]
         unused += len(rep["unexpected"])
         loaded.update(f"{name}.{k}" if name else k for k in rep["loaded"])
     if not files:
@@ -132,7 +136,34 @@ def weights_report(model: nn.Module) -> dict | None:
         depth = parts.index("backbone") + 2 if "backbone" in parts[:-1] else (2 if parts[0] == "model" else 1)
         part = ".".join(parts[:min(depth, len(parts) - 1)])
         new[part] = new.get(part, 0) + 1
-    return {"files": sorted(set(files)), "loaded": len(loaded), "unused": unused, "new": new}
+    return {"files": sorted(set(files)), "sha256": hashes, "layout": layouts, "loaded": len(loaded), "unused": unused,
+            "new": new}
+
+
+def weights_targets(model: nn.Module) -> list[tuple[str, str | None, nn.Module]]:
+    """The modules of ``model`` that load ImageNet weights: (their path in the model, their name in a weights
+    folder — None for a backbone without ImageNet weights —, the module)."""
+    return [(name, m.weights_name, m) for name, m in model.named_modules() if "weights_name" in m.__dict__]
+
+
+def backbones_of(name: str) -> list[str | None]:
+    """The weights-folder names of the backbone(s) model ``name`` (``name@variant``) loads, built on the meta
+    device (no memory, no weights)."""
+    with torch.device("meta"):
+        model = build_model(name)
+    return [w for _, w, _ in weights_targets(model)]
+
+
+def known_backbones() -> dict[str, list[str]]:
+    """Every backbone with a weights-folder name that a registered model builds, with the models using it
+    (``name@variant``), in registry order."""
+    out: dict[str, list[str]] = {}
+    for name in list_models():
+        for variant in VARIANTS:
+            for w in backbones_of(f"{name}@{variant}"):
+                if w is not None:
+                    out.setdefault(w, []).append(f"{name}@{variant}")
+    return out
 
 
 # --- the parts an entry chooses between -------------------------------------------------------------
@@ -207,9 +238,17 @@ def r101_deeplabv3p(num_classes=19, pretrained=False, variant="paper", weights=N
 
 @register("r101-deeplabv2")
 def r101_deeplabv2(num_classes=19, pretrained=False, variant="paper", weights=None):
-    """DeepLab v2 R-101 (BLV UDA's CNN DAFormer; DARS T2): dilated to output stride 8, ASPP classifier, no aux."""
+    """DeepLab v2 R-101 (DARS T2): dilated to output stride 8, ASPP classifier (dilations 6, 12, 18, 24), no aux."""
     c = _pick(variant, paper=RESNET101["paper"], small=RESNET50["small"])
     return _seg(_resnet(c["bb"], pretrained, 8, weights), ASPPV2Head, num_classes)
+
+
+@register("r101-deeplabv2-red")
+def r101_deeplabv2_red(num_classes=19, pretrained=False, variant="paper", weights=None):
+    """DAFormer's CNN model (BLV UDA's DAFormer †): DeepLab v2 R-101 whose classifier keeps only dilations
+    (6, 12) — DAFormer's ``experiments.py`` architecture ``dlv2red`` with backbone ``r101v1c`` (recipes.md (d))."""
+    c = _pick(variant, paper=RESNET101["paper"], small=RESNET50["small"])
+    return _seg(_resnet(c["bb"], pretrained, 8, weights), ASPPV2Head, num_classes, dict(rates=(6, 12)))
 
 
 @register("hr18-ocr")
@@ -249,8 +288,8 @@ def swint_knet(num_classes=19, pretrained=False, variant="paper", weights=None):
     tiny_swin = dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
     c = _pick(variant, paper=dict(swin={}, ch=512, heads=8, ffn=2048, aux=256),
               small=dict(swin=tiny_swin, ch=64, heads=2, ffn=128, aux=32))
-    bb = TimmBackbone("swin_tiny_patch4_window7_224", (0, 1, 2, 3), pretrained, weights, strict_img_size=False,
-                      drop_path_rate=0.3, **c["swin"])
+    bb = TimmBackbone("swin_tiny_patch4_window7_224", (0, 1, 2, 3), pretrained, weights,
+                      "" if variant == "paper" else None, strict_img_size=False, drop_path_rate=0.3, **c["swin"])
     head = dict(channels=c["ch"], heads=c["heads"], ffn=c["ffn"])
     return _seg(bb, KNetHead, num_classes, head, dict(channels=c["aux"]))
 
@@ -262,5 +301,140 @@ def vitb16_uper(num_classes=19, pretrained=False, variant="paper", weights=None)
     c = _pick(variant,
               paper=dict(vit="vit_base_patch16_224", kw=dict(img_size=512), blocks=(3, 5, 7, 11), ch=512, aux=256),
               small=dict(vit="vit_tiny_patch16_224", kw=dict(img_size=128, depth=4), blocks=(0, 1, 2, 3), ch=64, aux=32))
-    bb = ViTBackbone(c["vit"], c["blocks"], pretrained=pretrained, weights=weights, drop_path_rate=0.1, **c["kw"])
+    bb = ViTBackbone(c["vit"], c["blocks"], pretrained=pretrained, weights=weights, drop_path_rate=0.1,
+                     arch="" if variant == "paper" else None, **c["kw"])
     return _seg(bb, UperHead, num_classes, dict(channels=c["ch"]), dict(channels=c["aux"]))
+
+
+# --- a weights folder, checked before the first run ----------------------------------------------------
+
+@dataclass
+class WeightsCheck:
+    """What :func:`check_weights` found in a weights folder: ``files`` (one dict per file: ``file``,
+    ``backbone``, ``status`` — ok | partial | unreadable | ambiguous | unknown name —, ``needed``, ``layout``,
+    ``matched``, ``missing``, ``wrong_shape``, ``unexpected``, ``resampled``, ``sha256``, ``error``),
+    ``needed`` (backbone → the models that load it; None: every file the folder names is checked) and
+    ``absent`` (needed backbones without a file, or whose model has no ImageNet weights)."""
+
+    folder: str
+    files: list[dict]
+    needed: dict[str, list[str]] | None
+    absent: dict[str, str]
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the folder cannot serve the plan: a needed (or, with no plan, any recognised) file that is
+        partial, unreadable or ambiguous, and every needed backbone without a file."""
+        out = [f"{f['file']}: {f['status']} — {f['error']}" for f in self.files
+               if f["status"] not in ("ok", "unknown name") and (self.needed is None or f["needed"])]
+        return out + [f"{b}: {why}" for b, why in self.absent.items()]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        return {"folder": self.folder, "ok": self.ok, "files": self.files, "needed": self.needed,
+                "absent": self.absent, "problems": self.problems}
+
+    def summary(self) -> str:
+        lines = [f"weights folder {self.folder}: {len(self.files)} file(s)"]
+        for f in self.files:
+            head = f"  {f['file']:28s} {f['status']:12s}"
+            if f["backbone"] is None:
+                lines.append(f"{head} {f['error']}")
+                continue
+            use = "; needed" if f["needed"] else ("; not needed by the plan" if self.needed is not None else "")
+            counts = (f"{f['matched']}/{f['tensors']} tensors matched, {len(f['missing'])} missing, "
+                      f"{len(f['wrong_shape'])} of another shape, {len(f['unexpected'])} unused in the file"
+                      + (f", resampled to the backbone's grid: {', '.join(f['resampled'])}" if f["resampled"] else "")
+                      if f["tensors"] is not None else "")
+            lines.append(f"{head} backbone {f['backbone']} ({', '.join(f['models'])}{use}) "
+                         + (f"layout {f['layout']}: {counts}" if counts else ""))
+            if f["status"] != "ok":
+                lines.append(f"  {'':28s} {f['error']}")
+        for b, why in self.absent.items():
+            lines.append(f"  {'(missing)':28s} {'missing':12s} backbone {b}: {why}")
+        if self.needed is not None and not self.needed:
+            lines.append("  the plan loads no ImageNet weights")
+        if not self.ok:
+            lines.append(f"{len(self.problems)} problem(s)")
+        elif self.needed:
+            lines.append("ok: every backbone the plan needs loads whole")
+        else:
+            lines.append("ok" + (": the plan needs no file" if self.needed is not None else ""))
+        return "\n".join(lines)
+
+
+def _target(model_name: str, backbone: str) -> nn.Module:
+    with torch.device("meta"):
+        model = build_model(model_name)
+    return next(m for _, w, m in weights_targets(model) if w == backbone)
+
+
+def check_weights(folder, models=None) -> WeightsCheck:
+    """Check every file of a weights folder against the backbone its name says it serves
+    (:data:`blvnb.models.weights.WEIGHTS_FILES`), loading nothing into a model: the layout found, the
+    tensors matched, missing, of another shape and unused, and whether it would be refused as partial.
+    ``models``: the registry names a plan starts from ImageNet weights (None: check every file the folder
+    names); a needed backbone without a file is a problem, a file of an unknown name is reported, not one.
+    A folder that does not exist is a :class:`ConfigError`."""
+    from blvnb.models.backbones import fit_weights, partial_error
+    from blvnb.models.weights import SUFFIXES, WEIGHTS_FILES, backbone_of_file, check_folder, sha256
+
+    root = check_folder(folder)
+    known = known_backbones()
+    needed: dict[str, list[str]] | None = None
+    absent: dict[str, str] = {}
+    if models is not None:
+        needed = {}
+        for m in dict.fromkeys(models):
+            for b in backbones_of(m):
+                if b is None:
+                    absent[m] = "its backbone has no ImageNet weights (a small variant)"
+                else:
+                    needed.setdefault(b, []).append(m)
+    paths = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    by_backbone: dict[str, list[Path]] = {}
+    for p in paths:
+        b = backbone_of_file(p)
+        if b is not None:
+            by_backbone.setdefault(b, []).append(p)
+    files = []
+    for p in paths:
+        b = backbone_of_file(p)
+        row = dict(file=p.name, backbone=b, status="ok", needed=bool(needed and b in needed), models=[], layout=None,
+                   tensors=None, matched=0, missing=[], wrong_shape=[], unexpected=[], resampled=[], sha256=None,
+                   error=None)
+        files.append(row)
+        if b is None:
+            row.update(status="unknown name", error="not a backbone's file name, not used (the names: "
+                       + ", ".join(sorted(set(WEIGHTS_FILES.values()))) + f"; each {' | '.join(SUFFIXES)})")
+            continue
+        row["models"] = (needed or {}).get(b) or known.get(b, [])
+        if not row["models"]:
+            row.update(status="unknown name", error=f"backbone {b}: no registered model builds it, not used")
+            continue
+        if len(by_backbone[b]) > 1:
+            row.update(status="ambiguous", error=f"{len(by_backbone[b])} files for backbone {b} "
+                       f"({', '.join(q.name for q in by_backbone[b])}): keep one")
+            continue
+        target = _target(row["models"][0], b)
+        try:
+            fit = fit_weights(target, p)
+        except ConfigError as exc:
+            row.update(status="unreadable", error=str(exc))
+            continue
+        refusal = partial_error(target, fit)
+        matched = sum(1 for k in fit["picked"] if not k.endswith("num_batches_tracked"))
+        row.update(layout=fit["layout"], tensors=fit["tensors"], matched=matched, missing=fit["missing"],
+                   wrong_shape=fit["wrong_shape"], unexpected=fit["unexpected"], resampled=fit["resampled"],
+                   sha256=sha256(p))
+        if refusal is not None:
+            row.update(status="partial", error=str(refusal))
+    for b, users in (needed or {}).items():
+        if b not in by_backbone:
+            stem = WEIGHTS_FILES.get(b, b)
+            absent[b] = (f"no file for it (needed by {', '.join(users)}): expected {root / (stem + '.pth')} "
+                         f"(or {stem}.safetensors, {stem}.pt)")
+    return WeightsCheck(str(root), files, needed, absent)

@@ -28,7 +28,7 @@ from blvnb.classes import BLV_TAIL, CLASSES, DARS_TAIL, HEAD_BLV, NUM_CLASSES, S
 from blvnb.errors import BlvnbError
 
 __all__ = ["ResultsError", "Item", "items", "group", "metric_value", "class_index", "side_by_side", "SideBySide",
-           "seed_table", "per_class_table", "paired", "ours_label", "DEFAULT_METRICS"]
+           "seed_table", "per_class_table", "paired", "ours_label", "DEFAULT_METRICS", "runs_table", "RunsTable"]
 
 DASH = "—"
 
@@ -381,6 +381,62 @@ class SideBySide:
         return "\n".join([self.caption, body, *[f"  {n}" for n in self.notes]])
 
     __repr__ = __str__
+
+
+#: what a reader sees of a table's runs: (column of ``TableRuns.frame()``, its name on the page, ×100 as %)
+RUN_COLUMNS = (("row", "row", False), ("arm", "arm", False), ("seed", "seed", False),
+               ("mIoU", "mIoU %", True), ("mIoU_head_blv", "head mIoU % (BLV's 10)", True),
+               ("mIoU_tail_blv", "tail mIoU % (BLV's 9)", True), ("mIoU_tail_dars", "tail mIoU % (DARS)", True),
+               ("train_seconds", "training s", False))
+
+
+@dataclass
+class RunsTable:
+    """A table's runs for a reader: named columns that fit the page (``frame``), and the raw frame with the
+    store keys and the library's metric names (``raw``) behind a toggle."""
+
+    frame: Any
+    raw: Any
+    caption: str
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return (f'<div class="blvnb-runs" style="overflow-x: auto">'
+                f'{self.frame.to_html(index=False, na_rep=DASH, float_format=lambda v: f"{v:.1f}")}'
+                f'<details><summary>{html.escape(self.caption)}: the raw records (store keys, metric names '
+                f'as the library writes them)</summary>{self.raw.to_html(index=False, na_rep=DASH)}</details></div>')
+
+    def __str__(self) -> str:
+        return self.frame.to_string(index=False, na_rep=DASH, float_format=lambda v: f"{v:.1f}")
+
+    __repr__ = __str__
+
+
+def runs_table(runs, caption: str | None = None) -> RunsTable:
+    """``runs`` (a :class:`blvnb.experiments.tables.TableRuns`, or its ``frame()``) as a :class:`RunsTable`:
+    mean IoUs in %, training time in seconds, columns without a value dropped."""
+    import pandas as pd
+
+    from blvnb.experiments.tables import TableRuns
+
+    if isinstance(runs, TableRuns):
+        raw = runs.frame()
+    elif isinstance(runs, pd.DataFrame):
+        raw = runs
+    else:
+        raise ResultsError(f"runs_table needs a TableRuns or a DataFrame of runs, not {type(runs).__name__}")
+    missing = [c for c in ("row", "arm", "seed") if c not in raw.columns]
+    if missing:
+        raise ResultsError(f"runs_table: the frame has no column {', '.join(missing)} (columns: {list(raw.columns)})")
+    out = {}
+    for col, name, pct in RUN_COLUMNS:
+        if col in raw.columns and raw[col].notna().any():
+            out[name] = pd.to_numeric(raw[col], errors="coerce") * 100 if pct else raw[col]
+    if "training s" in out:
+        out["training s"] = pd.to_numeric(out["training s"], errors="coerce").round(0)
+    caption = caption or f"{len(raw)} runs" + (f" of {runs.table}" if isinstance(runs, TableRuns) else "")
+    return RunsTable(pd.DataFrame(out), raw, caption)
 
 
 def _first_number(text) -> str | None:

@@ -57,7 +57,12 @@ percentages: their ``valid_ratio``, to reproduce the released budgets exactly), 
 rounds ≥ 1 pseudo-label and train on — Cityscapes' coarse ``train_extra`` images, the first by name, their
 coarse labels unread, or on toycity Cityscapes-style images of another data seed:
 ``RunData.extra_images``; round 0, the teacher, never sees them; 0, the default, adds none and is not
-written into a run's key unless given).
+written into a run's key unless given); ``round_iters`` (the iterations of rounds 0 … k, each round its own:
+the paper profile's DARS recipe, 200 epochs over each round's own list — round 0 the labeled list, rounds ≥ 1
+the unlabeled one —, so about 4.6k and 65k at 1/8; :func:`round_config` gives each round's config its entry as
+``iters``; None, the default: every round ``cfg.iters``). With rounds of unequal length, round :math:`k`
+continues the schedule as the released code counts it, over its own iterations :math:`I_k` (the resumed
+epoch counter times the current loader's length): global iterations :math:`kI_k … (k+1)I_k - 1`.
 
 The labels of round :math:`k` are fixed within the round; there is no EMA teacher (recipes.md (c)).
 """
@@ -117,6 +122,7 @@ DEFAULTS: dict[str, Any] = {
     "rotate": 10.0,
     "blur": True,
     "extra_unlabeled": 0,
+    "round_iters": None,
 }
 
 #: options that change round 0 (supervised on the labeled split): the others only matter from round 1 on,
@@ -181,6 +187,13 @@ def round_options(strategy_options: Mapping | None) -> dict[str, Any]:
     if o["rotate"] is not None and (isinstance(o["rotate"], bool) or not isinstance(o["rotate"], (int, float))
                                     or not 0 <= o["rotate"] <= 180):
         raise ConfigError(f"dars-rounds: rotate must be a number of degrees in [0, 180] or None, got {o['rotate']!r}")
+    its = o["round_iters"]
+    if its is not None:
+        if not isinstance(its, (list, tuple)) or len(its) < k + 1 or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in its):
+            raise ConfigError(f"dars-rounds: round_iters must list the iterations of rounds 0 … {k} (whole numbers "
+                              f">= 1), got {its!r}")
+        o["round_iters"] = [int(v) for v in its]
     schedule(o, (1.0, 1.0))  # checks the schedule options
     return o
 
@@ -244,9 +257,15 @@ def round_config(cfg, k: int):
             if keep < len(sched):
                 o["alphas"] = [float(r.alpha) for r in sched][:keep]
                 o["betas"] = [[float(r.beta_min), float(r.beta_max)] for r in sched][:keep]
+    iters = {}
+    if o.get("round_iters") is not None:  # each round its own length (the paper profile: epochs over its lists)
+        its = [int(v) for v in o["round_iters"]][:int(k) + 1]
+        o["round_iters"] = its
+        if len(its) == int(k) + 1:
+            iters = {"iters": its[-1]}
     if k == 0:  # round 0 trains with the range round 1 starts from: the schedule's α and β do not change it
         o = {key: v for key, v in o.items() if key in ROUND0_KEYS}
-    return cfg.with_(strategy="dars-rounds", strategy_options=o)
+    return cfg.with_(strategy="dars-rounds", strategy_options=o, **iters)
 
 
 def _trains_as_default(o: Mapping[str, Any], k: int, default_scale) -> bool:
@@ -315,7 +334,7 @@ class RoundLabels:
 
 def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: Mapping[str, Any], prior,
                 alpha: float, options: Mapping[str, Any], seed: int, device="auto", progress: bool = False,
-                calibration_data=None, batch: int | None = None) -> RoundLabels:
+                calibration_data=None, batch: int | None = None, size=None) -> RoundLabels:
     """Pseudo-label ``dataset`` (the un-augmented unlabeled images) with ``teacher`` into ``out_dir/labels``.
 
     ``manifest``: what identifies the result besides the options (the teacher checkpoint's digest, the
@@ -323,7 +342,9 @@ def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: M
     ``out_dir/manifest.json``. Same manifest and ``"complete"``: the labels are reused. Same manifest,
     not complete: the labeller resumes from ``out_dir/state`` (a run killed while labelling). Another
     manifest: the folder is emptied and labelled again. ``calibration_data``: (dataset with labels) to fit
-    ``options["calibration"]`` on, with the teacher's logits.
+    ``options["calibration"]`` on, with the teacher's logits. ``size``: (H, W) the teacher infers at, its
+    logits resized back to each image's stored size (:class:`~blvnb.engine.teacher.TeacherSource`); the
+    caller puts it in ``manifest``.
     """
     out = Path(out_dir)
     want = {"format": LABEL_FORMAT, **{k: _jsonable(v) for k, v in manifest.items()},
@@ -345,7 +366,7 @@ def label_round(teacher: nn.Module, dataset, out_dir: str | Path, *, manifest: M
 
     t0 = time.perf_counter()
     kw = dict(mode=options["teacher_mode"], crop=options["teacher_crop"], stride=options["teacher_stride"],
-              flip=bool(options["flip"]))
+              flip=bool(options["flip"]), size=size)
     classes = int(torch.as_tensor(prior).numel())  # the label space's (VOC 21, ScanNet 20, Cityscapes 19)
     source = TeacherSource(teacher, _ByName(dataset), device=device, dtype=_DTYPES[options["confidence_dtype"]],
                            out_size=_raw_size(dataset), num_classes=classes, **kw)
@@ -511,6 +532,9 @@ def build(cfg, data) -> Built:
     being the run's :class:`~blvnb.experiments.runs.RunData`."""
     o = round_options(cfg.strategy_options)
     k = int(o["round"])
+    if o["round_iters"] is not None and int(cfg.iters) != o["round_iters"][k]:
+        raise ConfigError(f"dars-rounds: round {k} has iters={cfg.iters} but round_iters={o['round_iters']} gives "
+                          f"it {o['round_iters'][k]}; build the round with round_config(cfg, {k})")
     alpha, scale = round_settings(o, tuple(cfg.scale_range) if cfg.scale_range is not None else None)
     # DARS's extra augmentation: rotation ±10° and a 5×5 Gaussian blur, each with probability 0.5 (recipes.md (c))
     train_view = {"rotate": float(o["rotate"]) if o["rotate"] else None, "blur": bool(o["blur"])}
@@ -565,6 +589,8 @@ def build(cfg, data) -> Built:
                 "images": len(unlabeled_idx) + n_extra}
     if n_extra:
         manifest["extra_unlabeled"] = n_extra
+    if cfg.eval_size:  # the teacher infers as the run is tested (the release's base_size for both)
+        manifest["size"] = list(cfg.eval_size)
     label_seed = seed if o["label_seed"] is None else int(o["label_seed"])
     if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 labels, the others wait for its manifest
         m = wait_for_labels(out_dir)
@@ -573,7 +599,8 @@ def build(cfg, data) -> Built:
         teacher = _teacher_model(cfg, data, ckpt)
         calib = (data.dataset(kind, "train", train=False, indices=labeled_idx) if o["calibration"] else None)
         rl = label_round(teacher, unlabeled_eval, out_dir, manifest=manifest, prior=prior, alpha=alpha, options=o,
-                         seed=label_seed, device=data.device, progress=bool(data.progress), calibration_data=calib)
+                         seed=label_seed, device=data.device, progress=bool(data.progress), calibration_data=calib,
+                         size=cfg.eval_size)
         del teacher
     info.update(_labeling_summary(rl, prior))
     pseudo = data.dataset(kind, "train", indices=unlabeled_idx, scale_range=scale, pseudo_dir=rl.labels_dir,

@@ -115,8 +115,10 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def paper_iterations(labeled_fraction: str | None) -> int:
     """Iterations of the paper's run for a Cityscapes split (U2PL†): 200 epochs of (2975 − n_l) / 16."""
+    from blvnb.engine.recipes import epoch_iterations
+
     n_l = PAPER_LABELED.get(str(labeled_fraction), PAPER_LABELED["1/8"])
-    return int(round(PAPER_EPOCHS * (CITYSCAPES_TRAIN - n_l) / PAPER_BATCH))
+    return epoch_iterations(PAPER_EPOCHS, CITYSCAPES_TRAIN - n_l, PAPER_BATCH)
 
 
 def scaled_m0(iters: int, labeled_fraction: str | None = "1/8", m0: float = PAPER_M0) -> float:

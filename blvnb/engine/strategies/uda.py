@@ -682,15 +682,27 @@ def build(cfg, data):
     if not fd_enabled:
         log.info("UDA: ImageNet feature distance off: %s", fd_reason)
 
-    recipe = uda_recipe(cfg.model, o["warmup_fraction"])
     strategy = UDAStrategy(loss, src_counts, seed=seed, options=user, prior=prior, fd_enabled=fd_enabled,
-                           fd_reason=fd_reason, info=info, recipe=recipe)
-    # DAFormer's AdamW 6e-5 / 0.01 unless the run (cfg.lr, cfg.weight_decay) or the options say otherwise
+                           fd_reason=fd_reason, info=info, recipe=recipe_of(cfg))
+    return Built(strategy, streams, optimiser_settings(cfg), None)
+
+
+def recipe_of(cfg) -> Recipe:
+    """The UDA run's recipe: DAFormer's for its model (:func:`~blvnb.engine.recipes.uda_recipe`), with the
+    options' warmup; its parameter groups are :func:`~blvnb.engine.recipes.param_groups` of it."""
+    return uda_recipe(cfg.model, parts.parse_options("uda", cfg.strategy_options, DEFAULTS)["warmup_fraction"])
+
+
+def optimiser_settings(cfg) -> dict:
+    """``train_overrides`` of the optimiser: the recipe's (DAFormer's AdamW 6e-5 / 0.01, warmup and poly 1 → 0)
+    unless the run (``cfg.lr``, ``cfg.weight_decay``) or the options say otherwise."""
+    o = parts.parse_options("uda", cfg.strategy_options, DEFAULTS)
+    user = dict(cfg.strategy_options or {})
     lr = user.get("lr", cfg.lr if cfg.lr is not None else o["lr"])
     wd = user.get("weight_decay", cfg.weight_decay if cfg.weight_decay is not None else o["weight_decay"])
-    return Built(strategy, streams, recipe.train_settings(iters, lr=lr, weight_decay=wd), None)
+    return recipe_of(cfg).train_settings(int(cfg.iters), lr=lr, weight_decay=wd)
 
 
 __all__ = ["DEFAULTS", "EXTRA_LOSSES", "PRIOR_METHODS", "PSEUDO_LABELLERS", "PSEUDO_METHODS", "THING_CLASSES",
            "UDAStrategy", "build", "daformer_margin_mask", "downscale_label_ratio", "feature_distance",
-           "quality_weight", "select_pseudo_labels", "weighted_cross_entropy"]
+           "optimiser_settings", "quality_weight", "recipe_of", "select_pseudo_labels", "weighted_cross_entropy"]
