@@ -84,7 +84,7 @@ from torch import nn
 
 from blvnb.classes import IGNORE, NUM_CLASSES
 from blvnb.engine import loop
-from blvnb.engine.recipes import Recipe, recipe_for
+from blvnb.engine.recipes import Recipe, epoch_iterations, recipe_for
 from blvnb.engine.strategies import parts
 from blvnb.engine.strategies.base import Built, Strategy
 from blvnb.engine.teacher import counts_from_teacher
@@ -115,8 +115,6 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def paper_iterations(labeled_fraction: str | None) -> int:
     """Iterations of the paper's run for a Cityscapes split (U2PL†): 200 epochs of (2975 − n_l) / 16."""
-    from blvnb.engine.recipes import epoch_iterations
-
     n_l = PAPER_LABELED.get(str(labeled_fraction), PAPER_LABELED["1/8"])
     return epoch_iterations(PAPER_EPOCHS, CITYSCAPES_TRAIN - n_l, PAPER_BATCH)
 
