@@ -307,7 +307,7 @@ class MeanTeacher(Strategy):
                 self.teacher(x_all)
                 self.ema.set_mode()
         # 5. one student forward on both, L = L_sup + aux + λ_u L_u
-        placed = parts.placement(model, self.sup_loss, self.recipe.loss_on, self.ce)
+        placed = parts.placement(model, self.sup_loss, parts.loss_on(self.recipe, self.loss_name), self.ce)
         outs = parts.forward_outputs(model, x_all, len(placed))
         n, dev = x_l.shape[0], outs[0].device
         parts.loss_at_step(self.sup_loss, seed=self.seed, it=it, term="loss-sup", device=dev)

@@ -150,6 +150,12 @@ def placement(model: nn.Module, loss: Term, on: str = "main", ce: Term | None = 
     return out
 
 
+def loss_on(recipe, loss_name: str) -> str:
+    """Where the run's loss goes: a long-tail loss where the recipe puts it (the ``*_blv.py`` configs' place
+    of BLV); cross entropy (also ``rs``) keeps the model's own weights on every output."""
+    return "main" if loss_name in ("ce", "rs") else recipe.loss_on
+
+
 def forward_outputs(model: nn.Module, x: torch.Tensor, n: int) -> list[torch.Tensor]:
     """The main output, then the ``n - 1`` auxiliary ones (one forward)."""
     if n > 1:
@@ -241,5 +247,5 @@ class EMATeacher:
         self.set_mode()
 
 
-__all__ = ["EMATeacher", "PLACES", "check_momentum", "forward_outputs", "loss_at_step", "loss_sigma", "make_loss", "needs_counts",
+__all__ = ["EMATeacher", "PLACES", "check_momentum", "forward_outputs", "loss_at_step", "loss_on", "loss_sigma", "make_loss", "needs_counts",
            "parse_options", "placement", "rare_class_order", "segmentation_loss", "teacher_train_mode"]

@@ -69,10 +69,9 @@ class Supervised(Strategy):
         self.loss.train()
 
     def placement(self, model: nn.Module):
-        """(weight, loss) per output: a long-tail loss where the ``*_blv.py`` configs put BLV (the recipe's
-        ``loss_on``); cross entropy (also ``rs``) keeps the model's own weights everywhere."""
-        on = self.recipe.loss_on if self.loss_name not in ("ce", "rs") else "main"
-        return parts.placement(model, self.loss, on, self.ce)
+        """(weight, loss) per output of ``model`` (:func:`~.parts.loss_on`: the recipe's place for a long-tail
+        loss, the model's own weights for cross entropy)."""
+        return parts.placement(model, self.loss, parts.loss_on(self.recipe, self.loss_name), self.ce)
 
     def step(self, model: nn.Module, batches: dict, it: int):
         x, y = batches["labeled"]["image"], batches["labeled"]["label"]
