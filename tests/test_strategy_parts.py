@@ -129,6 +129,9 @@ def test_placement_follows_the_recipes(name, on, want):
     assert ["blv" if fn is blv else "ce" for _, fn in placed] == want
     if on == "head_aux":
         assert placed[1][0] == 1.0
+    # cross entropy (and rs) keeps the model's own weights on every output; a long-tail loss the recipe's place
+    assert parts.loss_on(recipes.recipe_for(name), "blv") == on
+    assert parts.loss_on(recipes.recipe_for(name), "ce") == parts.loss_on(recipes.recipe_for(name), "rs") == "main"
 
 
 class Student(nn.Module):
