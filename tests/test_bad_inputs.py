@@ -334,12 +334,15 @@ def test_confusion_probabilities_instead_of_labels():
 
 def mt_cfg(**kw):
     base = dict(strategy="mean-teacher", loss="ce", loss_options={}, strategy_options={}, labeled_fraction="1/8",
-                dataset="cityscapes", seed=0, iters=10, batch_size=2, scale_range=(0.5, 2.0))
+                dataset="cityscapes", seed=0, iters=10, batch_size=2, scale_range=(0.5, 2.0), model="r10t-fpn",
+                lr=None, weight_decay=None, num_workers=0)
     base.update(kw)
     return SimpleNamespace(**base)
 
 
 class NoData:
+    device = "cpu"
+
     def split_indices(self, fraction):
         return [0], [1, 2]
 

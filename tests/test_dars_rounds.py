@@ -113,8 +113,12 @@ def test_param_groups_backbone_times_one_heads_times_ten():
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.backbone.parameters()}
-    with pytest.raises(ConfigError, match="backbone"):
-        DR.head_param_groups(nn.Conv2d(3, 3, 1), 10)
+    with pytest.raises(ConfigError, match="no backbone"):  # the heads' ×10 needs a backbone to tell them apart
+        DR.DarsRounds(1).param_groups(nn.Conv2d(3, 3, 1))
+    from blvnb.engine.recipes import dars_recipe
+
+    one = DR.DarsRounds(1, recipe=dars_recipe("r50-psp", head_lr_mult=1.0)).param_groups(model)
+    assert [g["lr_mult"] for g in one] == [1.0]  # head_lr_mult 1: one group, every parameter at the run's lr
 
 
 def test_state_dict_refuses_another_rounds_checkpoint():
@@ -178,6 +182,7 @@ class FakeCfg:
     strategy_options: dict = field(default_factory=dict)
     model: str = "tiny"
     seed: int = 0
+    scale_range: tuple | None = None
 
     def with_(self, **kw):
         return replace(self, **kw)
@@ -389,7 +394,7 @@ def test_round_zero_then_round_one_end_to_end(tmp_path, monkeypatch):
     assert r0["history"]["lr"][0] == pytest.approx(0.02, rel=1e-6)
 
 
-# --- build(cfg, data) against a stand-in RunData (CONTRACT.md) ----------------------------------------------
+# --- build(cfg, data) against a stand-in RunData ----------------------------------------------
 
 @dataclass(frozen=True)
 class BuildCfg(FakeCfg):

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blvnb.engine.loop import step_generator
 from blvnb.engine.strategies import mean_teacher as mt
+from blvnb.engine.teacher import ema_momentum, ema_update
 from blvnb.errors import BlvnbError, ConfigError
 from blvnb.losses.blv import BLVLoss
 
@@ -54,12 +56,12 @@ def strategy(**kw):
 # --- the EMA -----------------------------------------------------------------------------------------
 
 def test_ema_momentum_hand_values():
-    assert mt.ema_momentum(0) == 0.0
-    assert mt.ema_momentum(1) == 0.5
-    assert mt.ema_momentum(2) == pytest.approx(2 / 3)
-    assert mt.ema_momentum(999) == pytest.approx(0.999)  # 1 − 1/1000 = m0 exactly here
-    assert mt.ema_momentum(10**6) == 0.999
-    assert mt.ema_momentum(2, m0=0.6) == 0.6
+    assert ema_momentum(0) == 0.0
+    assert ema_momentum(1) == 0.5
+    assert ema_momentum(2) == pytest.approx(2 / 3)
+    assert ema_momentum(999) == pytest.approx(0.999)  # 1 − 1/1000 = m0 exactly here
+    assert ema_momentum(10**6) == 0.999
+    assert ema_momentum(2, m0=0.6) == 0.6
 
 
 def test_warm_start_then_ema_after_each_step_hand_computed():
@@ -96,7 +98,7 @@ def test_ema_touches_parameters_only_and_student_buffers_copy_is_an_option():
     s.after_step(student, 5)
     assert torch.equal(s.teacher.bn.running_mean, torch.zeros(3))  # buffers are not averaged
     assert int(s.teacher.bn.num_batches_tracked) == 0
-    m = mt.ema_momentum(5)
+    m = ema_momentum(5)
     assert not torch.equal(s.teacher.head.weight, student.head.weight)
     s_copy = strategy(ema_buffers="student")
     fresh = TinySeg()
@@ -115,7 +117,7 @@ def test_ema_works_through_a_ddp_like_wrapper():
     s.setup(inner, torch.device("cpu"))
     with torch.no_grad():
         inner.w.fill_(4.0)
-    mt.ema_update(s.teacher, wrapped, 0.5)
+    ema_update(s.teacher, wrapped, 0.5)
     assert float(s.teacher.w) == 3.0
 
 
@@ -171,9 +173,9 @@ def test_geometric_view_equals_resize_pad_crop_flip(scale_range):
 
 
 def test_geometry_is_a_function_of_seed_and_iteration():
-    a = mt.draw_geometry(3, (20, 36), (16, 24), (0.5, 2.0), mt._step_generator(0, 7, "mt-geometry", "cpu"))
-    b = mt.draw_geometry(3, (20, 36), (16, 24), (0.5, 2.0), mt._step_generator(0, 7, "mt-geometry", "cpu"))
-    c = mt.draw_geometry(3, (20, 36), (16, 24), (0.5, 2.0), mt._step_generator(0, 8, "mt-geometry", "cpu"))
+    a = mt.draw_geometry(3, (20, 36), (16, 24), (0.5, 2.0), step_generator(0, 7, "mt-geometry", "cpu"))
+    b = mt.draw_geometry(3, (20, 36), (16, 24), (0.5, 2.0), step_generator(0, 7, "mt-geometry", "cpu"))
+    c = mt.draw_geometry(3, (20, 36), (16, 24), (0.5, 2.0), step_generator(0, 8, "mt-geometry", "cpu"))
     assert a == b and a != c
 
 
@@ -254,7 +256,7 @@ def test_step_loss_is_supervised_plus_aux_plus_unsupervised_ce_on_teacher_argmax
     it = 11
     loss, stats = s.step(student, b, it)
     # by hand, with the same crops
-    geo = mt.draw_geometry(2, (10, 14), (8, 12), (0.8, 1.2), mt._step_generator(5, it, "mt-geometry", "cpu"))
+    geo = mt.draw_geometry(2, (10, 14), (8, 12), (0.8, 1.2), step_generator(5, it, "mt-geometry", "cpu"))
     x_u, valid = mt.geometric_view(b["unlabeled"]["image"], (8, 12), geo)
     teacher_init.eval()
     with torch.no_grad():
@@ -269,7 +271,7 @@ def test_step_loss_is_supervised_plus_aux_plus_unsupervised_ce_on_teacher_argmax
     assert float(stats["sup_loss"]) == pytest.approx(float(sup), rel=1e-5)
     assert float(stats["unsup_loss"]) == pytest.approx(float(unsup), rel=1e-5)
     assert ("aux_loss" in stats) == aux
-    assert stats["ema_m"] == pytest.approx(mt.ema_momentum(it))
+    assert stats["ema_m"] == pytest.approx(ema_momentum(it))
     loss.backward()
     assert student.head.weight.grad is not None
     assert all(p.grad is None for p in s.teacher.parameters())  # no gradient into the teacher
@@ -311,8 +313,8 @@ def test_blv_noise_on_both_terms_drawn_per_iteration_and_term():
     assert float(l1) == float(l2)  # stateless: the same iteration draws the same noise
     assert float(l1) != float(l3)
     # the two terms draw different noise: salts differ
-    g1 = mt._step_generator(0, 3, "loss-sup/rank0", "cpu")
-    g2 = mt._step_generator(0, 3, "loss-unsup/rank0", "cpu")
+    g1 = step_generator(0, 3, "loss-sup/rank0", "cpu")
+    g2 = step_generator(0, 3, "loss-unsup/rank0", "cpu")
     assert not torch.equal(torch.randn(5, generator=g1), torch.randn(5, generator=g2))
 
 
@@ -370,7 +372,8 @@ class FakeData:
 
 def cfg(**kw):
     base = dict(strategy="mean-teacher", loss="blv", loss_options={"sigma": 6.0}, strategy_options={},
-                labeled_fraction="1/8", dataset="cityscapes", seed=3, iters=300, batch_size=2, scale_range=(0.75, 1.5))
+                labeled_fraction="1/8", dataset="cityscapes", seed=3, iters=300, batch_size=2, scale_range=(0.75, 1.5),
+                model="r10t-fpn", lr=None, weight_decay=None, num_workers=0)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -383,7 +386,11 @@ def test_build_wires_labeled_and_unaugmented_unlabeled_streams():
     assert built.streams == {"labeled": ("stream", 2, 2), "unlabeled": ("stream", 3, 2)}
     assert data.calls == [("cityscapes", "train", True, (0, 1)), ("cityscapes", "train", False, (2, 3, 4))]
     assert s.seed == 3 and s.m0 == pytest.approx(mt.scaled_m0(300, "1/8")) and s.scale_range == (0.75, 1.5)
-    assert s.counts.tolist() == [3] + [1] * 18 and built.train_overrides == {} and built.init_state is None
+    assert s.counts.tolist() == [3] + [1] * 18 and built.init_state is None
+    # the model's recipe, as its supervised runs: SGD 0.01, wd 5e-4, poly 0.9 (the run's lr and wd when given)
+    o = built.train_overrides
+    assert (o["optimizer"], o["lr"], o["weight_decay"], o["power"]) == ("sgd", 0.01, 5e-4, 0.9)
+    assert mt.build(cfg(lr=0.02, weight_decay=1e-4), FakeData()).train_overrides["lr"] == 0.02
 
 
 def test_build_errors():

@@ -14,6 +14,8 @@ from torch import nn
 
 from blvnb.data.sampling import decode_index
 from blvnb.engine.strategies import uda as U
+from blvnb.engine.strategies.parts import teacher_train_mode
+from blvnb.engine.teacher import ema_momentum
 from blvnb.errors import ConfigError
 from blvnb.experiments.profiles import get_profile
 from blvnb.losses import build_loss
@@ -99,8 +101,8 @@ def sgd_step(model, strat, b, it, lr=0.1):
 # --- EMA --------------------------------------------------------------------------------------------
 
 def test_ema_alpha_and_warm_start_by_hand():
-    assert [U.ema_alpha(t) for t in (0, 1, 2, 3)] == [0.0, 0.5, pytest.approx(2 / 3), 0.75]
-    assert U.ema_alpha(10_000) == 0.999 and U.ema_alpha(999) == 0.999 and U.ema_alpha(997) == pytest.approx(1 - 1 / 998) and U.ema_alpha(997) < 0.999
+    assert [ema_momentum(t) for t in (0, 1, 2, 3)] == [0.0, 0.5, pytest.approx(2 / 3), 0.75]
+    assert ema_momentum(10_000) == 0.999 and ema_momentum(999) == 0.999 and ema_momentum(997) == pytest.approx(1 - 1 / 998) and ema_momentum(997) < 0.999
     model = tiny()
     strat = strategy()
     strat.setup(model, torch.device("cpu"))
@@ -146,7 +148,7 @@ def test_quality_weight_in_the_step_matches_the_teacher():
     strat.setup(model, torch.device("cpu"))
     b = batches()
     with torch.no_grad():  # the teacher at t = 0: the student, in train mode without dropout
-        logits = U.teacher_mode(copy.deepcopy(model))(b["target"]["image"])
+        logits = teacher_train_mode(copy.deepcopy(model))(b["target"]["image"])
         conf = torch.softmax(F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False), 1).max(1).values
     tau = float(conf.median())
     strat.o["quality_threshold"] = tau
@@ -315,13 +317,16 @@ def test_st_and_cbst_in_the_step_keep_alpha_and_resume_from_their_state(method):
 def test_param_groups_head_times_ten_and_no_decay_on_transformer_norms():
     from blvnb.models.registry import build_model
 
-    strat = strategy()
-    groups = strat.param_groups(tiny())
+    from blvnb.engine.recipes import uda_recipe
+
+    # DAFormer's recipe for the run's model: a CNN backbone (DeepLab v2's ResNet) decays its batch norms
+    cnn = U.UDAStrategy(build_loss("ce"), torch.ones(C), recipe=uda_recipe("r101-deeplabv2"))
+    groups = cnn.param_groups(tiny())
     by = {(g["lr_mult"], g["decay_mult"]): sum(p.numel() for p in g["params"]) for g in groups}
     head = sum(p.numel() for p in TinyHead().parameters())
     assert by[(10.0, 1.0)] == head and (1.0, 0.0) not in by  # a CNN backbone decays everything
     mit = build_model("mitb5-daformer@small", num_classes=C)
-    groups = strat.param_groups(mit)
+    groups = U.UDAStrategy(build_loss("ce"), torch.ones(C), recipe=uda_recipe("mitb5-daformer")).param_groups(mit)
     by = {(g["lr_mult"], g["decay_mult"]): g["params"] for g in groups}
     norms = [p for n, p in mit.backbone.named_parameters() if "norm" in n]
     assert norms and all(any(p is q for q in by[(1.0, 0.0)]) for p in norms)
@@ -385,7 +390,7 @@ def test_hrda_loss_is_point_nine_fused_plus_point_one_detail():
     w = torch.rand(2, 32, 32)
     box = (8, 8, 16, 16)
     pred = strat._forward(model, x, box)
-    got = strat._loss(pred, y, w, None, source=False)
+    got = strat._loss(model, pred, y, w, source=False)
     fused = U.weighted_cross_entropy(pred["out"], y, w)
     detail = U.weighted_cross_entropy(pred["detail"], y[:, 8:24, 8:24], w[:, 8:24, 8:24])
     torch.testing.assert_close(got, 0.9 * fused + 0.1 * detail)
@@ -438,7 +443,7 @@ class FakeData:
 def cfg(**kw):
     base = dict(profile="smoke", strategy="uda", model="r10t-fpn@small", loss="ce", loss_options={},
                 strategy_options={}, dataset="gta5", target="cityscapes", seed=3, iters=400, batch_size=2,
-                pretrained=None, crop=(32, 64))
+                pretrained=None, crop=(32, 64), lr=None, weight_decay=None)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -492,7 +497,7 @@ def test_build_hrda_dars_and_errors():
     torch.testing.assert_close(sd.prior, sd.source_counts / sd.source_counts.sum())
     only = U.build(cfg(target=None, strategy_options={"source_only": True}), FakeData())
     assert set(only.streams) == {"source"}
-    with pytest.raises(ConfigError, match="unknown UDA strategy option"):
+    with pytest.raises(ConfigError, match="unknown strategy option"):
         U.build(cfg(strategy_options={"tau": 0.9}), FakeData())
     with pytest.raises(ConfigError, match="cfg.target"):
         U.build(cfg(target=None), FakeData())

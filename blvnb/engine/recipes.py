@@ -26,11 +26,16 @@ mmcv matches parameter *names* ("norm", "head"); here a norm is any normalisatio
 the head is every parameter outside the backbone (decode and auxiliary heads), which is what those
 names select in mmseg's models. Only SegFormer's (and DAFormer's) configs raise the head's lr; ViT's and
 K-Net's do not (recipes.md (a); the issue's one-line summary says ×10 for all three).
+
+The other papers' training runs have their recipe here too, built from the model's: :func:`dars_recipe`
+(DARS's rounds: the model's optimiser, poly 0.9 to 0 without warmup, the heads at ×10, the run's loss on
+every output) and :func:`uda_recipe` (DAFormer's AdamW for any UDA model). Every strategy's parameter
+groups come from its run's recipe through :func:`param_groups`, and nowhere else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -58,7 +63,9 @@ class Recipe:
     head_lr_mult: float = 1.0
     no_decay_norms: bool = False
     no_decay_positions: bool = False
-    loss_on: str = "main"  # main | main+head_aux | head_aux
+    position_keys: tuple[str, ...] = POSITION_KEYS  # with no_decay_positions: the names that mark them
+    head_keeps_decay: bool = False  # mmcv's key "head" matches before "norm": a head's norm layers decay
+    loss_on: str = "main"  # main | main+head_aux | head_aux | all (the run's loss on every output)
     source: str = ""
 
     def train_settings(self, iters: int, lr: float | None = None, weight_decay: float | None = None) -> dict:
@@ -84,8 +91,12 @@ KNET = Recipe(optimizer="adamw", lr=6e-5, weight_decay=5e-4, schedule="step", mi
               warmup_fraction=1000 / 80_000, warmup_ratio=1e-3, milestone_fractions=(60_000 / 80_000, 72_000 / 80_000),
               gamma=0.1, grad_clip=1.0, no_decay_norms=True, no_decay_positions=True, loss_on="main+head_aux",
               source="knet_s3_upernet_swin-t_8x2_512x1024_adamw_80k_cityscapes.py")
-#: DAFormer (recipes.md (d)): SegFormer's optimiser, warmup 1500 of 40k
-DAFORMER = Recipe(**{**SEGFORMER.__dict__, "warmup_fraction": 1500 / 40_000,
+#: DAFormer (recipes.md (d)): SegFormer's optimiser, warmup 1500 of 40k; its ``custom_keys`` (head lr ×10,
+#: ``pos_block`` and ``norm`` without decay) matched as mmcv does, the longest key first, then by name:
+#: ``pos_block``, ``head``, ``norm`` — so a head's norm layers keep their decay; the run's loss (source and
+#: mixed) on every output at the model's weights
+DAFORMER = Recipe(**{**SEGFORMER.__dict__, "warmup_fraction": 1500 / 40_000, "position_keys": ("pos_block", "pos_embed"),
+                     "head_keeps_decay": True, "loss_on": "all",
                      "source": "DAFormer gta2cs_uda_warm_fdthings_rcs_croppl_a999_daformer_mitb5_s0.py"})
 
 #: registry name (without @variant) → recipe; unknown names get the CNN recipe
@@ -121,14 +132,37 @@ def recipe_for(model_name: str) -> Recipe:
     return RECIPES.get(model_name.split("@")[0], SGD_CNN)
 
 
+def dars_recipe(model_name: str, head_lr_mult: float = 10.0) -> Recipe:
+    """DARS's rounds (recipes.md (c)): the model's optimiser (PSPNet, DeepLab v2: SGD momentum 0.9) with
+    poly 0.9 per iteration down to 0 and no warmup; the decode and auxiliary heads at lr ×``head_lr_mult``
+    (the released optimiser's ``layer0–4`` and ``ppm/cls/aux`` groups); the run's loss on every output at the
+    model's weights (the released criterion on the main and the auxiliary output alike)."""
+    return replace(recipe_for(model_name), schedule="poly", power=0.9, min_lr_ratio=0.0, warmup_fraction=0.0,
+                   milestone_fractions=(), head_lr_mult=float(head_lr_mult), loss_on="all",
+                   source="DARS released train.py (SGD, poly 0.9, heads ×10)")
+
+
+def uda_recipe(model_name: str, warmup_fraction: float = DAFORMER.warmup_fraction) -> Recipe:
+    """DAFormer's optimiser for the UDA model ``model_name`` (HRDA's is DAFormer's). mmcv's key ``norm``
+    matches the norm layers of a transformer backbone (named ``norm*``) but not a ResNet's (``bn*``): the
+    model's own recipe says which it has, so DAFormer's DeepLab v2 (CNN) decays its batch norms."""
+    own = recipe_for(model_name)
+    return replace(DAFORMER, no_decay_norms=own.no_decay_norms, warmup_fraction=float(warmup_fraction))
+
+
 def _in_backbone(name: str) -> bool:
     return "backbone" in name.split(".")
 
 
 def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
-    """The model's trainable parameters in groups ``{"params", "lr_mult", "decay_mult", "name"}``:
-    ``lr_mult`` = ``recipe.head_lr_mult`` outside the backbone; ``decay_mult`` = 0 for normalisation
-    layers and position embeddings where the recipe says so."""
+    """The model's trainable parameters in groups ``{"params", "names", "lr_mult", "decay_mult"}``, in the
+    order of their first parameter: ``lr_mult`` = ``recipe.head_lr_mult`` outside the backbone;
+    ``decay_mult`` = 0 for normalisation layers (outside the head too when ``head_keeps_decay``) and
+    position embeddings where the recipe says so. A head lr multiplier needs a model with a backbone."""
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    if recipe.head_lr_mult != 1.0 and not any(_in_backbone(n) for n in names):
+        raise ConfigError(f"recipe {recipe.source!r} sets the head's lr ×{recipe.head_lr_mult:g}, but "
+                          f"{type(model).__name__} has no backbone (a SegModel, or HRDA around one)")
     norm_params = set()
     if recipe.no_decay_norms:
         for m in model.modules():
@@ -138,9 +172,11 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        lr_mult = 1.0 if _in_backbone(name) else recipe.head_lr_mult
-        no_decay = id(p) in norm_params or (recipe.no_decay_positions and any(k in name for k in POSITION_KEYS))
-        decay_mult = 0.0 if no_decay else 1.0
+        head = not _in_backbone(name)
+        lr_mult = recipe.head_lr_mult if head else 1.0
+        norm = id(p) in norm_params and not (head and recipe.head_keeps_decay)
+        position = recipe.no_decay_positions and any(k in name for k in recipe.position_keys)
+        decay_mult = 0.0 if norm or position else 1.0
         g = groups.setdefault((lr_mult, decay_mult), {"params": [], "names": [], "lr_mult": lr_mult,
                                                       "decay_mult": decay_mult})
         g["params"].append(p)
@@ -148,4 +184,4 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     return list(groups.values())
 
 
-__all__ = ["RECIPES", "Recipe", "epoch_iterations", "param_groups", "recipe_for"]
+__all__ = ["RECIPES", "Recipe", "dars_recipe", "epoch_iterations", "param_groups", "recipe_for", "uda_recipe"]

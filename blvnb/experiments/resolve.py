@@ -13,9 +13,10 @@
   ⌈2/3 · window⌉, :func:`blvnb.models.inference.predict_logits`), or None for a run that is not evaluated.
 
 Everything comes from the functions the run itself calls: the optimiser settings and parameter groups of
-the run's strategy (the supervised and mean-teacher runs: the model's :class:`~blvnb.engine.recipes.Recipe`
-and :func:`~blvnb.engine.recipes.param_groups`; a DARS round: ``dars_rounds.optimiser_settings`` and
-``head_param_groups``; UDA: ``uda.optimiser_settings`` and ``param_groups_of``) applied as
+the run's strategy — its :class:`~blvnb.engine.recipes.Recipe` (the supervised and mean-teacher runs: the
+model's; a DARS round: :func:`~blvnb.engine.recipes.dars_recipe`; UDA: ``uda.recipe_of``), whose groups
+:func:`~blvnb.engine.recipes.param_groups` makes for every strategy, and the strategy's optimiser settings —
+applied as
 :func:`blvnb.engine.loop.build_optimizer` applies them. The groups are those of the run's model, **built**
 here on PyTorch's ``meta`` device (the same modules and parameter names, no weights and no memory: a paper
 model takes well under a second), once per architecture and label space in a process; where a model
@@ -63,20 +64,22 @@ def optimiser(cfg, model=None) -> tuple[dict, list[dict]]:
     model = model_of(cfg) if model is None else model
     if cfg.strategy in ("supervised", "mean-teacher"):
         recipe = recipes.recipe_for(cfg.model)
-        return (recipe.train_settings(int(cfg.iters), lr=cfg.lr, weight_decay=cfg.weight_decay),
-                recipes.param_groups(model, recipe))
-    if cfg.strategy == "dars-rounds":
+        settings = recipe.train_settings(int(cfg.iters), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.strategy == "dars-rounds":
         from blvnb.engine.strategies import dars_rounds
 
         o = dars_rounds.round_options(cfg.strategy_options)
-        settings = {**dars_rounds.optimiser_settings(cfg), **dars_rounds.lr_continuation(int(o["round"]), cfg.iters)}
-        return settings, dars_rounds.head_param_groups(model, o["head_lr_mult"])
-    if cfg.strategy == "uda":
+        recipe = recipes.dars_recipe(cfg.model, o["head_lr_mult"])
+        settings = {**dars_rounds.optimiser_settings(cfg, recipe),
+                    **dars_rounds.lr_continuation(int(o["round"]), cfg.iters)}
+    elif cfg.strategy == "uda":
         from blvnb.engine.strategies import uda
 
-        return uda.optimiser_settings(cfg), uda.param_groups_of(model)
-    raise ConfigError(f"no resolved recipe for strategy {cfg.strategy!r} (known: supervised, mean-teacher, "
-                      "dars-rounds, uda)")
+        recipe, settings = uda.recipe_of(cfg), uda.optimiser_settings(cfg)
+    else:
+        raise ConfigError(f"no resolved recipe for strategy {cfg.strategy!r} (known: supervised, mean-teacher, "
+                          "dars-rounds, uda)")
+    return settings, recipes.param_groups(model, recipe)
 
 
 def group_summary(settings: dict, groups: list[dict]) -> list[dict]:

@@ -56,17 +56,23 @@ def list_losses() -> list[str]:
     return list(LOSSES)
 
 
+def loss_keywords(name: str) -> list[str]:
+    """The keywords loss ``name`` takes besides ``class_counts`` (an unknown name is a ConfigError)."""
+    try:
+        cls = LOSSES[name][0]
+    except KeyError:
+        raise ConfigError(f"unknown loss {name!r}; registered: {', '.join(LOSSES)}") from None
+    return [p for p in inspect.signature(cls).parameters if p != "class_counts"]
+
+
 def build_loss(name: str, class_counts=None, **kw) -> nn.Module:
     """The loss registered as ``name``, built with ``class_counts`` (where it needs them) and ``kw``.
 
     Unknown names and keywords, and a missing ``class_counts``, raise a ConfigError that lists what is
     accepted. ``class_counts`` given to a loss that does not use them is ignored.
     """
-    try:
-        cls, needs_counts = LOSSES[name]
-    except KeyError:
-        raise ConfigError(f"unknown loss {name!r}; registered: {', '.join(LOSSES)}") from None
-    accepted = [p for p in inspect.signature(cls).parameters if p != "class_counts"]
+    accepted = loss_keywords(name)
+    cls, needs_counts = LOSSES[name]
     unknown = sorted(set(kw) - set(accepted))
     if unknown:
         raise ConfigError(f"loss {name!r} does not take {unknown}; it accepts {accepted}")
@@ -79,4 +85,4 @@ def build_loss(name: str, class_counts=None, **kw) -> nn.Module:
 
 
 __all__ = ["LOSSES", "RELEASED_OPTIONS", "BLVLoss", "SigmaSchedule", "blv_logits", "blv_loss", "build_loss", "cross_entropy",
-           "list_losses"]
+           "list_losses", "loss_keywords"]

@@ -375,6 +375,17 @@ class BLVLoss(nn.Module):
             self.sigma = float(self.schedule(it))
         return self.sigma
 
+    def perturb(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        r"""Eq. (3)'s logits $\hat z$ for ``target`` (the logits resized to its size), with this loss's counts,
+        σ, options and generator — for a loss of another form on them (UDA's pixel-weighted mixed loss). In
+        eval mode the (resized) logits as they are."""
+        check_inputs(logits, target, self.ignore_index)
+        logits = to_label_size(logits, target)
+        if not self.training:
+            return logits
+        return blv_logits(logits, self.class_counts, sigma=self.sigma, clamp=self.clamp, distribution=self.distribution,
+                          generator=self.generator, variation=self.variation, balance=self.balance)
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return cross_entropy(logits, target, ignore_index=self.ignore_index, avg_non_ignore=self.avg_non_ignore)

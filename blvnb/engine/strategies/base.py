@@ -9,8 +9,10 @@ logging and the loss history. A strategy supplies the rest:
   ``("source", "target")`` (UDA). The loop draws one batch from each stream per iteration, moves it to
   the device and hands ``{stream: batch}`` to :meth:`step`.
 * ``epoch_stream``: the stream whose passes count as epochs (``on_epoch_end`` is called when it wraps).
-* :meth:`param_groups`: the model's parameters split into groups, each a dict with ``params``,
-  ``lr_mult`` and ``decay_mult`` (e.g. head ×10, no decay on norms and position embeddings).
+* ``recipe``: the run's :class:`~blvnb.engine.recipes.Recipe`; :meth:`param_groups` splits the model's
+  parameters by it (:func:`~blvnb.engine.recipes.param_groups`: each group a dict with ``params``,
+  ``lr_mult`` and ``decay_mult``, e.g. head ×10, no decay on norms and position embeddings), the one way
+  every strategy's groups are made.
 * :meth:`setup`: called once with the model on its device, before a checkpoint is restored
   (build the EMA teacher, move the loss's buffers).
 * :meth:`step`: ``(model, batches, it) → (loss, stats)``; ``model`` may be DDP-wrapped; ``stats`` is
@@ -24,7 +26,8 @@ logging and the loss history. A strategy supplies the rest:
   ``blvnb.engine.loop.step_generator(self.seed, it, salt, device)`` (stateless, so resume is exact).
 
 A strategy module ``blvnb/engine/strategies/<name>.py`` exposes ``build(cfg, data) -> Built`` and is
-registered by one line in ``strategies/__init__.py``'s ``STRATEGIES``.
+registered by one line in ``strategies/__init__.py``'s ``STRATEGIES``. The parts they share (options,
+losses and σ(t), main + auxiliary outputs, the EMA teacher) are in :mod:`.parts`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from blvnb.engine.recipes import Recipe, param_groups
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -67,10 +72,10 @@ class Strategy:
     streams: tuple[str, ...] = ("labeled",)
     epoch_stream: str = "labeled"
     seed: int = 0
+    recipe: Recipe = Recipe()
 
     def param_groups(self, model: nn.Module) -> list[dict]:
-        return [{"params": [p for p in unwrap(model).parameters() if p.requires_grad], "lr_mult": 1.0,
-                 "decay_mult": 1.0}]
+        return param_groups(unwrap(model), self.recipe)
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         pass

@@ -35,9 +35,11 @@ A run of this strategy is *one* round :math:`k` (``cfg.strategy_options["round"]
      the released code: the pseudo term is not diluted by the ignored 255s); the auxiliary weights are
      the model's (PSPNet's FCN head: 0.4).
 
-Parameter groups: the backbone at lr ×1, the decode and auxiliary heads at ×10 (``head_lr_mult``), as the
-released optimiser's ``layer0–4`` and ``ppm/cls/aux`` groups, at the run's ``lr`` and ``weight_decay``
-(:func:`optimiser_settings`). Iterative training = 2 rounds (DARS Sec. 4.1).
+Parameter groups and the optimiser: the round's recipe, :func:`blvnb.engine.recipes.dars_recipe` — the
+backbone at lr ×1, the decode and auxiliary heads at ×10 (``head_lr_mult``), as the released optimiser's
+``layer0–4`` and ``ppm/cls/aux`` groups, at the run's ``lr`` and ``weight_decay``
+(:func:`optimiser_settings`); the loss, the main + auxiliary sum and the parameter groups are the shared
+parts (:mod:`.parts`). Iterative training = 2 rounds (DARS Sec. 4.1).
 
 Options (``cfg.strategy_options``; defaults in :data:`DEFAULTS`): ``round``; ``schedule`` (a name of
 :data:`blvnb.pseudo.rounds.RELEASED_SCHEDULES`: its α per round and its widenings β) or ``alphas``
@@ -75,7 +77,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,25 +85,17 @@ import torch
 from torch import nn
 
 from blvnb.classes import NUM_CLASSES
-from blvnb.engine.strategies.base import Strategy, unwrap
+from blvnb.engine.recipes import Recipe, dars_recipe
+from blvnb.engine.strategies import parts
+from blvnb.engine.strategies.base import Built, Strategy
 from blvnb.engine.teacher import TeacherSource
 from blvnb.errors import BlvnbError, ConfigError
+from blvnb.losses import build_loss
 from blvnb.io import write_json_atomic
-from blvnb.models.inference import resize_logits
 from blvnb.pseudo import rounds as rounds_mod
 from blvnb.pseudo.distribution import kl_divergence, prior_from_counts
 from blvnb.pseudo.streaming import StreamingLabeler
 from blvnb.pseudo.thresholds import METHODS, check_method, check_threshold
-
-try:  # core's run wiring (CONTRACT.md): Built(strategy, streams, train_overrides, init_state)
-    from blvnb.engine.strategies.base import Built
-except ImportError:  # pragma: no cover - until the engine rewrite lands
-    @dataclass
-    class Built:  # type: ignore[no-redef]
-        strategy: Strategy
-        streams: dict
-        train_overrides: dict = field(default_factory=dict)
-        init_state: Any = None
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +144,7 @@ _DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.
 
 def round_options(strategy_options: Mapping | None) -> dict[str, Any]:
     """The options of a round, with defaults filled in and checked (a ConfigError names a bad value)."""
-    given = dict(strategy_options or {})
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"dars-rounds: unknown option(s) {unknown}; known: {sorted(DEFAULTS)}")
-    o = {**DEFAULTS, **given}
+    o = parts.parse_options("dars-rounds", strategy_options, DEFAULTS)
     k = o["round"]
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ConfigError(f"dars-rounds: round must be an integer >= 0 (0 = supervised on the labeled split), "
@@ -257,8 +247,7 @@ def round_config(cfg, k: int):
     o = dict(cfg.strategy_options or {})
     o["round"] = int(k)
     if o.get("alphas") is not None or o.get("betas") is not None:
-        run_scale = getattr(cfg, "scale_range", None)
-        default_scale = tuple(run_scale) if run_scale is not None else None
+        default_scale = tuple(cfg.scale_range) if cfg.scale_range is not None else None
         if _trains_as_default(o, int(k), default_scale):
             for key in ("schedule", "alphas", "betas", "scale_range"):
                 o.pop(key, None)
@@ -297,19 +286,14 @@ def _trains_as_default(o: Mapping[str, Any], k: int, default_scale) -> bool:
     return bool(mine) and mine == default
 
 
-def optimiser_settings(cfg) -> dict[str, Any]:
-    """``train_overrides`` of the optimiser: the model's recipe (:mod:`blvnb.engine.recipes`; PSPNet and
-    DeepLab v2: SGD momentum 0.9) at the run's ``lr`` and ``weight_decay`` (``None``: the recipe's, 0.01 /
-    5e-4 for the CNNs), with DARS's schedule — poly 0.9 per iteration down to 0, no warmup (recipes.md (c)).
-    The released configs' weight decay 1e-4 and DeepLab v2's lr 0.002 come in as the run's own values
-    (:func:`blvnb.experiments.tables.dars_recipe`): without them here, a round trained at the loop's
-    defaults whatever its record said."""
-    from blvnb.engine.recipes import recipe_for
-
-    lr, wd = getattr(cfg, "lr", None), getattr(cfg, "weight_decay", None)
-    settings = recipe_for(cfg.model).train_settings(int(cfg.iters), lr=lr, weight_decay=wd)
-    settings.update(schedule="poly", power=0.9, min_lr=0.0, warmup_iters=0, milestones=())
-    return settings
+def optimiser_settings(cfg, recipe: Recipe | None = None) -> dict[str, Any]:
+    """``train_overrides`` of the optimiser: the round's recipe (:func:`blvnb.engine.recipes.dars_recipe`:
+    the model's optimiser — PSPNet and DeepLab v2: SGD momentum 0.9 — with DARS's schedule, poly 0.9 per
+    iteration down to 0, no warmup; recipes.md (c)) at the run's ``lr`` and ``weight_decay`` (``None``: the
+    recipe's, 0.01 / 5e-4 for the CNNs). The released configs' weight decay 1e-4 and DeepLab v2's lr 0.002
+    come in as the run's own values (:func:`blvnb.experiments.tables.dars_recipe`)."""
+    recipe = recipe or dars_recipe(cfg.model)
+    return recipe.train_settings(int(cfg.iters), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_continuation(k: int, iters: int) -> dict[str, int]:
@@ -464,70 +448,44 @@ def wait_for_labels(out_dir: str | Path, timeout_s: float = 24 * 3600.0, poll_s:
 
 # --- the strategy ----------------------------------------------------------------------------------------
 
-def head_param_groups(model: nn.Module, head_lr_mult: float) -> list[dict]:
-    """Backbone parameters at lr ×1, everything else (decode and auxiliary heads) at ×``head_lr_mult``."""
-    m = unwrap(model)
-    backbone = getattr(m, "backbone", None)
-    if not isinstance(backbone, nn.Module):
-        raise ConfigError(f"dars-rounds needs a model with a .backbone (a SegModel); got {type(m).__name__}")
-    bb = {id(p) for p in backbone.parameters()}
-    params = [p for p in m.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if id(p) in bb], "lr_mult": 1.0, "decay_mult": 1.0},
-            {"params": [p for p in params if id(p) not in bb], "lr_mult": float(head_lr_mult), "decay_mult": 1.0}]
-
-
-def _ce_mean_valid(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross entropy averaged over the non-ignored pixels (0, with zero gradient, when there are none)."""
-    from blvnb.losses.blv import cross_entropy
-
-    return cross_entropy(resize_logits(logits, labels.shape[-2:]).float(), labels, avg_non_ignore=True)
-
-
 class DarsRounds(Strategy):
-    """One round of DARS self-training (module docstring). ``loss``: a callable ``(logits, labels)`` averaged
-    over non-ignored pixels (default: cross entropy)."""
+    """One round of DARS self-training (module docstring). ``loss``: the run's loss on every output (default:
+    cross entropy averaged over the non-ignored pixels); ``recipe``: the round's
+    (:func:`~blvnb.engine.recipes.dars_recipe`; default PSPNet's, heads ×10)."""
 
     name = "dars-rounds"
 
-    def __init__(self, k: int, *, head_lr_mult: float = 10.0, pseudo_weight: float = 1.0, loss=None,
+    def __init__(self, k: int, *, recipe: Recipe | None = None, pseudo_weight: float = 1.0, loss=None,
                  seed: int = 0, info: Mapping[str, Any] | None = None):
         self.k = int(k)
         self.streams = ("labeled",) if self.k == 0 else ("labeled", "pseudo")
         self.epoch_stream = "labeled" if self.k == 0 else "pseudo"
-        self.head_lr_mult, self.pseudo_weight = float(head_lr_mult), float(pseudo_weight)
-        self.loss = loss if loss is not None else _ce_mean_valid
+        self.recipe = recipe or dars_recipe("r50-psp")
+        self.pseudo_weight = float(pseudo_weight)
+        self.loss = loss if loss is not None else build_loss("ce")
         self.seed = int(seed)
         self.info = dict(info or {})
 
-    def param_groups(self, model: nn.Module) -> list[dict]:
-        return head_param_groups(model, self.head_lr_mult)
-
     def setup(self, model: nn.Module, device: torch.device) -> None:
-        if isinstance(self.loss, nn.Module):
-            self.loss.to(device)
+        self.loss.to(device)
 
-    def _half(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _half(self, model: nn.Module, batch: dict, it: int, term: str):
         """(CE_main + Σ w_aux CE_aux, CE_main, aux part) on one half of the batch — its own forward."""
-        weights = tuple(getattr(unwrap(model), "aux_weights", ()))
-        labels = batch["label"]
-        if not weights:
-            main = self.loss(model(batch["image"]), labels)
-            return main, main, torch.zeros((), device=main.device)
-        out = model(batch["image"], return_aux=True)
-        main = self.loss(out["out"], labels)
-        aux = sum(w * self.loss(a, labels) for w, a in zip(weights, out["aux"]))
-        return main + aux, main, aux
+        parts.loss_at_step(self.loss, seed=self.seed, it=it, term=term, device=batch["image"].device)
+        placed = parts.placement(model, self.loss, self.recipe.loss_on)
+        return parts.segmentation_loss(parts.forward_outputs(model, batch["image"], len(placed)), batch["label"],
+                                       placed)
 
     def step(self, model: nn.Module, batches: dict[str, dict], it: int) -> tuple[torch.Tensor, dict]:
         # labeled half: (CE_main + 0.4 CE_aux), mean over its non-ignored pixels
-        lab, lab_main, lab_aux = self._half(model, batches["labeled"])
+        lab, lab_main, lab_aux = self._half(model, batches["labeled"], it, "loss-labeled")
         stats = {"loss_labeled": lab.detach(), "loss_labeled_main": lab_main.detach(),
                  "loss_labeled_aux": lab_aux.detach()}
         if self.k == 0:
             stats["loss"] = lab.detach()
             return lab, stats
         # pseudo-labeled half, a separate forward: the same loss over its kept (non-ignored) pixels
-        pse, pse_main, pse_aux = self._half(model, batches["pseudo"])
+        pse, pse_main, pse_aux = self._half(model, batches["pseudo"], it, "loss-pseudo")
         loss = lab + self.pseudo_weight * pse
         kept = (batches["pseudo"]["label"] != 255).float().mean()
         stats.update(loss=loss.detach(), loss_pseudo=pse.detach(), loss_pseudo_main=pse_main.detach(),
@@ -571,16 +529,16 @@ def _labeling_summary(rl: RoundLabels, prior: torch.Tensor) -> dict:
 
 def build(cfg, data) -> Built:
     """Round ``cfg.strategy_options["round"]`` of DARS self-training (module docstring) for ``cfg``, ``data``
-    being the run's :class:`RunData` (CONTRACT.md)."""
+    being the run's :class:`~blvnb.experiments.runs.RunData`."""
     o = round_options(cfg.strategy_options)
     k = int(o["round"])
     if o["round_iters"] is not None and int(cfg.iters) != o["round_iters"][k]:
         raise ConfigError(f"dars-rounds: round {k} has iters={cfg.iters} but round_iters={o['round_iters']} gives "
                           f"it {o['round_iters'][k]}; build the round with round_config(cfg, {k})")
-    run_scale = getattr(cfg, "scale_range", None)
-    alpha, scale = round_settings(o, tuple(run_scale) if run_scale is not None else None)
-    train_view = _train_view(data, rotate=o["rotate"], blur=bool(o["blur"]))
-    kind = getattr(cfg, "dataset", "cityscapes")
+    alpha, scale = round_settings(o, tuple(cfg.scale_range) if cfg.scale_range is not None else None)
+    # DARS's extra augmentation: rotation ±10° and a 5×5 Gaussian blur, each with probability 0.5 (recipes.md (c))
+    train_view = {"rotate": float(o["rotate"]) if o["rotate"] else None, "blur": bool(o["blur"])}
+    kind = cfg.dataset
     # labeled_fraction None: every label (DARS Table 8's fully supervised round 0; VOC: its official train list)
     labeled_idx, unlabeled_idx = data.split_indices(cfg.labeled_fraction)
     labeled_idx, unlabeled_idx = list(labeled_idx), list(unlabeled_idx)
@@ -592,8 +550,12 @@ def build(cfg, data) -> Built:
         raise ConfigError(f"dars-rounds: round {k} needs unlabeled images to pseudo-label, but labeled_fraction="
                           f"{cfg.labeled_fraction!r} leaves none; give a labeled fraction such as '1/8', or "
                           "extra_unlabeled images")
-    seed = int(getattr(cfg, "seed", 0))
-    loss = _build_loss(cfg, data, kind, labeled_idx)
+    seed = int(cfg.seed)
+    counts = None
+    if parts.needs_counts(cfg.loss):
+        counts = data.class_counts(data.dataset(kind, "train", train=False, indices=labeled_idx))
+    loss = parts.make_loss(cfg.loss, cfg.loss_options or {}, counts, cfg.iters)
+    recipe = dars_recipe(cfg.model, o["head_lr_mult"])
     info: dict[str, Any] = {"round": k, "alpha": alpha, "scale_range": list(scale),
                             "labeled_images": len(labeled_idx), "unlabeled_images": len(unlabeled_idx) + n_extra}
     if k > 0:
@@ -601,16 +563,16 @@ def build(cfg, data) -> Built:
     if n_extra:
         info["extra_unlabeled_images"] = n_extra
     labeled = data.dataset(kind, "train", indices=labeled_idx, scale_range=scale, **train_view)
-    overrides = {**optimiser_settings(cfg), **lr_continuation(k, cfg.iters)}
+    overrides = {**optimiser_settings(cfg, recipe), **lr_continuation(k, cfg.iters)}
     if k == 0:
-        strategy = DarsRounds(0, head_lr_mult=o["head_lr_mult"], loss=loss, seed=seed, info=info)
+        strategy = DarsRounds(0, recipe=recipe, loss=loss, seed=seed, info=info)
         return Built(strategy, {"labeled": data.stream(labeled, cfg.batch_size)}, overrides, None)
 
     if cfg.batch_size < 2:
         raise ConfigError(f"dars-rounds: round {k} splits each batch half labeled, half pseudo-labeled; "
                           f"batch_size must be >= 2, got {cfg.batch_size}")
     teacher_rec = data.dependency(round_config(cfg, k - 1))
-    ckpt = teacher_rec.get("checkpoint") if isinstance(teacher_rec, Mapping) else None
+    ckpt = teacher_rec.get("checkpoint")
     if not ckpt or not Path(ckpt).is_file():
         raise BlvnbError(f"dars-rounds: the teacher of round {k} (round {k - 1}) has no checkpoint file ({ckpt!r}); "
                          "run it again with force=True")
@@ -637,8 +599,7 @@ def build(cfg, data) -> Built:
         teacher = _teacher_model(cfg, data, ckpt)
         calib = (data.dataset(kind, "train", train=False, indices=labeled_idx) if o["calibration"] else None)
         rl = label_round(teacher, unlabeled_eval, out_dir, manifest=manifest, prior=prior, alpha=alpha, options=o,
-                         seed=label_seed, device=getattr(data, "device", "auto"),
-                         progress=bool(getattr(data, "progress", False)), calibration_data=calib,
+                         seed=label_seed, device=data.device, progress=bool(data.progress), calibration_data=calib,
                          size=cfg.eval_size)
         del teacher
     info.update(_labeling_summary(rl, prior))
@@ -646,50 +607,13 @@ def build(cfg, data) -> Built:
                           **train_view, **extra)
     half = cfg.batch_size // 2
     streams = {"labeled": data.stream(labeled, half), "pseudo": data.stream(pseudo, half)}
-    strategy = DarsRounds(k, head_lr_mult=o["head_lr_mult"], pseudo_weight=o["pseudo_weight"], loss=loss, seed=seed,
-                          info=info)
+    strategy = DarsRounds(k, recipe=recipe, pseudo_weight=o["pseudo_weight"], loss=loss, seed=seed, info=info)
     return Built(strategy, streams, overrides, ckpt)
-
-
-def _train_view(data, *, rotate, blur: bool) -> dict:
-    """DARS's extra augmentation (rotation ±10° and a 5×5 Gaussian blur, each with probability 0.5; recipes.md
-    (c)) as keywords of ``data.dataset`` — when the run's data offers them (else a warning, once)."""
-    import inspect
-
-    params = inspect.signature(data.dataset).parameters
-    kw = {}
-    if rotate:
-        kw["rotate"] = float(rotate)
-    if blur:
-        kw["blur"] = True
-    missing = [k for k in kw if k not in params]
-    if missing:
-        log.warning("dars-rounds: this run's data has no %s augmentation; training without it", missing)
-    return {k: v for k, v in kw.items() if k in params}
-
-
-def _build_loss(cfg, data, kind: str, labeled_idx: Sequence[int]):
-    """The run's loss by name (``cfg.loss``; "ce": the module's mean over non-ignored pixels)."""
-    name = getattr(cfg, "loss", "ce") or "ce"
-    opts = dict(getattr(cfg, "loss_options", None) or {})
-    if name == "ce" and not opts:
-        return None
-    from blvnb.losses import LOSSES, build_loss
-
-    counts = None
-    if name in LOSSES and LOSSES[name][1]:
-        counts = data.class_counts(data.dataset(kind, "train", train=False, indices=list(labeled_idx)))
-    return build_loss(name, class_counts=counts, **opts)
 
 
 def _teacher_model(cfg, data, ckpt) -> nn.Module:
     """The previous round's model with its checkpoint's weights (the run's model by name)."""
-    if hasattr(data, "build_model"):
-        model = data.build_model()
-    else:
-        from blvnb.models.registry import build_model
-
-        model = build_model(cfg.model, num_classes=NUM_CLASSES)
+    model = data.build_model()
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state["model"] if "model" in state else state)
@@ -699,5 +623,5 @@ def _teacher_model(cfg, data, ckpt) -> nn.Module:
     return model
 
 
-__all__ = ["DEFAULTS", "DarsRounds", "METHODS", "RoundLabels", "build", "head_param_groups", "label_round",
+__all__ = ["DEFAULTS", "DarsRounds", "METHODS", "RoundLabels", "build", "label_round",
            "lr_continuation", "optimiser_settings", "round_config", "round_options", "round_settings", "schedule"]

@@ -65,16 +65,17 @@ recipes.md (b)); a number there is taken as $m_0$ itself; the default is the pap
 ``ema``), ``counts`` (``"eq4"`` | ``"labeled"``), ``ema_buffers`` (``"teacher-forward"`` | ``"student"``:
 copy the student's buffers after each EMA update instead, one forward cheaper), ``unsup_weight`` (1.0),
 ``scale_range`` (the unlabeled crops' random scale; default the run's, else (0.5, 2.0)).
+
+The loss and σ(t), the main + auxiliary sum (by the model's recipe, as its supervised runs), the EMA teacher
+and the parameter groups are the shared parts (:mod:`.parts`, :mod:`blvnb.engine.recipes`); this file is
+the algorithm: one crop for both networks, pseudo labels, the unsupervised term, Eq. (4).
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import inspect
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,9 +83,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from blvnb.classes import IGNORE, NUM_CLASSES
-from blvnb.engine.teacher import ema_momentum, ema_update
-from blvnb.engine.strategies.base import Strategy, unwrap
+from blvnb.engine import loop
+from blvnb.engine.recipes import Recipe, epoch_iterations, recipe_for
+from blvnb.engine.strategies import parts
+from blvnb.engine.strategies.base import Built, Strategy
+from blvnb.engine.teacher import counts_from_teacher
 from blvnb.errors import ConfigError
+from blvnb.losses import build_loss
+from blvnb.models.inference import resize_logits
 
 log = logging.getLogger(__name__)
 
@@ -96,27 +102,19 @@ PAPER_EPOCHS, PAPER_BATCH, CITYSCAPES_TRAIN = 200, 16, 2975
 PAPER_LABELED = {"1/16": 186, "1/8": 372, "1/4": 744, "1/2": 1488}
 COUNTS_MODES = ("eq4", "labeled")
 BUFFER_MODES = ("teacher-forward", "student")
-OPTIONS = ("ema_horizon", "ema", "counts", "ema_buffers", "unsup_weight", "scale_range")
+#: the options of the strategy, with their defaults (module docstring; ``ema`` is ``ema_horizon``'s alias)
+DEFAULTS: dict[str, Any] = {"ema_horizon": None, "ema": None, "counts": "eq4", "ema_buffers": "teacher-forward",
+                            "unsup_weight": 1.0, "scale_range": None}
 #: The U2PL/BLV random scale of the semi-supervised crops (recipes.md (b) 1).
 DEFAULT_SCALE_RANGE = (0.5, 2.0)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# --- the EMA -----------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def copy_buffers(teacher: nn.Module, student: nn.Module) -> None:
-    """The student's buffers (BN running statistics, counters) into the teacher (``ema_buffers="student"``)."""
-    tb = dict(teacher.named_buffers())
-    for name, bs in unwrap(student).named_buffers():
-        tb[name].copy_(bs)
-
+# --- the EMA's horizon -----------------------------------------------------------------------------------------
 
 def paper_iterations(labeled_fraction: str | None) -> int:
     """Iterations of the paper's run for a Cityscapes split (U2PL†): 200 epochs of (2975 − n_l) / 16."""
-    from blvnb.engine.recipes import epoch_iterations
-
     n_l = PAPER_LABELED.get(str(labeled_fraction), PAPER_LABELED["1/8"])
     return epoch_iterations(PAPER_EPOCHS, CITYSCAPES_TRAIN - n_l, PAPER_BATCH)
 
@@ -132,7 +130,9 @@ def scaled_m0(iters: int, labeled_fraction: str | None = "1/8", m0: float = PAPE
 
 def resolve_m0(options: Mapping[str, Any], iters: int, labeled_fraction: str | None) -> float:
     """The run's $m_0$ from ``ema_horizon`` (or its alias ``ema``); see the module doc."""
-    value = options.get("ema_horizon", options.get("ema", PAPER_M0))
+    value = options.get("ema_horizon")
+    if value is None:
+        value = options.get("ema")
     if value in ("paper", None):
         return PAPER_M0
     if value == "scaled":
@@ -197,45 +197,6 @@ def geometric_view(images: torch.Tensor, crop_hw: Sequence[int],
     return out, valid
 
 
-# --- helpers -----------------------------------------------------------------------------------------
-
-def _step_generator(seed: int, it: int, salt: str, device) -> torch.Generator:
-    """The loop's stateless generator of (run seed, iteration, salt); a local twin until the loop has it."""
-    try:
-        from blvnb.engine.loop import step_generator
-    except ImportError:  # pragma: no cover - the loop of the contract provides it
-        digest = hashlib.blake2b(repr((int(seed), "step", int(it), str(salt))).encode(), digest_size=8).digest()
-        return torch.Generator(device=torch.device(device)).manual_seed(int.from_bytes(digest, "little") >> 1)
-    return step_generator(seed, it, salt, device)
-
-
-def _rank_and_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _counts_from_teacher():
-    """``counts_from_teacher``: in the engine after the move of issue 9, in ``losses.frequencies`` before."""
-    try:
-        from blvnb.engine.teacher import counts_from_teacher
-    except ImportError:
-        from blvnb.losses.frequencies import counts_from_teacher
-    return counts_from_teacher
-
-
-def _resize(logits: torch.Tensor, size) -> torch.Tensor:
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    try:
-        from blvnb.models.inference import resize_logits
-    except ImportError:  # pragma: no cover
-        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-    return resize_logits(logits, size)
-
-
 # --- the strategy ------------------------------------------------------------------------------------
 
 class MeanTeacher(Strategy):
@@ -249,13 +210,12 @@ class MeanTeacher(Strategy):
                  labeled_counts=None, count_loader=None, m0: float = PAPER_M0, counts: str = "eq4",
                  ema_buffers: str = "teacher-forward", unsup_weight: float = 1.0,
                  scale_range: Sequence[float] = DEFAULT_SCALE_RANGE, num_classes: int = NUM_CLASSES, seed: int = 0,
-                 device=None, total_iters: int = 1, recipe=None):
+                 device=None, total_iters: int = 1, recipe: Recipe | None = None):
         if counts not in COUNTS_MODES:
             raise ConfigError(f"strategy option counts must be one of {COUNTS_MODES}; got {counts!r}")
         if ema_buffers not in BUFFER_MODES:
             raise ConfigError(f"strategy option ema_buffers must be one of {BUFFER_MODES}; got {ema_buffers!r}")
-        if not 0.0 <= float(m0) < 1.0:
-            raise ConfigError(f"the EMA momentum m0 must be in [0, 1); got {m0!r}")
+        parts.check_momentum("m0", m0)
         if isinstance(unsup_weight, bool) or not isinstance(unsup_weight, (int, float)) or not unsup_weight >= 0:
             raise ConfigError(f"strategy option unsup_weight must be a number >= 0; got {unsup_weight!r}")
         try:
@@ -265,76 +225,53 @@ class MeanTeacher(Strategy):
                               f"got {scale_range!r}") from None
         if not 0 < lo <= hi:
             raise ConfigError(f"strategy option scale_range must satisfy 0 < low <= high; got {scale_range!r}")
-        from blvnb.losses import LOSSES
-
-        if loss_name not in LOSSES:
-            raise ConfigError(f"unknown loss {loss_name!r}; registered: {', '.join(LOSSES)}")
         self.loss_name, self.loss_options = loss_name, dict(loss_options or {})
-        self.needs_counts = LOSSES[loss_name][1]
+        self.needs_counts = parts.needs_counts(loss_name)
         if self.needs_counts and labeled_counts is None:
             raise ConfigError(f"loss {loss_name!r} needs class counts: pass the labeled images' counts")
         self.m0, self.counts_mode, self.ema_buffers = float(m0), counts, ema_buffers
         self.unsup_weight, self.scale_range = float(unsup_weight), (lo, hi)
         self.num_classes, self.seed = int(num_classes), int(seed)
-        self.count_loader, self.count_device = count_loader, device
-        self.total_iters, self.recipe = max(1, int(total_iters)), recipe
+        self.count_loader, self.device = count_loader, device
+        self.total_iters, self.recipe = max(1, int(total_iters)), recipe or Recipe()
         self.labeled_counts = None if labeled_counts is None else np.asarray(labeled_counts, dtype=np.int64)
         self.counts = self.labeled_counts  # q before the first re-estimation: the labeled images' (our choice)
         self.counts_history: list[dict] = []
         if self.counts is not None:
             self.counts_history.append({"epoch": None, "source": "labeled", "counts": self.counts.tolist()})
         self.epoch = 0
-        self.teacher: nn.Module | None = None
+        self.ema: parts.EMATeacher | None = None
         self._build_losses()
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return None if self.ema is None else self.ema.module
 
     # --- losses ----------------------------------------------------------------------------------------
 
     def _build_losses(self) -> None:
-        from blvnb.losses import SigmaSchedule, build_loss
-
+        """L_sup: the run's loss with the current counts; L_u: the same BLV (its noise on the student's
+        unlabeled logits) when the loss is BLV, else cross entropy, as the auxiliary heads."""
         counts = self.counts if self.needs_counts else None
-        options = dict(self.loss_options)
-        if "sigma_schedule" in options:  # BLV Appendix C's σ(t), stretched to the run (as the supervised runs)
-            if self.loss_name != "blv" or "sigma" in options:
-                raise ConfigError("sigma_schedule (σ0 of σ(t)) is an option of the 'blv' loss, instead of sigma; "
-                                  f"got loss {self.loss_name!r} with options {sorted(options)}")
-            options["sigma"] = SigmaSchedule.for_run(self.total_iters, float(options.pop("sigma_schedule")))
-        self.sup_loss = build_loss(self.loss_name, class_counts=counts, **options)
-        # L_u: BLV when the run's loss is BLV (the noise on the student's unlabeled logits), else CE
-        if self.loss_name == "blv":
-            self.unsup_loss = build_loss("blv", class_counts=counts, **options)
-        else:
-            avg = self.loss_options.get("avg_non_ignore", True)
-            self.unsup_loss = build_loss("ce", avg_non_ignore=avg)
-        self.aux_loss = build_loss("ce", avg_non_ignore=self.loss_options.get("avg_non_ignore", True))
+        self.sup_loss = parts.make_loss(self.loss_name, self.loss_options, counts, self.total_iters)
+        self.ce = build_loss("ce", avg_non_ignore=self.loss_options.get("avg_non_ignore", True))
+        self.unsup_loss = self.sup_loss if self.loss_name == "blv" else self.ce
+        if self.device is not None:
+            for loss in (self.sup_loss, self.ce):
+                loss.to(self.device).train()
 
     def set_counts(self, counts) -> None:
         """Use new class counts in the losses from the next step on."""
         self.counts = np.asarray(counts, dtype=np.int64)
-        for loss in (self.sup_loss, self.unsup_loss):
-            if hasattr(loss, "set_class_counts"):
-                loss.set_class_counts(self.counts)
-        if not hasattr(self.sup_loss, "set_class_counts") and self.needs_counts:
+        if self.needs_counts:
             self._build_losses()
 
     # --- the interface ---------------------------------------------------------------------------------
 
-    def param_groups(self, model: nn.Module) -> list[dict]:
-        if self.recipe is None:
-            return super().param_groups(model)
-        from blvnb.engine.recipes import param_groups  # the architecture's recipe, as in the supervised runs
-
-        return param_groups(unwrap(model), self.recipe)
-
     def setup(self, model: nn.Module, device: torch.device) -> None:
-        for loss in (self.sup_loss, self.unsup_loss, self.aux_loss):
-            loss.to(device).train()
-        # warm start: the teacher is a copy of the student before the first step
-        self.teacher = copy.deepcopy(unwrap(model))
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.teacher.eval()
-        self.count_device = device
+        self.device = device
+        self._build_losses()
+        self.ema = parts.EMATeacher(model, self.m0)  # warm start: a copy of the student before the first step
 
     def modules(self):
         return (self.teacher,) if self.teacher is not None else ()
@@ -342,13 +279,7 @@ class MeanTeacher(Strategy):
     @torch.no_grad()
     def pseudo_labels(self, x_u: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         r"""$\hat y = \arg\max_k$ of the teacher (``eval()``, no gradient) on ``x_u``; 255 where not ``valid``."""
-        was = self.teacher.training
-        self.teacher.eval()
-        try:
-            logits = _resize(self.teacher(x_u), x_u.shape[-2:])
-        finally:
-            self.teacher.train(was)
-        y = logits.argmax(1)
+        y = resize_logits(self.ema(x_u), x_u.shape[-2:]).argmax(1)
         if valid is not None:
             y = torch.where(valid, y, torch.full_like(y, IGNORE))
         return y
@@ -359,9 +290,9 @@ class MeanTeacher(Strategy):
         crop = tuple(x_l.shape[-2:])
         # 2. geometric augmentation of the unlabeled images, drawn from (seed, it) for the global batch (this
         #    rank takes its share, so 1 and w processes crop alike): the same crop for both networks
-        rank, world = _rank_and_world()
+        rank, world = loop.rank(), loop.world_size()
         n_u = bu["image"].shape[0]
-        g = _step_generator(self.seed, it, "mt-geometry", "cpu")
+        g = loop.step_generator(self.seed, it, "mt-geometry", "cpu")
         geometry = draw_geometry(n_u * world, bu["image"].shape[-2:], crop, self.scale_range, g)
         x_u, valid = geometric_view(bu["image"], crop, geometry[rank * n_u:(rank + 1) * n_u])
         if not x_l.is_contiguous() and x_l.is_contiguous(memory_format=torch.channels_last):
@@ -374,41 +305,31 @@ class MeanTeacher(Strategy):
             with torch.no_grad():
                 self.teacher.train()
                 self.teacher(x_all)
-                self.teacher.eval()
+                self.ema.set_mode()
         # 5. one student forward on both, L = L_sup + aux + λ_u L_u
-        aux_weights = tuple(getattr(unwrap(model), "aux_weights", ()) or ())
-        out = model(x_all, return_aux=True) if aux_weights else model(x_all)
-        logits, aux = (out["out"], out["aux"]) if isinstance(out, dict) else (out, [])
-        n = x_l.shape[0]
-        dev = logits.device
-        for name, loss in (("loss-sup", self.sup_loss), ("loss-unsup", self.unsup_loss)):
-            if hasattr(loss, "generator"):  # BLV's noise: stateless, from (seed, it, term, rank)
-                loss.generator = _step_generator(self.seed, it, f"{name}/rank{rank}", dev)
-            if hasattr(loss, "set_iteration"):  # σ(t)
-                loss.set_iteration(it)
-        main_l = _resize(logits[:n], y_l.shape[-2:]).float()
-        main_u = _resize(logits[n:], y_u.shape[-2:]).float()
-        l_sup = self.sup_loss(main_l, y_l)
-        l_aux = sum((w * self.aux_loss(_resize(a[:n], y_l.shape[-2:]).float(), y_l) for w, a in zip(aux_weights, aux)),
-                    start=torch.zeros((), device=dev))
+        placed = parts.placement(model, self.sup_loss, parts.loss_on(self.recipe, self.loss_name), self.ce)
+        outs = parts.forward_outputs(model, x_all, len(placed))
+        n, dev = x_l.shape[0], outs[0].device
+        parts.loss_at_step(self.sup_loss, seed=self.seed, it=it, term="loss-sup", device=dev)
+        sup, l_sup, l_aux = parts.segmentation_loss([o[:n] for o in outs], y_l, placed)
+        main_u = resize_logits(outs[0][n:], y_u.shape[-2:]).float()
+        parts.loss_at_step(self.unsup_loss, seed=self.seed, it=it, term="loss-unsup", device=dev)
         l_u = self.unsup_loss(main_u, y_u)
-        loss = l_sup + l_aux + self.unsup_weight * l_u
+        loss = sup + self.unsup_weight * l_u
         with torch.no_grad():  # the student's agreement with the pseudo labels on the valid pixels
             agree = ((main_u.argmax(1) == y_u) & valid).sum() / valid.sum().clamp_min(1)
         # detached tensors: the loop turns them into floats in bulk (no device sync per step)
         stats = {"loss": loss.detach(), "sup_loss": l_sup.detach(), "unsup_loss": l_u.detach(), "pl_agree": agree,
-                 "ema_m": ema_momentum(it, self.m0)}
-        if aux_weights:
+                 "ema_m": self.ema.momentum(it)}
+        if len(placed) > 1:
             stats["aux_loss"] = l_aux.detach()
-        if hasattr(self.sup_loss, "sigma"):
-            stats["sigma"] = float(self.sup_loss.sigma)
-        return loss, stats
+        return loss, {**stats, **parts.loss_sigma(self.sup_loss)}
 
     def after_step(self, model: nn.Module, it: int) -> None:
         # 6. EMA of the parameters after the optimiser step, m_t = min(1 − 1/(t+1), m0)
-        ema_update(self.teacher, model, ema_momentum(it, self.m0))
+        self.ema.update(model, it)
         if self.ema_buffers == "student":
-            copy_buffers(self.teacher, model)
+            self.ema.copy_buffers(model)
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
         self.epoch = int(epoch) + 1
@@ -425,8 +346,8 @@ class MeanTeacher(Strategy):
 
         if self.count_loader is None:
             raise ConfigError("counts='eq4' needs the unlabeled images to predict (count_loader)")
-        counts = _counts_from_teacher()(self.teacher, self.count_loader, num_classes=self.num_classes,
-                                        device=self.count_device or "cpu")
+        counts = counts_from_teacher(self.teacher, self.count_loader, num_classes=self.num_classes,
+                                     device=self.device or "cpu")
         # Eq. (4)'s q_k = counts / total, through the one estimator (validates: no pixel at all is an error)
         est = PriorEstimator(self.num_classes)
         est.counts += torch.as_tensor(np.asarray(counts), dtype=torch.int64)
@@ -435,15 +356,15 @@ class MeanTeacher(Strategy):
 
     def state_dict(self) -> dict:
         return {
-            "teacher": {k: v.detach().clone() for k, v in self.teacher.state_dict().items()} if self.teacher else {},
+            "teacher": self.ema.state_dict() if self.ema is not None else {},
             "counts": None if self.counts is None else torch.as_tensor(self.counts, dtype=torch.int64),
             "counts_history": [dict(h) for h in self.counts_history],
             "epoch": self.epoch,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if self.teacher is not None and state.get("teacher"):
-            self.teacher.load_state_dict(state["teacher"])
+        if self.ema is not None and state.get("teacher"):
+            self.ema.load_state_dict(state["teacher"])
         if state.get("counts") is not None:
             self.set_counts(torch.as_tensor(state["counts"]).numpy())
         self.counts_history = [dict(h) for h in state.get("counts_history", [])]
@@ -469,67 +390,33 @@ class MeanTeacher(Strategy):
 
 # --- wiring ------------------------------------------------------------------------------------------
 
-class _Built(NamedTuple):
-    strategy: Strategy
-    streams: dict
-    train_overrides: dict
-    init_state: Any
-
-
-def _built_type():
-    try:
-        from blvnb.engine.strategies.base import Built
-    except ImportError:
-        return _Built
-    return Built
-
-
-def build(cfg, data):
+def build(cfg, data) -> Built:
     """The mean-teacher run of ``cfg`` (a ``RunConfig``) on ``data`` (a ``RunData``): see the module doc."""
-    options = dict(getattr(cfg, "strategy_options", None) or {})
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"mean-teacher does not take strategy option(s) {unknown}; it accepts {list(OPTIONS)}")
-    fraction = getattr(cfg, "labeled_fraction", None)
+    o = parts.parse_options("mean-teacher", cfg.strategy_options, DEFAULTS)
+    fraction = cfg.labeled_fraction
     if fraction is None:
         raise ConfigError("the mean-teacher strategy needs unlabeled images: set labeled_fraction "
                           "(e.g. labeled_fraction='1/8'), the share of Cityscapes-train that keeps its labels")
-    kind = getattr(cfg, "dataset", "cityscapes")
     labeled_idx, unlabeled_idx = data.split_indices(fraction)
     if len(unlabeled_idx) == 0:
         raise ConfigError(f"labeled_fraction {fraction!r} leaves no unlabeled image")
-    labeled = data.dataset(kind, "train", train=True, indices=labeled_idx)
+    labeled = data.dataset(cfg.dataset, "train", train=True, indices=labeled_idx)
     # the un-augmented view: the strategy crops it itself, for teacher and student alike (module doc); its
-    # labels are never read (when the data object can leave them out)
-    images_only = {"labeled": False} if "labeled" in inspect.signature(data.dataset).parameters else {}
-    unlabeled = data.dataset(kind, "train", train=False, indices=unlabeled_idx, **images_only)
-    from blvnb.losses import LOSSES
-
-    if cfg.loss not in LOSSES:
-        raise ConfigError(f"unknown loss {cfg.loss!r}; registered: {', '.join(LOSSES)}")
-    labeled_counts = data.class_counts(labeled) if LOSSES[cfg.loss][1] else None
-    scale_range = options.get("scale_range") or getattr(cfg, "scale_range", None) or DEFAULT_SCALE_RANGE
+    # labels are never read
+    unlabeled = data.dataset(cfg.dataset, "train", train=False, indices=unlabeled_idx, labeled=False)
+    labeled_counts = data.class_counts(labeled) if parts.needs_counts(cfg.loss) else None
+    scale_range = o["scale_range"] or cfg.scale_range or DEFAULT_SCALE_RANGE
     count_loader = torch.utils.data.DataLoader(unlabeled, batch_size=max(1, int(cfg.batch_size)), shuffle=False,
-                                               num_workers=int(getattr(cfg, "num_workers", 0) or 0))
-    recipe, overrides = None, {}
-    try:  # the architecture's optimiser recipe, as the supervised runs of the same table use
-        from blvnb.engine.recipes import recipe_for
-    except ImportError:  # pragma: no cover - before the engine of issue 9
-        recipe_for = None
-    if recipe_for is not None and getattr(cfg, "model", None):
-        recipe = recipe_for(cfg.model)
-        overrides = recipe.train_settings(cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+                                               num_workers=int(cfg.num_workers or 0))
+    recipe = recipe_for(cfg.model)  # the architecture's optimiser recipe, as the supervised runs of the table use
     strategy = MeanTeacher(
-        loss_name=cfg.loss, loss_options=dict(getattr(cfg, "loss_options", None) or {}),
-        labeled_counts=labeled_counts, count_loader=count_loader,
-        m0=resolve_m0(options, int(cfg.iters), fraction), counts=options.get("counts", "eq4"),
-        ema_buffers=options.get("ema_buffers", "teacher-forward"), unsup_weight=options.get("unsup_weight", 1.0),
-        scale_range=tuple(scale_range), seed=int(cfg.seed), device=getattr(data, "device", None),
-        total_iters=int(cfg.iters), recipe=recipe,
-    )
+        loss_name=cfg.loss, loss_options=dict(cfg.loss_options or {}), labeled_counts=labeled_counts,
+        count_loader=count_loader, m0=resolve_m0(o, int(cfg.iters), fraction), counts=o["counts"],
+        ema_buffers=o["ema_buffers"], unsup_weight=o["unsup_weight"], scale_range=tuple(scale_range),
+        seed=int(cfg.seed), device=data.device, total_iters=int(cfg.iters), recipe=recipe)
     streams = {"labeled": data.stream(labeled, cfg.batch_size), "unlabeled": data.stream(unlabeled, cfg.batch_size)}
-    return _built_type()(strategy, streams, overrides, None)
+    return Built(strategy, streams, recipe.train_settings(cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay), None)
 
 
-__all__ = ["MeanTeacher", "build", "copy_buffers", "draw_geometry", "ema_momentum", "ema_update", "geometric_view",
-           "paper_iterations", "resolve_m0", "scaled_m0"]
+__all__ = ["DEFAULTS", "MeanTeacher", "build", "draw_geometry", "geometric_view", "paper_iterations", "resolve_m0",
+           "scaled_m0"]

@@ -45,7 +45,7 @@ label and weight cropped to the detail box); the boxes come from the step's gene
 pixel-weighted cross entropy (with BLV's offsets when the loss is ``blv``).
 **RS** (``cfg.loss == "rs"``, BLV Table 5's "naive resample"): both losses are cross entropy and the
 source images are re-sampled by the rare classes they hold — the supervised strategy's ``rs`` order
-(:func:`~blvnb.engine.strategies.supervised.rare_class_order`: a class by DAFormer's rare-class
+(:func:`~blvnb.engine.strategies.parts.rare_class_order`: a class by DAFormer's rare-class
 probabilities, then an image holding more than ``min_pixels`` of it; ``loss_options`` ``temperature``,
 ``min_pixels``, default DAFormer's 3000 scaled to the label area), in place of DAFormer's rare-class
 sampling: no class-aware re-cropping (``rcs=True`` with ``rs`` is an error). The image order is the
@@ -80,14 +80,18 @@ index in the global batch, ClassMix's class set and the quality weight are reduc
 so a split batch makes the draws one process makes. BLV's per-pixel noise, the pseudo-label thresholds
 (ST, CBST, DARS) and DARS's sampling are per process (salted by rank): a per-batch quota is then per
 share of the batch.
+
+The loss and σ(t), its per-step noise, the sum over outputs, the EMA teacher (train mode, dropout off) and
+the parameter groups are the shared parts (:mod:`.parts`); the optimiser and the groups are DAFormer's
+recipe (:func:`blvnb.engine.recipes.uda_recipe`: AdamW 6e-5, head ×10, no decay on position blocks and on
+a transformer backbone's norms). BLV's noise on the mixed loss is the loss's own
+:meth:`~blvnb.losses.blv.BLVLoss.perturb`.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -100,11 +104,11 @@ from blvnb.data.sampling import (RareClassSampler, SampledCrops, image_class_pix
                                  uniform_order)
 from blvnb.engine import loop
 from blvnb.engine.loop import step_generator
-from blvnb.engine.strategies.base import Strategy, unwrap
-from blvnb.engine.teacher import ema_momentum, ema_update
+from blvnb.engine.recipes import DAFORMER, Recipe, uda_recipe
+from blvnb.engine.strategies import parts
+from blvnb.engine.strategies.base import Built, Strategy, unwrap
 from blvnb.errors import ConfigError
-from blvnb.losses import build_loss
-from blvnb.losses.blv import BLVLoss, blv_logits
+from blvnb.losses.blv import BLVLoss, cross_entropy
 from blvnb.models.hrda import HRDA
 from blvnb.models.inference import resize_logits
 
@@ -138,8 +142,8 @@ DEFAULTS: dict[str, Any] = dict(
     source_only=False, pseudo="argmax", pseudo_alpha=0.4, ema=0.999, quality_threshold=0.968,
     fd="auto", fd_lambda=0.005, fd_min_ratio=0.75, rcs=True, rcs_temperature=0.01, rcs_min_pixels=3000,
     rcs_min_crop_ratio=None, pl_crop=True, jitter_strength=0.2, jitter_p=0.8, blur_p=0.5, blv_on="both",
-    hrda=None, detail_weight=0.1, crop=None, source_size=None, target_size=None, lr=6e-5, weight_decay=0.01,
-    warmup_fraction=0.0375, cat_max_ratio=0.75,
+    hrda=None, detail_weight=0.1, crop=None, source_size=None, target_size=None, lr=DAFORMER.lr,
+    weight_decay=DAFORMER.weight_decay, warmup_fraction=DAFORMER.warmup_fraction, cat_max_ratio=0.75,
 )
 
 
@@ -159,25 +163,6 @@ def batch_classes(labels: torch.Tensor) -> torch.Tensor:
     present = torch.zeros(256, dtype=torch.int32, device=labels.device)
     present[labels.reshape(-1).long().clamp(0, 255).unique()] = 1
     return torch.nonzero(all_reduce_(present, "max")).reshape(-1)
-
-
-#: DAFormer's ``_update_ema``: :math:`\alpha_t = \min(1 - 1/(t + 1), \alpha)`, the mean teacher's formula.
-ema_alpha = ema_momentum
-
-
-@torch.no_grad()
-def copy_weights(teacher: nn.Module, student: nn.Module) -> None:
-    """The teacher at t = 0: the student's parameters and buffers."""
-    teacher.load_state_dict(student.state_dict())
-
-
-def teacher_mode(teacher: nn.Module) -> nn.Module:
-    """Train mode (BN on batch statistics) with every dropout and drop-path off (DAFormer's teacher)."""
-    teacher.train()
-    for m in teacher.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath":
-            m.training = False
-    return teacher
 
 
 def quality_weight(confidence: torch.Tensor, threshold: float = 0.968) -> torch.Tensor:
@@ -281,40 +266,6 @@ def _normalise_counts(counts) -> torch.Tensor:
 
 # --- the strategy ------------------------------------------------------------------------------------
 
-def param_groups_of(model: nn.Module) -> list[dict]:
-    """DAFormer's AdamW groups: everything outside the backbone (decode head, HRDA's attention) at lr ×10;
-    for transformer backbones (MiT, ViT, Swin) no weight decay on norm layers and position blocks
-    (mmcv ``custom_keys`` head / norm / pos_block, the first matching key wins: a head's norm keeps
-    decay); CNN backbones (DAFormer's DeepLab v2 R101) decay everything."""
-    core = unwrap(model)
-    seg = core.model if isinstance(core, HRDA) else core
-    backbone = getattr(seg, "backbone", None)
-    if backbone is None:
-        raise ConfigError("UDA needs a model with a .backbone (a SegModel or HRDA around one)")
-    in_backbone = {id(p) for p in backbone.parameters()}
-    norm_params: set[int] = set()
-    transformer = any(type(m).__name__ in ("MiT", "ViTBackbone") or "swin" in type(m).__name__.lower()
-                      or isinstance(m, nn.LayerNorm) for m in backbone.modules())
-    if transformer:
-        for m in backbone.modules():
-            if isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)):
-                norm_params |= {id(p) for p in m.parameters(recurse=False)}
-    groups: dict[tuple[float, float], list] = {}
-    for name, p in core.named_parameters():
-        if not p.requires_grad:
-            continue
-        if "pos_block" in name or "pos_embed" in name:
-            key = (1.0, 0.0)
-        elif id(p) not in in_backbone:
-            key = (10.0, 1.0)
-        elif id(p) in norm_params:
-            key = (1.0, 0.0)
-        else:
-            key = (1.0, 1.0)
-        groups.setdefault(key, []).append(p)
-    return [{"params": ps, "lr_mult": lr, "decay_mult": dm} for (lr, dm), ps in sorted(groups.items())]
-
-
 class UDAStrategy(Strategy):
     """DAFormer / HRDA self-training (module docstring). Build it with :func:`build`."""
 
@@ -323,20 +274,16 @@ class UDAStrategy(Strategy):
 
     def __init__(self, loss: nn.Module, source_counts, *, seed: int = 0, options: dict | None = None,
                  prior=None, fd_enabled: bool = False, fd_reason: str = "", num_classes: int = NUM_CLASSES,
-                 info: dict | None = None):
-        o = dict(DEFAULTS)
-        unknown = set(options or {}) - set(o)
-        if unknown:
-            raise ConfigError(f"unknown UDA option(s) {sorted(unknown)}; known: {sorted(o)}")
-        o.update(options or {})
+                 info: dict | None = None, recipe: Recipe | None = None):
+        o = parts.parse_options("uda", options, DEFAULTS)
         if o["pseudo"] not in PSEUDO_METHODS:
             raise ConfigError(f"unknown UDA pseudo-labelling {o['pseudo']!r}; expected one of {PSEUDO_METHODS}")
         if o["blv_on"] not in BLV_PLACES:
             raise ConfigError(f"blv_on must be one of {BLV_PLACES}, got {o['blv_on']!r}")
         if o["pseudo"] in PRIOR_METHODS and prior is None:
             raise ConfigError(f"pseudo={o['pseudo']!r} needs a class prior (source or target label counts)")
-        if not 0 <= o["ema"] < 1:
-            raise ConfigError(f"ema must be in [0, 1), got {o['ema']}")
+        parts.check_momentum("ema", o["ema"])
+        self.recipe = recipe or uda_recipe("mitb5-daformer")
         self.o, self.loss_fn, self.seed, self.num_classes = o, loss, int(seed), num_classes
         self.source_counts = torch.as_tensor(source_counts, dtype=torch.float64)
         self.prior = None if prior is None else _normalise_counts(prior)
@@ -345,12 +292,15 @@ class UDAStrategy(Strategy):
         self.fd_enabled = bool(fd_enabled) and not self.source_only
         self.fd_reason = fd_reason
         self.info = dict(info or {})
-        self.teacher: nn.Module | None = None
+        self.ema: parts.EMATeacher | None = None
         self.imnet: nn.Module | None = None
-        self.teacher_ready = False
         self.hrda = False
         self._acc: dict[str, torch.Tensor] = {}
         self._reset_acc()
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return None if self.ema is None else self.ema.module
 
     # --- bookkeeping ----------------------------------------------------------------------------------
 
@@ -361,27 +311,20 @@ class UDAStrategy(Strategy):
         self._acc = {"quality_sum": z(dtype=torch.float64), "steps": z(), "pl_counts": z(c), "truth_counts": z(c),
                      "agree": z(), "compared": z(), "fd_sum": z(dtype=torch.float64), "fd_empty": z()}
 
-    def param_groups(self, model: nn.Module) -> list[dict]:
-        return param_groups_of(model)
-
     def setup(self, model: nn.Module, device) -> None:
         core = unwrap(model)
         self.hrda = isinstance(core, HRDA)
         if self.o["hrda"] is not None and bool(self.o["hrda"]) != self.hrda:
             raise ConfigError(f"strategy_options hrda={self.o['hrda']} but the model is "
                               f"{'an' if self.hrda else 'not an'} HRDA wrapper; choose a '-hrda' model for HRDA")
-        if not self.source_only:
-            self.teacher = copy.deepcopy(core).to(device)
-            for p in self.teacher.parameters():
-                p.requires_grad_(False)
-            teacher_mode(self.teacher)
+        if not self.source_only:  # the teacher at t = 0: a copy of the student (DAFormer's first _update_ema)
+            self.ema = parts.EMATeacher(core, self.o["ema"], mode="train")
         if self.fd_enabled:
             seg = core.model if self.hrda else core
             self.imnet = copy.deepcopy(seg.backbone).to(device).eval()
             for p in self.imnet.parameters():
                 p.requires_grad_(False)
-        if isinstance(self.loss_fn, nn.Module):
-            self.loss_fn.to(device)
+        self.loss_fn.to(device)
         self._acc = {k: v.to(device) for k, v in self._acc.items()}
         log.info("UDA: %s%s, pseudo labels %s, feature distance %s", "HRDA" if self.hrda else "DAFormer",
                  " (source only)" if self.source_only else "", self.o["pseudo"],
@@ -399,8 +342,8 @@ class UDAStrategy(Strategy):
             return {"out": parts["out"], "aux": [], "backbone": parts["context_features"],
                     "detail": parts["detail"], "box": parts["box"]}
         core = unwrap(net)
-        weights = tuple(getattr(core, "aux_weights", ()))
-        if net is core and hasattr(core, "decode"):
+        weights = tuple(core.aux_weights)
+        if net is core:  # a SegModel: its decode also returns the backbone's features (for FD)
             d = core.decode(x, aux=bool(weights))
             return {"out": d["out"], "aux": d.get("aux", []) if weights else [], "backbone": d["backbone"]}
         res = net(x, return_aux=True) if weights else {"out": net(x)}
@@ -412,38 +355,26 @@ class UDAStrategy(Strategy):
     def _blv_source(self) -> bool:
         return isinstance(self.loss_fn, BLVLoss) and self.o["blv_on"] in ("both", "source")
 
-    def _source_term(self, logits, labels, gen):
+    def _source_term(self, logits, labels, weight=None):
         if isinstance(self.loss_fn, BLVLoss) and not self._blv_source():
-            from blvnb.losses.blv import cross_entropy
-
             return cross_entropy(logits, labels, avg_non_ignore=self.loss_fn.avg_non_ignore)
-        if hasattr(self.loss_fn, "generator"):
-            self.loss_fn.generator = gen
         return self.loss_fn(logits, labels)
 
-    def _mix_term(self, logits, labels, weight, gen):
-        if self._blv_mix():
-            lf = self.loss_fn
-            z = blv_logits(resize_logits(logits, labels.shape[-2:]).float(), lf.class_counts, sigma=lf.sigma,
-                           clamp=lf.clamp, distribution=lf.distribution, generator=gen, variation=lf.variation,
-                           balance=lf.balance)
-            return weighted_cross_entropy(z, labels, weight)
+    def _mix_term(self, logits, labels, weight):
+        if self._blv_mix():  # Eq. (3)'s logits under DAFormer's pixel-weighted cross entropy
+            logits = self.loss_fn.perturb(resize_logits(logits, labels.shape[-2:]).float(), labels)
         return weighted_cross_entropy(logits, labels, weight)
 
-    def _loss(self, pred: dict, labels, weight, gen, source: bool) -> torch.Tensor:
-        term = (lambda z, y, w: self._source_term(z, y, gen)) if source else \
-            (lambda z, y, w: self._mix_term(z, y, w, gen))
+    def _loss(self, model: nn.Module, pred: dict, labels, weight, source: bool) -> torch.Tensor:
+        term = self._source_term if source else self._mix_term
         if self.hrda:
             lam = self.o["detail_weight"]
             box = pred["box"]
             # HRDA: (1 − λ_d) CE(fused) + λ_d CE(detail, label and weight cropped to the detail box)
             return (1 - lam) * term(pred["out"], labels, weight) + \
                 lam * term(pred["detail"], crop_to(labels, box), None if weight is None else crop_to(weight, box))
-        core_w = pred.get("aux_weights", ())
-        loss = term(pred["out"], labels, weight)
-        for w_j, z in zip(core_w, pred["aux"]):
-            loss = loss + w_j * term(z, labels, weight)
-        return loss
+        placed = parts.placement(model, lambda z, y: term(z, y, weight), self.recipe.loss_on)
+        return parts.segmentation_loss([pred["out"], *pred["aux"]], labels, placed)[0]
 
     # --- one iteration --------------------------------------------------------------------------------
 
@@ -458,26 +389,18 @@ class UDAStrategy(Strategy):
         rank = loop.rank()
         n_local = xs.shape[0]
         per_image = lambda salt: [gen(f"{salt}/{rank * n_local + i}") for i in range(n_local)]  # noqa: E731
-        if isinstance(self.loss_fn, BLVLoss):
-            self.loss_fn.set_iteration(it)  # σ(t) follows the loop's iteration counter (Table 9)
-        aux_w = () if self.hrda else tuple(getattr(core, "aux_weights", ()))
 
-        # 1. EMA teacher: a copy of the student at t = 0 (updates happen in after_step)
-        if not self.source_only and not self.teacher_ready:
-            copy_weights(self.teacher, core)
-            teacher_mode(self.teacher)
-            self.teacher_ready = True
+        # 1. EMA teacher: the student's copy at t = 0 (setup), updated in after_step
 
         # 2. source: the student on the clean source crop (through the unwrapped module: only the last
         # forward of a step goes through DDP, whose hooks see the summed gradient of both)
         box_s = core.crop_box(*xs.shape[-2:], gen("hrda-source")) if self.hrda else None
         fwd = model if self.source_only else core
         ps = self._forward(fwd, xs, box_s)
-        ps["aux_weights"] = aux_w
-        loss_src = self._loss(ps, ys, None, gen(f"blv-source/rank{rank}", dev), source=True)
-        stats = {"loss_source": loss_src.detach()}
-        if isinstance(self.loss_fn, BLVLoss):
-            stats["sigma"] = float(self.loss_fn.sigma)
+        # σ(t) follows the loop's iteration counter (Table 9); the noise of each loss its own draws
+        parts.loss_at_step(self.loss_fn, seed=self.seed, it=it, term="blv-source", device=dev)
+        loss_src = self._loss(core, ps, ys, None, source=True)
+        stats = {"loss_source": loss_src.detach(), **parts.loss_sigma(self.loss_fn)}
         total = loss_src
         if self.source_only:
             stats["loss"] = total.detach()
@@ -499,7 +422,7 @@ class UDAStrategy(Strategy):
         tgt = batches["target"]
         xt = tgt["image"]
         with torch.no_grad():
-            t_logits = self.teacher.predict(xt) if self.hrda else self.teacher(xt)
+            t_logits = self.teacher.predict(xt) if self.hrda else self.ema(xt)
             probs = torch.softmax(resize_logits(t_logits.float(), xt.shape[-2:]), dim=1)
             conf, pl = probs.max(1)
             # quality weight: one scalar per batch, the share of target pixels with max prob ≥ τ
@@ -535,8 +458,8 @@ class UDAStrategy(Strategy):
         # 7. the mixed loss: pixel-weighted cross entropy, mean over all pixels
         box_m = core.crop_box(*x_mix.shape[-2:], gen("hrda-mix")) if self.hrda else None
         pm = self._forward(model, x_mix, box_m)
-        pm["aux_weights"] = aux_w
-        loss_mix = self._loss(pm, y_mix, w_mix, gen(f"blv-mix/rank{rank}", dev), source=False)
+        parts.loss_at_step(self.loss_fn, seed=self.seed, it=it, term="blv-mix", device=dev)
+        loss_mix = self._loss(core, pm, y_mix, w_mix, source=False)
         total = total + loss_mix
         stats.update(loss_mix=loss_mix.detach(), quality=q, mix_share=m.float().mean(),
                      pl_kept=labelled.float().mean())
@@ -567,22 +490,20 @@ class UDAStrategy(Strategy):
 
     def after_step(self, model: nn.Module, it: int) -> None:
         # θ_T ← α θ_T + (1 − α) θ_S with α = α_{it+1}: the teacher that iteration it + 1 uses
-        if self.teacher is not None and self.teacher_ready:
-            ema_update(self.teacher, unwrap(model), ema_alpha(it + 1, self.o["ema"]))
+        if self.ema is not None:
+            self.ema.update(model, it + 1)
 
     # --- state and record -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        state: dict[str, Any] = {"teacher_ready": self.teacher_ready, "acc": {k: v.clone() for k, v in self._acc.items()}}
-        if self.teacher is not None:
-            state["teacher"] = self.teacher.state_dict()
+        state: dict[str, Any] = {"acc": {k: v.clone() for k, v in self._acc.items()}}
+        if self.ema is not None:
+            state["teacher"] = self.ema.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.teacher_ready = bool(state.get("teacher_ready", False))
-        if "teacher" in state and self.teacher is not None:
-            self.teacher.load_state_dict(state["teacher"])
-            teacher_mode(self.teacher)
+        if "teacher" in state and self.ema is not None:
+            self.ema.load_state_dict(state["teacher"])
         for k, v in state.get("acc", {}).items():
             self._acc[k] = v.clone().to(self._acc[k].device) if k in self._acc else v.clone()
 
@@ -617,25 +538,9 @@ class UDAStrategy(Strategy):
 
 # --- wiring ------------------------------------------------------------------------------------------
 
-@dataclass
-class _Built:
-    strategy: Strategy
-    streams: dict
-    train_overrides: dict
-    init_state: Any = None
-
-
-def _built_type():
-    try:
-        from blvnb.engine.strategies.base import Built  # core's, when it exists
-    except ImportError:
-        return _Built
-    return Built
-
-
 def imagenet_weights(cfg) -> tuple[bool, str]:
     """Whether the run starts from the paper's ImageNet weights, and the reason when not."""
-    pre = getattr(cfg, "pretrained", None)
+    pre = cfg.pretrained
     if pre == "imagenet":
         return True, ""
     if isinstance(pre, str) and pre not in ("toy", "profile"):
@@ -645,14 +550,6 @@ def imagenet_weights(cfg) -> tuple[bool, str]:
                       "feature distance pulls towards ImageNet features and means nothing without them)"
     return False, f"pretrained={pre!r} is the profile's toy pretraining, not ImageNet: the feature distance " \
                   "regularises towards ImageNet features, so it is off (strategy_options fd=True forces it)"
-
-
-def _opt(cfg) -> dict:
-    o = dict(getattr(cfg, "strategy_options", None) or {})
-    unknown = set(o) - set(DEFAULTS)
-    if unknown:
-        raise ConfigError(f"unknown UDA strategy option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return o
 
 
 _PIXELS_CACHE: dict[tuple, Any] = {}
@@ -680,11 +577,6 @@ def _label_area(ds) -> int:
     return int(lab.shape[-2] * lab.shape[-1])
 
 
-def _or_seed(data, cfg) -> int:
-    s = getattr(cfg, "seed", None)
-    return int(s if s is not None else getattr(data, "seed", 0))
-
-
 def _salted(order, salt: int):
     """An order drawing from its own generator, seeded from the stream's: source and target streams whose
     generators share a seed still draw independent orders."""
@@ -697,28 +589,28 @@ def _salted(order, salt: int):
 
 
 def build(cfg, data):
-    """The UDA run's strategy and streams (CONTRACT.md): ``Built(strategy, {"source", "target"}, overrides, None)``."""
-    user = _opt(cfg)
-    o = {**DEFAULTS, **user}
-    source_kind, target_kind = cfg.dataset, getattr(cfg, "target", None)
+    """The UDA run's strategy and streams: ``Built(strategy, {"source", "target"}, overrides, None)``."""
+    o = parts.parse_options("uda", cfg.strategy_options, DEFAULTS)
+    user = dict(cfg.strategy_options or {})  # what the run gave (rcs, lr, weight_decay), beside the defaults
+    source_kind, target_kind = cfg.dataset, cfg.target
     if source_kind not in ("gta5", "synthia", "cityscapes"):
         raise ConfigError(f"UDA source {source_kind!r}: expected 'gta5' or 'synthia'")
     if not o["source_only"] and target_kind is None:
         raise ConfigError("UDA needs cfg.target (e.g. target='cityscapes'), or strategy_options source_only=True")
     hrda = bool(o["hrda"]) if o["hrda"] is not None else "hrda" in str(cfg.model).lower()
-    seed = _or_seed(data, cfg)
+    seed = int(cfg.seed)
     paper = data.profile.paper_recipes  # DAFormer's and HRDA's crops and image sizes: the real data's
 
     # loss "rs" (BLV Table 5's naive re-sampling): cross entropy, the source images drawn by the rare classes
     # they hold (the supervised strategy's order), in place of DAFormer's rare-class crops
-    rs = getattr(cfg, "loss", "ce") == "rs"
+    rs = cfg.loss == "rs"
     if rs and user.get("rcs"):
         raise ConfigError("loss 'rs' re-samples the source images itself; strategy_options rcs=True would add "
                           "DAFormer's rare-class crops on top of it: drop rcs (or use loss 'ce' with rcs)")
     if rs:
         o["rcs"] = False
     src_base = data.dataset(source_kind, _split(source_kind), train=False)
-    pixels = _pixels_per_image(src_base, getattr(data, "progress", False)) if o["rcs"] or rs else None
+    pixels = _pixels_per_image(src_base, data.progress) if o["rcs"] or rs else None
     # BLV's q: the source domain's label pixels per class (the rare-class pass already has them)
     src_counts = torch.as_tensor(pixels.sum(0) if pixels is not None else data.class_counts(src_base),
                                  dtype=torch.int64)
@@ -729,7 +621,7 @@ def build(cfg, data):
     elif paper:
         crop = (1024, 1024) if hrda else (512, 512)
     else:
-        side = int((getattr(cfg, "crop", None) or (512, 1024))[0])
+        side = int((cfg.crop or (512, 1024))[0])
         crop = (side, side)
     src_size = tuple(o["source_size"]) if o["source_size"] else (PAPER_SIZES[hrda][0] if paper else None)
     tgt_size = tuple(o["target_size"]) if o["target_size"] else (PAPER_SIZES[hrda][1] if paper else None)
@@ -742,9 +634,7 @@ def build(cfg, data):
     min_px = scaled_min_pixels(o["rcs_min_pixels"], _label_area(src_base), REFERENCE_LABEL_AREA[source_kind]) \
         if o["rcs"] or rs else None
     if rs:
-        from blvnb.engine.strategies.supervised import rare_class_order
-
-        rs_order, info["rs"] = rare_class_order(pixels, dict(getattr(cfg, "loss_options", None) or {}), min_px)
+        rs_order, info["rs"] = parts.rare_class_order(pixels, dict(cfg.loss_options or {}), min_px)
         order = _salted(rs_order, 0x5EED5)
     elif o["rcs"]:
         sampler = RareClassSampler(pixels, temperature=o["rcs_temperature"], min_pixels=min_px)
@@ -777,26 +667,10 @@ def build(cfg, data):
 
     info["batch"] = {name: int(cfg.batch_size) for name in streams}  # images per iteration of each stream
 
-    iters = int(getattr(cfg, "iters", 0) or 0)
-    loss_opts = dict(getattr(cfg, "loss_options", None) or {})
-    loss_name = getattr(cfg, "loss", "ce")
-    if rs:  # its options went to the sampler
-        loss_name, loss_opts = "ce", {}
-    import inspect
-
-    from blvnb.losses import LOSSES
-
-    accepted = inspect.signature(LOSSES[loss_name][0]).parameters if loss_name in LOSSES else {}
-    if "avg_non_ignore" in accepted and "avg_non_ignore" not in loss_opts:
-        loss_opts["avg_non_ignore"] = False  # DAFormer's mmseg loss: mean over all pixels
-    try:  # the supervised strategy's loss factory: sigma_schedule=σ0 gives Appendix C's σ(t) (Table 9 is UDA)
-        from blvnb.engine.strategies.supervised import make_loss
-    except ImportError:
-        make_loss = None
-    if make_loss is not None:
-        loss = make_loss(loss_name, loss_opts, src_counts, iters)
-    else:
-        loss = build_loss(loss_name, class_counts=src_counts, **loss_opts)
+    iters = int(cfg.iters)
+    loss_name, loss_opts = ("ce", {}) if rs else (cfg.loss, dict(cfg.loss_options or {}))  # rs: options to the sampler
+    # sigma_schedule=σ0 gives Appendix C's σ(t) (Table 9 is UDA); DAFormer's mmseg loss: mean over all pixels
+    loss = parts.make_loss(loss_name, loss_opts, src_counts, iters, defaults={"avg_non_ignore": False})
 
     fd_enabled, fd_reason = imagenet_weights(cfg)
     if o["fd"] is True or o["fd"] is False:
@@ -809,26 +683,26 @@ def build(cfg, data):
         log.info("UDA: ImageNet feature distance off: %s", fd_reason)
 
     strategy = UDAStrategy(loss, src_counts, seed=seed, options=user, prior=prior, fd_enabled=fd_enabled,
-                           fd_reason=fd_reason, info=info)
-    return _built_type()(strategy, streams, optimiser_settings(cfg), None)
+                           fd_reason=fd_reason, info=info, recipe=recipe_of(cfg))
+    return Built(strategy, streams, optimiser_settings(cfg), None)
+
+
+def recipe_of(cfg) -> Recipe:
+    """The UDA run's recipe: DAFormer's for its model (:func:`~blvnb.engine.recipes.uda_recipe`), with the
+    options' warmup; its parameter groups are :func:`~blvnb.engine.recipes.param_groups` of it."""
+    return uda_recipe(cfg.model, parts.parse_options("uda", cfg.strategy_options, DEFAULTS)["warmup_fraction"])
 
 
 def optimiser_settings(cfg) -> dict:
-    """``train_overrides`` of the optimiser: DAFormer's AdamW 6e-5 / 0.01, warmup and poly 1 → 0, unless the
-    run (``cfg.lr``, ``cfg.weight_decay``) or the options say otherwise (the groups' multipliers:
-    :meth:`UDAStrategy.param_groups`)."""
-    user = _opt(cfg)
-    o = {**DEFAULTS, **user}
-    iters = int(getattr(cfg, "iters", 0) or 0)
-    lr = user.get("lr", getattr(cfg, "lr", None) if getattr(cfg, "lr", None) is not None else o["lr"])
-    wd = user.get("weight_decay", getattr(cfg, "weight_decay", None) if getattr(cfg, "weight_decay", None)
-                  is not None else o["weight_decay"])
-    return dict(optimizer="adamw", lr=lr, betas=(0.9, 0.999), weight_decay=wd,
-                schedule="poly", power=1.0, min_lr=0.0, warmup_iters=int(round(o["warmup_fraction"] * iters)),
-                warmup_ratio=1e-6, grad_clip=None)
+    """``train_overrides`` of the optimiser: the recipe's (DAFormer's AdamW 6e-5 / 0.01, warmup and poly 1 → 0)
+    unless the run (``cfg.lr``, ``cfg.weight_decay``) or the options say otherwise."""
+    o = parts.parse_options("uda", cfg.strategy_options, DEFAULTS)
+    user = dict(cfg.strategy_options or {})
+    lr = user.get("lr", cfg.lr if cfg.lr is not None else o["lr"])
+    wd = user.get("weight_decay", cfg.weight_decay if cfg.weight_decay is not None else o["weight_decay"])
+    return recipe_of(cfg).train_settings(int(cfg.iters), lr=lr, weight_decay=wd)
 
 
 __all__ = ["DEFAULTS", "EXTRA_LOSSES", "PRIOR_METHODS", "PSEUDO_LABELLERS", "PSEUDO_METHODS", "THING_CLASSES",
-           "UDAStrategy", "build", "optimiser_settings", "param_groups_of", "copy_weights", "daformer_margin_mask", "downscale_label_ratio", "ema_alpha",
-           "ema_update", "feature_distance", "quality_weight", "select_pseudo_labels", "teacher_mode",
-           "weighted_cross_entropy"]
+           "UDAStrategy", "build", "daformer_margin_mask", "downscale_label_ratio", "feature_distance",
+           "optimiser_settings", "quality_weight", "recipe_of", "select_pseudo_labels", "weighted_cross_entropy"]
