@@ -236,6 +236,20 @@ def test_uda_source_only_runs_train_on_the_uda_source_pipeline_and_test_as_dafor
     assert so.strategy == "supervised" and so.dataset == "gta5" and so.batch_size == 2
     assert (so.base_size, so.scale_range, so.crop, so.cat_max_ratio) == ((720, 1280), (1.0, 1.0), (512, 512), 0.75)
     assert (so.eval_mode, so.eval_size) == ("whole", (512, 1024))  # Cityscapes at 1024×512, as DAFormer tests
+    # DAFormer's optimiser (AdamW 6e-5, head ×10, warmup 1500/40k), as the UDA runs it is compared with
+    from blvnb.engine.strategies import supervised
+    from blvnb.experiments import resolve
+
+    assert so.strategy_options == {"optimiser": "daformer"}
+    rec = supervised.recipe_of(so)
+    assert (rec.optimizer, rec.lr, rec.weight_decay, rec.head_lr_mult) == ("adamw", 6e-5, 0.01, 10.0)
+    settings, groups = resolve.optimiser(so)
+    assert settings["optimizer"] == "adamw" and settings["warmup_iters"] == 1500
+    assert {g.get("lr_mult", 1.0) for g in groups} == {1.0, 10.0}
+    from blvnb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="optimiser must be one of daformer"):
+        supervised.recipe_of(so.with_(strategy_options={"optimiser": "adam"}))
 
 
 def test_the_evaluation_view_keeps_the_images_as_stored(tmp_path):

@@ -63,7 +63,9 @@ def optimiser(cfg, model=None) -> tuple[dict, list[dict]]:
 
     model = model_of(cfg) if model is None else model
     if cfg.strategy in ("supervised", "mean-teacher"):
-        recipe = recipes.recipe_for(cfg.model)
+        from blvnb.engine.strategies import supervised
+
+        recipe = supervised.recipe_of(cfg) if cfg.strategy == "supervised" else recipes.recipe_for(cfg.model)
         settings = recipe.train_settings(int(cfg.iters), lr=cfg.lr, weight_decay=cfg.weight_decay)
     elif cfg.strategy == "dars-rounds":
         from blvnb.engine.strategies import dars_rounds

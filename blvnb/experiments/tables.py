@@ -427,7 +427,8 @@ def uda(profile: str, arch: str, source: str = "gta5", loss: str = "ce", loss_op
 
 def source_only(profile: str, source: str = "gta5", arch: str = "daformer-cnn") -> Spec:
     """Supervised on the source domain only, evaluated on Cityscapes (BLV Tables 3, 4: "source only †"), at
-    DAFormer's source-only batch and evaluation (:func:`uda_recipe`) and, in the paper profile, the source
+    DAFormer's source-only batch, optimiser (AdamW, head ×10; where the profile trains the papers'
+    architectures) and evaluation (:func:`uda_recipe`) and, in the paper profile, the source
     pipeline of its UDA runs (recipes.md (d)): the source image resized to 1280×720 (2560×1440 for HRDA:
     ``uda.PAPER_SIZES``), no random scale, a 512² crop (1024²) redrawn while one class covers 75 % of it,
     flip."""
@@ -438,7 +439,8 @@ def source_only(profile: str, source: str = "gta5", arch: str = "daformer-cnn") 
         hrda = arch == "hrda"
         side = 1024 if hrda else 512
         rec.update(base_size=PAPER_SIZES[hrda][0], scale_range=(1.0, 1.0), crop=(side, side), cat_max_ratio=0.75)
-    return sup(profile, UDA_MODELS.get(arch, arch), recipe=rec or None, dataset=source)
+    opts = None if _sub(profile) else {"optimiser": "daformer"}  # DAFormer's optimiser, as its UDA runs
+    return sup(profile, UDA_MODELS.get(arch, arch), recipe=rec or None, dataset=source, strategy_options=opts)
 
 
 def _uda_pair(profile: str, arch: str, source: str, subset: str = "all") -> list[Arm]:

@@ -36,14 +36,30 @@ from __future__ import annotations
 
 from torch import nn
 
-from blvnb.engine.recipes import Recipe, recipe_for
+from blvnb.engine.recipes import Recipe, recipe_for, uda_recipe
 from blvnb.engine.strategies import parts
 from blvnb.engine.strategies.base import Built, Strategy
 from blvnb.errors import ConfigError
 from blvnb.losses import LOSSES, build_loss
 
 #: the options of the strategy, with their defaults (module docstring)
-DEFAULTS: dict = {"augment": None}
+DEFAULTS: dict = {"augment": None, "optimiser": None}
+
+#: ``strategy_options["optimiser"]``: another paper's optimiser for this model (None: the model's own, recipes.md
+#: (a)); "daformer": DAFormer's AdamW, head ×10, warmup + poly (recipes.md (d)), which its source-only
+#: baselines train with, as its UDA runs do
+OTHER_RECIPES = {"daformer": uda_recipe}
+
+
+def recipe_of(cfg) -> Recipe:
+    """The optimiser recipe a supervised run trains with (the run and ``runs plan --json`` both read it)."""
+    name = parts.parse_options("supervised", cfg.strategy_options, DEFAULTS)["optimiser"]
+    if name is None:
+        return recipe_for(cfg.model)
+    if name not in OTHER_RECIPES:
+        raise ConfigError(f"supervised: optimiser must be one of {', '.join(OTHER_RECIPES)} (or left out: the "
+                          f"model's own), got {name!r}")
+    return OTHER_RECIPES[name](cfg.model)
 
 #: DAFormer's rare-class threshold is for GTA5 labels of 1914×1052 pixels
 RCS_REFERENCE_AREA = 1914 * 1052
@@ -96,7 +112,7 @@ def build(cfg, data) -> Built:
     if o["augment"] is not None and o["augment"] not in AUGMENTATIONS:
         raise ConfigError(f"supervised: augment must be one of {', '.join(AUGMENTATIONS)} (or left out), "
                           f"got {o['augment']!r}")
-    recipe = recipe_for(cfg.model)
+    recipe = recipe_of(cfg)
     split = "train" if cfg.dataset in ("cityscapes", "voc", "scannet") else "all"  # GTA5, SYNTHIA: one split
     indices = data.split_indices(cfg.labeled_fraction)[0] if cfg.labeled_fraction else None
     view = {"augment": o["augment"]} if o["augment"] is not None else {}
