@@ -284,7 +284,7 @@ def test_import_errors_for_missing_folder_and_wrong_names(tmp_path):
         records.import_records(tmp_path / "m")
 
 
-# --- end to end through the real runs.run (passes once runs.py follows CONTRACT.md) ---------------------
+# --- end to end through the real runs.run ----------------------------------------------------------------
 
 @pytest.mark.slow
 def test_real_smoke_runs_locally_and_through_submitit(tmp_path, monkeypatch):

@@ -456,7 +456,8 @@ def format_plan(plan: Plan, time_limit: float | None = None) -> str:
 # --- reading what exists --------------------------------------------------------------------------------
 
 def store_path(profile: str, key: str) -> Path:
-    """The results store's place for a run record (CONTRACT: ``results/<profile>/runs/<key>.json``)."""
+    """The results store's place for a run record: ``results/<profile>/runs/<key>.json``
+    (:func:`blvnb.experiments.store.record_path`)."""
     from blvnb.experiments import store
 
     return store.record_path(profile, key)

@@ -382,7 +382,9 @@ EXTRA_DATA_SEED_OFFSET = 1
 
 
 class RunData:
-    """What a strategy's ``build(cfg, data)`` may ask of the run (CONTRACT.md)."""
+    """What a strategy's ``build(cfg, data)`` may ask of the run: its data sets and views, splits, streams,
+    class counts, work folder and dependencies (``blvnb/engine/strategies/base.py`` says what a strategy
+    returns)."""
 
     def __init__(self, cfg: RunConfig, key: str, device: torch.device):
         self.cfg, self.key, self.device = cfg, key, device

@@ -1,7 +1,7 @@
 """Tables of our results beside the papers' numbers, for the chapters (BLV and DARS tables).
 
-Inputs are run records (``config``, ``metrics``, ``seed``, ``profile``, ``history``, …: see
-``/work/wt/CONTRACT.md``), in any of these forms:
+Inputs are run records (``config``, ``metrics``, ``seed``, ``profile``, ``history``, …: what
+:func:`blvnb.experiments.runs.run` writes), in any of these forms:
 
 * the :class:`~blvnb.experiments.tables.TableRuns` that ``tables.run(...)`` returns (``.records``: one
   dict per row / arm / seed with the record under ``"record"``), or that list itself;
