@@ -8,7 +8,7 @@ import re
 import pytest
 
 from blvnb.errors import BlvnbError, ConfigError
-from blvnb.experiments import execute, profiles, records, tables
+from blvnb.experiments import execute, profiles, records, table_runs, tables
 
 
 
@@ -177,14 +177,14 @@ def _fake_run(calls):
 
 def test_table_run_groups_records_and_runs_each_key_once():
     calls = []
-    res = tables.run("dars-t6", "quick", run_fn=_fake_run(calls), progress=False)
+    res = table_runs.run("dars-t6", "quick", run_fn=_fake_run(calls), progress=False)
     assert len(calls) == len(set(calls))  # shared round-1 teacher once
     g = res.grouped
     assert set(g) == {"1 / 20 / 0 / 0", "1 / 20 / 0.2 / 0.5", "2 / 20 / 0 / 0", "2 / 50 / 0 / 0", "2 / 50 / 0.2 / 0.5"}
     assert g["2 / 50 / 0.2 / 0.5"]["round 2"][0]["metrics"]["mIoU"] == 50.0
     # a second call reads the store: nothing runs again
     before = len(calls)
-    tables.run("dars-t6", "quick", run_fn=_fake_run(calls), progress=False)
+    table_runs.run("dars-t6", "quick", run_fn=_fake_run(calls), progress=False)
     assert len(calls) == before
     df = res.frame()
     assert list(df.columns[:4]) == ["row", "arm", "seed", "key"]
@@ -192,8 +192,8 @@ def test_table_run_groups_records_and_runs_each_key_once():
 
 def test_two_tables_asking_for_the_same_run_make_one_record():
     calls = []
-    t3 = tables.run("blv-t3", "quick", run_fn=_fake_run(calls), progress=False)
-    t14 = tables.run("blv-t14", "quick", run_fn=_fake_run(calls), progress=False)
+    t3 = table_runs.run("blv-t3", "quick", run_fn=_fake_run(calls), progress=False)
+    t14 = table_runs.run("blv-t14", "quick", run_fn=_fake_run(calls), progress=False)
     assert len(calls) == len(set(calls))
     a = t3.grouped["DAFormer †"]["baseline"][0]
     b = t14.grouped["Baseline"]["baseline"][0]
@@ -211,13 +211,13 @@ def test_committed_records_are_read_never_recomputed(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(rec))
     calls = []
-    res = tables.run("blv-t1", "quick", run_fn=_fake_run(calls), progress=False)
+    res = table_runs.run("blv-t1", "quick", run_fn=_fake_run(calls), progress=False)
     planned = execute.build_plan([(c, "blv-t1") for c in tables.runs_for("blv-t1", "quick")]).runs
     assert cfg.key() not in calls and len(calls) == len(planned) - 1
     got = res.grouped[tables.T1_QUICK_LABEL]["baseline"][0]
     assert got["committed"] and got["device"] == "NVIDIA H200"
     calls.clear()
-    tables.run("blv-t1", "quick", run_fn=_fake_run(calls), force=True, progress=False)
+    table_runs.run("blv-t1", "quick", run_fn=_fake_run(calls), force=True, progress=False)
     assert cfg.key() in calls  # forced
 
 
@@ -227,14 +227,14 @@ def test_a_broken_committed_record_stops_with_its_name():
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     with pytest.raises(BlvnbError, match=re.escape(str(path))):
-        tables.run("blv-t1", "quick", run_fn=_fake_run([]), progress=False)
+        table_runs.run("blv-t1", "quick", run_fn=_fake_run([]), progress=False)
 
 
 def test_dars_sweep_points_share_their_teachers():
     """One round-0 teacher per split and seed serves every DARS table that starts from it; Table 6's
     round-2 variants share round 1 with Table 4 (only their round 2 differs)."""
     from blvnb.engine.strategies.dars_rounds import round_config
-    from blvnb.experiments import tables
+    from blvnb.experiments import table_runs, tables
 
     def keys(table, row):
         return {e.cfg.key() for e in tables.entries(table, "quick", [0]) if e.row == row}

@@ -272,7 +272,7 @@ def test_paired_values_for_verdicts():
 
 
 def test_accepts_what_tables_run_returns():
-    class TableRunsLike:  # blvnb.experiments.tables.TableRuns: .records = [{row, arm, seed, key, record}]
+    class TableRunsLike:  # blvnb.experiments.table_runs.TableRuns: .records = [{row, arm, seed, key, record}]
         def __init__(self, records):
             self.records = records
 
@@ -304,7 +304,7 @@ def test_synthia_tables_use_16_and_13_class_means():
 
 
 def test_runs_table_names_columns_and_keeps_the_raw_frame_behind_a_toggle():
-    from blvnb.experiments.tables import TableRuns
+    from blvnb.experiments.table_runs import TableRuns
 
     recs = [{"row": "R50", "arm": a, "seed": s, "key": f"{a}{s}" * 8,
              "record": {"metrics": {"mIoU": 0.5 + s / 100, "mIoU_head_blv": 0.6, "mIoU_tail_blv": 0.3},

@@ -418,7 +418,7 @@ def test_every_chapter_that_runs_tables_takes_a_weights_dir_parameter():
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
         code = "".join("".join(c["source"]) for c in cells)
-        if "tables.run(" not in code and "run_table(" not in code and "with_arm(" not in code:
+        if not any(call in code for call in ("table_runs.run(", "runs_of(", "run_table(", "with_arm(")):
             continue
         assert "weights_dir = None" in "".join(cells[0]["source"]), nb.name
         assert "tables.use_weights_dir(weights_dir)" in code, nb.name

@@ -30,7 +30,7 @@ they lead to (its model, crop, evaluation, ...), not the flags.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -267,3 +267,45 @@ def get_profile(name: str, **overrides) -> Profile:
 
 
 PRETRAINED_CHOICES = ("toy", "imagenet")
+
+
+# --- seeds -------------------------------------------------------------------------------------------
+
+_SEEDS_HOW = ("pass one seed as an integer (papermill ... -p seeds 0), several as a list "
+              "(papermill ... -y 'seeds: [0, 1, 2]') or a string of them (-p seeds '0,1,2')")
+
+
+def parse_seeds(seeds, what: str = "seeds") -> tuple[int, ...] | None:
+    """A notebook's or caller's ``seeds`` as a tuple of ints: None stays None (the profile's seeds); one
+    integer is that one seed (``papermill -p seeds 0`` passes an int); a string "0,1,2" or "0 1 2" (what
+    ``-p`` gives for several) and a list or tuple are those seeds. Anything else, a bool, a float, a
+    repeated seed, or none at all is a ConfigError that names the value and says how to pass
+    seeds."""
+    if seeds is None:
+        return None
+    if isinstance(seeds, str):
+        parts = [p for p in seeds.replace(",", " ").split() if p]
+        try:
+            seeds = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"{what}={seeds!r} is not a list of integer seeds; {_SEEDS_HOW}") from None
+    elif isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    elif not isinstance(seeds, (list, tuple, range)):
+        raise ConfigError(f"{what}={seeds!r} ({type(seeds).__name__}) is neither a seed nor a list of seeds; "
+                          f"{_SEEDS_HOW}")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int)]
+    if bad:
+        raise ConfigError(f"{what}={seeds!r}: {bad[0]!r} is not a seed (an integer); {_SEEDS_HOW}")
+    if not seeds:
+        raise ConfigError(f"{what}={seeds!r} names no seed (seeds must name at least one seed); {_SEEDS_HOW}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{what}={seeds!r} names a seed twice; each seed is one run")
+    return tuple(int(s) for s in seeds)
+
+
+def profile_seeds(profile: str, seeds: Iterable[int] | int | str | None = None) -> tuple[int, ...]:
+    """``seeds`` (:func:`parse_seeds`: one int is one seed), or the profile's when None."""
+    prof = get_profile(profile)
+    parsed = parse_seeds(seeds)
+    return tuple(prof.seeds) if parsed is None else parsed

@@ -41,7 +41,8 @@ from blvnb.engine.streams import Stream
 from blvnb.engine.strategies import STRATEGIES, get_builder
 from blvnb.errors import BlvnbError, ConfigError, DatasetError
 from blvnb.experiments import store
-from blvnb.experiments.profiles import PRETRAINED_CHOICES, FrozenDict, Profile, freeze, get_profile, thaw
+from blvnb.experiments.profiles import (PRETRAINED_CHOICES, FrozenDict, Profile, freeze, get_profile, profile_seeds,
+                                       thaw)
 from blvnb.losses.frequencies import counts_from_labels
 from blvnb.models.registry import build_model, weights_report
 
@@ -714,8 +715,6 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
 
 def run_seeds(cfg: RunConfig, seeds: tuple[int, ...] | None = None, force: bool = False) -> list[dict]:
     """``run`` once per seed (the profile's seeds when ``seeds`` is None; one int is one seed)."""
-    from blvnb.experiments.tables import profile_seeds
-
     seeds = profile_seeds(cfg.profile, seeds)
     return [run(cfg.with_(seed=int(s)), force=force) for s in seeds]
 

@@ -5,9 +5,9 @@ A table is a list of *arms*: (row, arm, run settings). The settings become one
 each run by what it computes, never by the table, so a run that several tables show (the CE baseline of
 a setting and seed, a DARS round-0 teacher, DAFormer's baseline) is one record, computed once::
 
-    from blvnb.experiments import tables
+    from blvnb.experiments import table_runs, tables
     tables.runs_for("blv-t1", "quick")          # the distinct RunConfigs the table shows
-    res = tables.run("blv-t1", "quick")         # execute (or read) them; records by row / arm / seed
+    res = table_runs.run("blv-t1", "quick")     # execute (or read) them; records by row / arm / seed
     res.grouped["ResNet50 PSPHead"]["blv"][0]["metrics"]["mIoU_tail_blv"]
 
 **Profiles.** ``gpu`` and ``paper`` run every row of every table at the profile's seeds. ``smoke`` and
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, fields
 
 from blvnb.errors import ConfigError
 from blvnb.experiments import iterations
-from blvnb.experiments.profiles import get_profile
+from blvnb.experiments.profiles import get_profile, parse_seeds, profile_seeds  # noqa: F401 (the chapters' names)
 from blvnb.models.registry import with_variant
 
 log = logging.getLogger(__name__)
@@ -864,39 +864,6 @@ def resolve_tables(only: Iterable[str] | None) -> list[str]:
     return out
 
 
-_SEEDS_HOW = ("pass one seed as an integer (papermill ... -p seeds 0), several as a list "
-              "(papermill ... -y 'seeds: [0, 1, 2]') or a string of them (-p seeds '0,1,2')")
-
-
-def parse_seeds(seeds, what: str = "seeds") -> tuple[int, ...] | None:
-    """A notebook's or caller's ``seeds`` as a tuple of ints: None stays None (the profile's seeds); one
-    integer is that one seed (``papermill -p seeds 0`` passes an int); a string "0,1,2" or "0 1 2" (what
-    ``-p`` gives for several) and a list or tuple are those seeds. Anything else, a bool, a float, a
-    repeated seed, or none at all is a ConfigError that names the value and says how to pass
-    seeds."""
-    if seeds is None:
-        return None
-    if isinstance(seeds, str):
-        parts = [p for p in seeds.replace(",", " ").split() if p]
-        try:
-            seeds = [int(p) for p in parts]
-        except ValueError:
-            raise ConfigError(f"{what}={seeds!r} is not a list of integer seeds; {_SEEDS_HOW}") from None
-    elif isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    elif not isinstance(seeds, (list, tuple, range)):
-        raise ConfigError(f"{what}={seeds!r} ({type(seeds).__name__}) is neither a seed nor a list of seeds; "
-                          f"{_SEEDS_HOW}")
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int)]
-    if bad:
-        raise ConfigError(f"{what}={seeds!r}: {bad[0]!r} is not a seed (an integer); {_SEEDS_HOW}")
-    if not seeds:
-        raise ConfigError(f"{what}={seeds!r} names no seed (seeds must name at least one seed); {_SEEDS_HOW}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{what}={seeds!r} names a seed twice; each seed is one run")
-    return tuple(int(s) for s in seeds)
-
-
 def use_weights_dir(weights_dir: str | None) -> str | None:
     """A chapter's ``weights_dir`` parameter (``papermill ... -p weights_dir DIR``): the folder of ImageNet
     weights, one file per backbone (:mod:`blvnb.models.weights`), that every run built after this call reads
@@ -912,13 +879,6 @@ def use_weights_dir(weights_dir: str | None) -> str | None:
     root = str(check_folder(weights_dir).resolve())
     os.environ[WEIGHTS_ENV] = root
     return root
-
-
-def profile_seeds(profile: str, seeds: Iterable[int] | int | str | None = None) -> tuple[int, ...]:
-    """``seeds`` (:func:`parse_seeds`: one int is one seed), or the profile's when None."""
-    prof = get_profile(profile)
-    parsed = parse_seeds(seeds)
-    return tuple(prof.seeds) if parsed is None else parsed
 
 
 def arm_seeds(arm: Arm, profile: str, seeds: tuple[int, ...], explicit: bool) -> tuple[int, ...]:
@@ -984,53 +944,4 @@ def runs_for(table: str, profile: str, seeds: Iterable[int] | None = None, data_
     return out
 
 
-@dataclass
-class TableRuns:
-    """The records of a table: ``records`` (one dict per row/arm/seed: ``row``, ``arm``, ``seed``,
-    ``key``, ``record``) and ``grouped[row][arm][seed] → record``."""
-
-    table: str
-    profile: str
-    note: str
-    records: list[dict]
-
-    @property
-    def grouped(self) -> dict:
-        out: dict = {}
-        for r in self.records:
-            out.setdefault(r["row"], {}).setdefault(r["arm"], {})[r["seed"]] = r["record"]
-        return out
-
-    def frame(self):
-        """A pandas DataFrame: one line per row/arm/seed with mIoU, head and tail mIoU and the key."""
-        import pandas as pd
-
-        rows = []
-        for r in self.records:
-            m = r["record"].get("metrics", {})
-            rows.append({"row": r["row"], "arm": r["arm"], "seed": r["seed"], "key": r["key"],
-                         **{k: m.get(k) for k in ("mIoU", "mIoU_head_blv", "mIoU_tail_blv", "mIoU_tail_dars")},
-                         "train_seconds": r["record"].get("train_seconds")})
-        return pd.DataFrame(rows)
-
-
-def run(table: str, profile: str = "quick", seeds: Iterable[int] | None = None, *, data_root: str | None = None,
-        device: str | None = None, force: bool = False, run_fn: Callable | None = None,
-        progress: bool = True) -> TableRuns:
-    """Execute (or read back) every run of ``table`` and return the records grouped by row, arm, seed.
-
-    A record committed under ``records/`` (:mod:`blvnb.experiments.records`) or already in the results
-    store is read, not recomputed (unless ``force``). Dependencies run first (a DARS round's teacher).
-    ``run_fn`` replaces :func:`blvnb.experiments.runs.run` (tests).
-    """
-    from blvnb.experiments import execute
-
-    es = entries(table, profile, seeds, data_root)
-    plan = execute.build_plan([(e.cfg, table) for e in es])
-    done = execute.execute(plan, run_fn=run_fn, executor="local", force=force, device=device, progress=progress)
-    records = [{"row": e.row, "arm": e.arm, "seed": e.seed, "key": e.key, "record": done[e.key]} for e in es]
-    return TableRuns(table, profile, get_table(table).note, records)
-
-
-__all__ = ["TABLES", "Arm", "Spec", "Table", "TableRuns", "entries", "get_table", "list_tables", "resolve_tables",
-           "run", "runs_for"]
+__all__ = ["TABLES", "Arm", "Spec", "Table", "entries", "get_table", "list_tables", "resolve_tables", "runs_for"]

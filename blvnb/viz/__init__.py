@@ -13,7 +13,8 @@ import numpy as np
 from blvnb.classes import BLV_TAIL, CLASSES, COLORS, DARS_TAIL, NUM_CLASSES, colorize
 from blvnb.experiments.profiles import get_profile
 
-HEAD_COLOR, TAIL_COLOR = "#4c72b0", "#dd8452"
+from blvnb.viz.style import HEAD_COLOR, TAIL_COLOR
+from blvnb.viz.style import subplots as _subplots
 
 
 def profile_note(profile: str, data_root: str | None) -> str:
@@ -28,16 +29,6 @@ def profile_note(profile: str, data_root: str | None) -> str:
         where = f"the real data sets under `{data_root}`"
         caveat = "These numbers are comparable to the papers' when the paper profile's settings are used."
     return f"**Profile `{p.name}`** — {p.description}. Data: {where}. {caveat}"
-
-
-def _subplots(nrows: int = 1, ncols: int = 1, **kw):
-    """``plt.subplots`` and close at once: the figure is shown once, when the notebook displays it
-    (pyplot would show it again at the end of the cell)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(nrows, ncols, **kw)
-    plt.close(fig)
-    return fig, axes
 
 
 def _class_colors() -> list:

@@ -3,7 +3,7 @@ named arms, verdicts decided from them (or "not run", with the reason), and the 
 labels and images behind the figures.
 
 The chapters (``notebooks/dars_*.ipynb``) only call these and show what they return. Runs come from
-:func:`blvnb.experiments.tables.run` (shared by key: one round-0 teacher per split and seed serves every
+:func:`blvnb.experiments.table_runs.run` (shared by key: one round-0 teacher per split and seed serves every
 table that starts from it); models are rebuilt from a run's checkpoint; pseudo labels are read from the
 folder the round wrote them to (the run record's ``summary["labels_dir"]``), never recomputed.
 """
@@ -32,7 +32,7 @@ __all__ = ["Ran", "run_table", "arm_records", "values", "decide", "decide_values
 
 @dataclass(repr=False)
 class Ran:
-    """The outcome of :func:`run_table`: the records (``runs``, a :class:`~blvnb.experiments.tables.TableRuns`,
+    """The outcome of :func:`run_table`: the records (``runs``, a :class:`~blvnb.experiments.table_runs.TableRuns`,
     None when nothing could run), the arms the library cannot run yet (``missing``: (row, arm, why)) and
     the reason the table could not run at all (``error``)."""
 
@@ -84,17 +84,17 @@ class Ran:
 
 def run_table(table: str, profile: str, seeds: Sequence[int] | None = None, *, data_root: str | None = None,
               device: str | None = None, allow_unsupported: bool = False) -> Ran:
-    """:func:`blvnb.experiments.tables.run` for ``table``, with the arms it leaves out named.
+    """:func:`blvnb.experiments.table_runs.run` for ``table``, with the arms it leaves out named.
 
     ``allow_unsupported``: a table whose runs the engine cannot configure or train yet (a data set the run
     wiring does not know: VOC, ScanNet; a setting a strategy rejects) comes back with ``error`` set instead
     of raising; the chapter shows the paper's numbers and says what is missing. Only the chapters whose
     tables wait for such a piece pass it: elsewhere a failing run fails the chapter."""
-    from blvnb.experiments import tables
+    from blvnb.experiments import table_runs, tables
 
     missing = tables.unavailable(table, profile)
     try:
-        runs = tables.run(table, profile, seeds, data_root=data_root, device=device, progress=False)
+        runs = table_runs.run(table, profile, seeds, data_root=data_root, device=device, progress=False)
     except BlvnbError as exc:  # ConfigError included
         if not allow_unsupported:
             raise

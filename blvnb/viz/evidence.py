@@ -20,11 +20,37 @@ import numpy as np
 from blvnb.classes import CLASSES, NUM_CLASSES
 from blvnb.viz.tables import Item, ResultsError, items, metric_value
 
-__all__ = ["select", "has", "present", "records", "by_arm", "with_arm", "arm_values", "iou_values", "verdict",
+__all__ = ["chapter_runner", "both", "select", "has", "present", "records", "by_arm", "with_arm", "arm_values", "iou_values", "verdict",
            "verdicts_markdown", "ratios", "gain_share_values", "gain_share_verdict", "class_shares", "count_estimates", "load_model",
            "eval_dataset", "label_shares", "logit_separation", "tail_rich_indices"]
 
 Selector = str | tuple
+
+
+def chapter_runner(profile: str, seeds=None, data_root: str | None = None, device: str | None = None):
+    """A chapter's ``runs_of(table)``: every run of a results table in the chapter's profile, seeds, data and
+    device, trained or read back from the store (:func:`blvnb.experiments.table_runs.run`); shows one line
+    saying what the runs are, and returns their :class:`~blvnb.experiments.table_runs.TableRuns`."""
+    from IPython.display import Markdown, display
+
+    from blvnb.experiments import table_runs
+
+    def runs_of(table: str):
+        res = table_runs.run(table, profile, seeds, data_root=data_root, device=device, progress=False)
+        display(Markdown(f"*Runs of `{table}` in the `{profile}` profile: {res.note}*"))
+        return res
+
+    return runs_of
+
+
+def both(arms, metrics=("mIoU", "mIoU_tail_blv"), baseline=None):
+    """Per-seed values and seed-paired differences of several metrics, side by side
+    (:func:`blvnb.viz.tables.seed_table` of each, one column group per metric)."""
+    import pandas as pd
+
+    from blvnb.viz import tables as vt
+
+    return pd.concat([vt.seed_table(arms, m, baseline=baseline) for m in metrics], axis=1, keys=list(metrics))
 
 
 def _match(it: Item, sel: Selector) -> bool:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from blvnb.classes import BLV_TAIL, CLASSES, COLORS, IGNORE, NUM_CLASSES, colorize
-from blvnb.viz import HEAD_COLOR, TAIL_COLOR, _subplots
+from blvnb.viz.style import HEAD_COLOR, TAIL_COLOR
+from blvnb.viz.style import subplots as _subplots
 from blvnb.viz.tables import ResultsError, items, metric_value
 
 __all__ = ["per_class_gains", "plot_gain_vs_share", "plot_per_class_iou", "separation", "pixel_logits", "plot_tsne", "predict_maps",

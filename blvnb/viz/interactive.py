@@ -90,7 +90,7 @@ class Interactive:
 
 
 def _subplots(*args, **kw):
-    from blvnb.viz import _subplots as sub
+    from blvnb.viz.style import subplots as sub
 
     return sub(*args, **kw)
 

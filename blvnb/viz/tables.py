@@ -3,7 +3,7 @@
 Inputs are run records (``config``, ``metrics``, ``seed``, ``profile``, ``history``, …: what
 :func:`blvnb.experiments.runs.run` writes), in any of these forms:
 
-* the :class:`~blvnb.experiments.tables.TableRuns` that ``tables.run(...)`` returns (``.records``: one
+* the :class:`~blvnb.experiments.table_runs.TableRuns` that ``table_runs.run(...)`` returns (``.records``: one
   dict per row / arm / seed with the record under ``"record"``), or that list itself;
 * ``{arm: [record, …]}`` or ``{arm: {seed: record}}`` or ``{row: {arm: {seed: record}}}``
   (``TableRuns.grouped``);
@@ -414,11 +414,11 @@ class RunsTable:
 
 
 def runs_table(runs, caption: str | None = None) -> RunsTable:
-    """``runs`` (a :class:`blvnb.experiments.tables.TableRuns`, or its ``frame()``) as a :class:`RunsTable`:
+    """``runs`` (a :class:`blvnb.experiments.table_runs.TableRuns`, or its ``frame()``) as a :class:`RunsTable`:
     mean IoUs in %, training time in seconds, columns without a value dropped."""
     import pandas as pd
 
-    from blvnb.experiments.tables import TableRuns
+    from blvnb.experiments.table_runs import TableRuns
 
     if isinstance(runs, TableRuns):
         raw = runs.frame()
