@@ -242,16 +242,20 @@ def scratch_fragment(data: dict) -> str:
         rows.append(cells)
     table = _table(["start", "mIoU, CE → BLV", "BLV − CE mIoU [95 %]", "tail mIoU, CE → BLV",
                     "BLV − CE tail [95 %]"], rows)
-    same = {k: v[0] == v[1] for k, v in verdicts.items()}
     text = "; ".join(f"for {LABELS[k]} the interval is {v[0]} fine-tuned and {v[1]} from scratch"
                      for k, v in verdicts.items())
-    agree = ("The two starts agree on both" if all(same.values()) else
-             "The two starts do not agree on " + " and ".join(LABELS[k] for k, ok in same.items() if not ok))
-    return (table + f"\nMeans over the {n} seeds, seed-paired, in points. {text[0].upper() + text[1:]}. {agree}: "
-            + ("the toy result does not hinge on starting from a fitted classifier, as far as three seeds show."
-               if all(same.values()) else
-               "at toy scale, what BLV does depends on where training starts, so the quick verdicts speak about "
-               "fine-tuning a fitted classifier only.") + "\n")
+    opposite = [k for k, v in verdicts.items() if {v[0], v[1]} == {"above 0", "below 0"}]
+    unclear = [k for k, v in verdicts.items() if k not in opposite and v[0] != v[1]]
+    if opposite:
+        end = (f"The two starts point in opposite directions for {' and '.join(LABELS[k] for k in opposite)}: at toy "
+               "scale what BLV does depends on where training starts, so the quick verdicts speak about fine-tuning "
+               "a fitted classifier only.")
+    elif unclear:
+        end = (f"They do not contradict each other; for {' and '.join(LABELS[k] for k in unclear)} one start's "
+               "interval straddles 0, so three seeds cannot say whether that start changes the direction.")
+    else:
+        end = "The two starts agree on both: the toy result does not hinge on starting from a fitted classifier."
+    return table + f"\nMeans over the {n} seeds, seed-paired, in points. {text[0].upper() + text[1:]}. {end}\n"
 
 
 def sweep_fragment(profile: str = "quick") -> str:

@@ -118,9 +118,12 @@ def test_the_from_scratch_start_is_shown_beside_the_fine_tuning_one():
     assert "| fine-tuned from the toy pretraining | 41.00 → 40.00 | −1.00 [" in text
     assert "from random initialisation (900 steps, batch 16, lr 0.05) | 41.00 → 42.23 | +1.23 [" in text
     assert "the interval is below 0 fine-tuned and above 0 from scratch" in text
-    assert "do not agree on mIoU and tail mIoU" in text and "depends on where training starts" in text
+    assert "opposite directions for mIoU and tail mIoU" in text and "depends on where training starts" in text
     fine["from_scratch"]["summary"] = _fake([-0.5, -0.9, -0.7])["summary"]
     assert "The two starts agree on both" in pages.calibration_fragments(fine)["scratch"]
+    fine["from_scratch"]["summary"] = _fake([-2.0, 0.5, -0.3])["summary"]  # an interval across 0
+    text = pages.calibration_fragments(fine)["scratch"]
+    assert "do not contradict each other" in text and "straddles 0" in text
 
 
 def test_the_quick_page_says_why_sweep_points_run_once_from_the_plans_own_counts():
