@@ -77,6 +77,21 @@ def _data_prepare(a) -> None:
 
 
 @contextlib.contextmanager
+def _environ(name: str, value: str):
+    """``$name`` set to ``value`` for a batch (its runs, workers, Slurm jobs and the chapters' kernels inherit
+    it), and as it was again afterwards."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+@contextlib.contextmanager
 def _batch_data_check(profile: str, data_root: str | None, skip: bool, plan=None):
     """A batch's data check, once before its first run: with ``--data-root``, check the root
     (:func:`blvnb.reproduce.check_data_root`, refusing missing or unreadable files) unless ``skip``; the
@@ -94,15 +109,8 @@ def _batch_data_check(profile: str, data_root: str | None, skip: bool, plan=None
         from blvnb import reproduce
 
         reproduce.check_data_root(profile, data_root, plan=plan)
-    before = os.environ.get(BATCH_CHECK_ENV)
-    os.environ[BATCH_CHECK_ENV] = "skipped" if skip else "passed"
-    try:
+    with _environ(BATCH_CHECK_ENV, "skipped" if skip else "passed"):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(BATCH_CHECK_ENV, None)
-        else:
-            os.environ[BATCH_CHECK_ENV] = before
 
 
 def _check_skip_data_check(a) -> None:
@@ -127,20 +135,13 @@ def _weights_folder(folder: str | None, plan_of):
     from blvnb.models.weights import check_folder
 
     root = str(check_folder(folder).resolve())
-    before = os.environ.get(WEIGHTS_ENV)
-    os.environ[WEIGHTS_ENV] = root
-    try:
+    with _environ(WEIGHTS_ENV, root):
         report = check_weights(root, _plan_weights(plan_of()))
         if not report.ok:
             raise ConfigError(f"the weights folder {root} cannot serve this plan (nothing was run):\n"
                               + report.summary())
         print(report.summary().splitlines()[-1])
         yield
-    finally:
-        if before is None:
-            os.environ.pop(WEIGHTS_ENV, None)
-        else:
-            os.environ[WEIGHTS_ENV] = before
 
 
 def _reproduce(a) -> None:

@@ -42,3 +42,14 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def write_json_atomic(path: str | Path, obj) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, default=str)))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks: a weights file's or a checkpoint's identity."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

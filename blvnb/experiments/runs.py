@@ -13,7 +13,6 @@ run's work folder, other runs it depends on).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -41,6 +40,7 @@ from blvnb.engine.streams import Stream
 from blvnb.engine.strategies import STRATEGIES, get_builder
 from blvnb.errors import BlvnbError, ConfigError, DatasetError
 from blvnb.experiments import store
+from blvnb.io import file_sha256
 from blvnb.experiments.profiles import (PRETRAINED_CHOICES, FrozenDict, Profile, freeze, get_profile, profile_seeds,
                                        thaw)
 from blvnb.losses.frequencies import counts_from_labels
@@ -271,7 +271,7 @@ class RunConfig:
         else:  # a new toycity generator makes new data
             d["toycity_version"] = toycity.GENERATOR_VERSION
         if d["pretrained"] is not None and d["pretrained"] not in PRETRAINED_CHOICES:
-            d["pretrained"] = "file:" + _file_hash(Path(d["pretrained"]).expanduser())
+            d["pretrained"] = "file:" + file_sha256(Path(d["pretrained"]).expanduser())[:16]
         if d["pretrained"] == "toy":
             d["pretraining"] = thaw(get_profile(self.profile).pretraining)
         return d
@@ -279,14 +279,6 @@ class RunConfig:
     def key(self) -> str:
         """The store key: a hash of :meth:`key_dict` and the library version."""
         return store.config_key(self.key_dict())
-
-
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def pretraining_config(cfg: RunConfig) -> RunConfig:

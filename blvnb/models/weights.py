@@ -21,7 +21,6 @@ loads whole or not at all.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 from blvnb.errors import ConfigError
+from blvnb.io import file_sha256 as sha256  # noqa: F401 (what a record states of each weights file)
 
 #: the one table: backbone (timm's model name, or ``mit_<size>``) → the file stem it loads from in a
 #: weights folder (mmsegmentation's names for the ResNets: V1c/V1d are the deep-stem variants the papers use)
@@ -96,15 +96,6 @@ def find_weights(folder: str | Path, backbone: str) -> Path:
         raise ConfigError(f"weights folder {root} holds {len(found)} files for backbone {backbone!r} "
                           f"({', '.join(p.name for p in found)}): keep one")
     return found[0]
-
-
-def sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes (hex): what a record states of every weights file a run loaded."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:

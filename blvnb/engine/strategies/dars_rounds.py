@@ -91,7 +91,7 @@ from blvnb.engine.strategies.base import Built, Strategy
 from blvnb.engine.teacher import TeacherSource
 from blvnb.errors import BlvnbError, ConfigError
 from blvnb.losses import build_loss
-from blvnb.io import write_json_atomic
+from blvnb.io import file_sha256, write_json_atomic
 from blvnb.pseudo import rounds as rounds_mod
 from blvnb.pseudo.distribution import kl_divergence, prior_from_counts
 from blvnb.pseudo.streaming import StreamingLabeler
@@ -303,15 +303,6 @@ def lr_continuation(k: int, iters: int) -> dict[str, int]:
 
 
 # --- labelling a round -------------------------------------------------------------------------------------
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file (the teacher checkpoint's identity in the manifest)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _jsonable(v):
     if isinstance(v, torch.Tensor):
@@ -584,7 +575,7 @@ def build(cfg, data) -> Built:
     out_dir = Path(data.work_dir) / f"pseudo-round{k}"
     extra = {"extra_unlabeled": n_extra} if n_extra else {}  # the pool: the split's unlabeled images, then these
     unlabeled_eval = data.dataset(kind, "train", train=False, indices=unlabeled_idx, **extra)
-    manifest = {"teacher_sha256": file_digest(ckpt), "dataset": kind, "labeled_fraction": str(cfg.labeled_fraction),
+    manifest = {"teacher_sha256": file_sha256(ckpt), "dataset": kind, "labeled_fraction": str(cfg.labeled_fraction),
                 "unlabeled": hashlib.sha256(json.dumps(unlabeled_idx).encode()).hexdigest()[:16],
                 "images": len(unlabeled_idx) + n_extra}
     if n_extra:
